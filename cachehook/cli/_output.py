@@ -1,0 +1,65 @@
+"""How results and warnings look on a terminal, and as JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from cachehook.runner import RunResult
+
+__all__ = ["Console", "format_duration", "print_json", "short_key"]
+
+
+def short_key(key: str) -> str:
+    """``3f2a…c91``: enough of a key to recognise it in a log line."""
+    return f"{key[:4]}…{key[-3:]}" if len(key) > 8 else key
+
+
+def format_duration(ms: int) -> str:
+    """``0.42s``, ``4.21s``, ``1m12s``, ``2h03m``."""
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class Console:
+    """Writes cachehook's own lines to stderr, so stdout stays the task's."""
+
+    def __init__(self, *, quiet: bool = False, prefix: str = "cachehook") -> None:
+        self.quiet = quiet
+        self.prefix = prefix
+
+    def warn(self, message: str) -> None:
+        click.secho(f"{self.prefix}: warning: {message}", err=True, fg="yellow")
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(f"{self.prefix}: {message}", err=True)
+
+    def result(self, result: RunResult) -> None:
+        key = short_key(result.key)
+        if result.status == "HIT":
+            where = "local" if result.source == "LOCAL" else "remote"
+            self.info(f"{where} hit {key} (saved {format_duration(result.saved_ms)})")
+        elif result.status == "BYPASS":
+            self.info(f"cache disabled, ran {key} in {format_duration(result.duration_ms)}")
+        elif result.exit_code != 0:
+            self.info(f"miss {key}, failed with exit code {result.exit_code}; not cached")
+        else:
+            stored = "cached" if result.stored else "not cached"
+            self.info(f"miss {key}, ran in {format_duration(result.duration_ms)}, {stored}")
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()

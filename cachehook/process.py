@@ -1,0 +1,113 @@
+"""Run a command as a child process: its output streams live and is recorded.
+
+The child's exit code is returned unchanged (128+N when a signal N killed it).
+Ctrl-C in a terminal reaches the child through the process group; a SIGINT or
+SIGTERM sent to cachehook alone is forwarded, and the child is awaited before
+``KeyboardInterrupt`` propagates, so nothing is stored from an interrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import BinaryIO
+
+from cachehook.errors import ConfigError
+from cachehook.logs import STDERR, STDOUT, LogRecorder
+
+__all__ = ["run_command"]
+
+_CHUNK = 65536
+_FORWARD_DELAY = 0.2
+
+
+def _pump(fd: int, stream: int, recorder: LogRecorder, sink: BinaryIO | None) -> None:
+    with os.fdopen(fd, "rb", buffering=0) as source:
+        while chunk := source.read(_CHUNK):
+            recorder.add(stream, chunk)
+            if sink is not None:
+                try:
+                    sink.write(chunk)
+                    sink.flush()
+                except (OSError, ValueError):
+                    sink = None  # our own stdout went away (closed pipe): keep recording
+
+
+def run_command(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    recorder: LogRecorder,
+    live: tuple[BinaryIO, BinaryIO] | None,
+) -> int:
+    """Run ``argv`` in ``cwd`` and return its exit code.
+
+    Raises:
+        ConfigError: the command cannot be started (not found, not executable).
+        KeyboardInterrupt: the run was interrupted; the child has exited.
+    """
+    try:
+        child = subprocess.Popen(
+            list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+        msg = f"cannot run {argv[0]!r}: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
+    assert child.stdout is not None and child.stderr is not None
+    pumps = [
+        threading.Thread(
+            target=_pump,
+            args=(os.dup(pipe.fileno()), stream, recorder, sink),
+            daemon=True,
+        )
+        for pipe, stream, sink in (
+            (child.stdout, STDOUT, live[0] if live else None),
+            (child.stderr, STDERR, live[1] if live else None),
+        )
+    ]
+    child.stdout.close()
+    child.stderr.close()
+    for pump in pumps:
+        pump.start()
+    interrupted = _wait(child)
+    for pump in pumps:
+        pump.join()
+    if interrupted:
+        raise KeyboardInterrupt
+    code = child.returncode
+    return 128 - code if code < 0 else code
+
+
+def _wait(child: subprocess.Popen[bytes]) -> bool:
+    """Wait for the child, forwarding SIGINT/SIGTERM; True if one arrived."""
+    received: list[int] = []
+
+    def send(signum: int) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if signum == signal.SIGINT:
+            # A terminal's Ctrl-C already reached the child through the process group;
+            # forward only if it is still running a moment later (a SIGINT sent to us alone).
+            threading.Timer(_FORWARD_DELAY, send, args=(signum,)).start()
+        else:
+            send(signum)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if in_main:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, forward)
+    try:
+        child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return bool(received)

@@ -1,0 +1,539 @@
+"""One task: key -> local -> remote -> execute -> store -> events.
+
+The runner returns a ``RunResult`` and never prints: what the user should see
+reaches the caller through ``on_notice`` (warnings) and the result itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+
+from cachehook import __version__
+from cachehook.errors import ArchiveError, HashingError, StoreError
+from cachehook.hashing import (
+    FileDigest,
+    GlobSet,
+    Manifest,
+    StatCache,
+    digest_bytes,
+    expand_globs,
+    hash_files,
+    resolve_env,
+)
+from cachehook.logs import LogRecorder
+from cachehook.process import run_command
+from cachehook.store import LocalStore
+
+if TYPE_CHECKING:
+    from cachehook.config import Settings
+    from cachehook.events import EventSender
+    from cachehook.remote import RemoteSession
+
+__all__ = ["Execute", "Prepared", "RunResult", "Runner", "TaskSpec"]
+
+logger = logging.getLogger("cachehook")
+
+Status = Literal["HIT", "MISS", "BYPASS", "DRY"]
+Source = Literal["LOCAL", "REMOTE"]
+Execute = Callable[[LogRecorder], int]
+_PROTECTED = frozenset({"pyproject.toml"})
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What to run and what it reads and writes; globs are relative to the project root."""
+
+    command: tuple[str, ...]
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    salt: str = ""
+    cwd: Path | None = None
+    dependencies: tuple[str, ...] = ()
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A task with its inputs hashed: the key and everything that went into it."""
+
+    spec: TaskSpec
+    manifest: Manifest
+    key: str
+    outputs: GlobSet
+    input_paths: frozenset[str]
+    unmatched_inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What happened to one task."""
+
+    key: str
+    status: Status
+    source: Source | None
+    exit_code: int
+    duration_ms: int
+    saved_ms: int = 0
+    stored: bool = False
+    log: bytes = b""
+    local_hit: bool | None = None
+    remote_hit: bool | None = None
+    restored: tuple[str, ...] = ()
+    manifest: Manifest | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "status": self.status,
+            "source": self.source,
+            "exit_code": self.exit_code,
+            "duration_ms": self.duration_ms,
+            "saved_ms": self.saved_ms,
+            "stored": self.stored,
+            "restored": list(self.restored),
+        }
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+class Runner:
+    """Runs tasks against one cache; use as a context manager so events flush at the end.
+
+    Args:
+        settings: the resolved settings.
+        on_notice: receives each warning as a plain sentence.
+    """
+
+    def __init__(self, settings: Settings, *, on_notice: Callable[[str], None]) -> None:
+        self.settings = settings
+        self._notice = on_notice
+        self._store: LocalStore | None = None
+        self._store_failed = False
+        stat_name = digest_bytes(os.fsencode(settings.root))[:16]
+        self._stat_cache = StatCache.load(settings.cache_dir / "stat" / f"{stat_name}.json")
+        self._remote: RemoteSession | None = None
+        self._events: EventSender | None = None
+
+    # -- resources, opened on first use -------------------------------------------------
+
+    @property
+    def store(self) -> LocalStore | None:
+        if self._store is None and not self._store_failed:
+            try:
+                self._store = LocalStore(
+                    self.settings.cache_dir / "store",
+                    max_size=self.settings.max_size,
+                    on_warning=self._notice,
+                )
+            except StoreError as exc:
+                self._store_failed = True
+                self._notice(f"{exc}; running without the local cache")
+        return self._store
+
+    @property
+    def remote(self) -> RemoteSession | None:
+        remote = self.settings.remote
+        modes = self.settings.modes
+        if remote is None or not (modes.remote_read or modes.remote_write):
+            return None
+        if self._remote is None:
+            from cachehook.remote import RemoteSession
+
+            self._remote = RemoteSession(remote, modes=modes, on_warning=self._notice)
+        return self._remote
+
+    def _record_event(self, source: Source, event: Literal["HIT", "MISS"], key: str, ms: int) -> None:
+        remote = self.settings.remote
+        if remote is None:
+            return
+        from cachehook.events import Event, EventSender, session_id
+
+        if self._events is None:
+            self._events = EventSender(remote, spool_dir=self.settings.cache_dir / "events")
+        record = Event(session_id=session_id(), source=source, event=event, hash=key, duration=ms)
+        self._events.record(record)
+
+    def close(self) -> None:
+        """Save the stat cache, flush events (bounded) and close connections."""
+        self._stat_cache.save()
+        if self._events is not None:
+            self._events.close()
+        if self._remote is not None:
+            self._remote.close()
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- hashing ---------------------------------------------------------------------------
+
+    def _skip_dirs(self) -> tuple[Path, ...]:
+        return (self.settings.cache_dir,)
+
+    def _hash_inputs(self, inputs: GlobSet, outputs: GlobSet) -> tuple[tuple[FileDigest, ...], tuple[str, ...]]:
+        root = self.settings.root
+        found = expand_globs(root, inputs, exclude=outputs, skip_dirs=self._skip_dirs())
+        return hash_files(root, found.files, self._stat_cache), found.unmatched
+
+    def prepare(self, spec: TaskSpec) -> Prepared:
+        """Hash the task's inputs and compute its key.
+
+        Raises:
+            ConfigError: a glob or env name is malformed, or the cwd is outside the root.
+            HashingError: an input cannot be read.
+        """
+        from cachehook.errors import ConfigError
+
+        root = self.settings.root
+        inputs = GlobSet.compile(spec.inputs, what="--input")
+        outputs = GlobSet.compile(spec.outputs, what="--output")
+        cwd = (spec.cwd or Path.cwd()).resolve()
+        try:
+            relative_cwd = cwd.relative_to(root).as_posix() or "."
+        except ValueError:
+            msg = f"the working directory {cwd} is outside the project root {root}"
+            raise ConfigError(msg) from None
+        files, unmatched = self._hash_inputs(inputs, outputs) if spec.inputs else ((), ())
+        env = resolve_env(spec.env, os.environ)
+        manifest = Manifest(
+            command=spec.command,
+            cwd=relative_cwd,
+            inputs=files,
+            env=tuple(
+                (name, "unset" if value is None else digest_bytes(value.encode()))
+                for name, value in env.items()
+            ),
+            outputs=spec.outputs,
+            salt=spec.salt,
+            dependencies=spec.dependencies,
+        )
+        return Prepared(
+            spec=spec,
+            manifest=manifest,
+            key=manifest.key(),
+            outputs=outputs,
+            input_paths=frozenset(f.path for f in files),
+            unmatched_inputs=unmatched,
+        )
+
+    # -- one task ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        prepared: Prepared,
+        *,
+        force: bool = False,
+        live: tuple[BinaryIO, BinaryIO] | None = None,
+        execute: Execute | None = None,
+    ) -> RunResult:
+        """Restore ``prepared`` from a cache, or execute it and store what it made.
+
+        Args:
+            prepared: from ``prepare``.
+            force: execute even on a hit, and overwrite the cached result.
+            live: streams to copy the command's stdout and stderr to as it runs.
+            execute: run the task (default: the spec's command as a child process).
+        """
+        started = time.monotonic()
+        key = prepared.key
+        modes = self.settings.modes
+        if self.settings.disabled:
+            code = self._execute(prepared, LogRecorder(), live, execute)
+            return RunResult(key, "BYPASS", None, code, _ms(time.monotonic() - started))
+        local_hit: bool | None = None
+        remote_hit: bool | None = None
+        if not force and modes.local_read:
+            hit = self._restore_local(prepared, started)
+            if hit is not None:
+                self._record_event("LOCAL", "HIT", key, hit.saved_ms)
+                return hit
+            local_hit = False
+            self._record_event("LOCAL", "MISS", key, 0)
+        if not force and modes.remote_read and self.remote is not None:
+            hit = self._restore_remote(prepared, started, local_hit)
+            self._record_event("REMOTE", "HIT" if hit else "MISS", key, hit.saved_ms if hit else 0)
+            if hit is not None:
+                return hit
+            remote_hit = False
+        recorder = LogRecorder()
+        run_started = time.monotonic()
+        code = self._execute(prepared, recorder, live, execute)
+        duration_ms = _ms(time.monotonic() - run_started)
+        stored = code == 0 and self._store_result(prepared, recorder.getvalue(), duration_ms, force)
+        return RunResult(
+            key,
+            "MISS",
+            None,
+            code,
+            _ms(time.monotonic() - started),
+            stored=stored,
+            log=recorder.getvalue(),
+            local_hit=local_hit,
+            remote_hit=remote_hit,
+            manifest=prepared.manifest,
+        )
+
+    def _execute(
+        self,
+        prepared: Prepared,
+        recorder: LogRecorder,
+        live: tuple[BinaryIO, BinaryIO] | None,
+        execute: Execute | None,
+    ) -> int:
+        if execute is not None:
+            return execute(recorder)
+        cwd = prepared.spec.cwd or Path.cwd()
+        return run_command(prepared.spec.command, cwd=cwd, recorder=recorder, live=live)
+
+    # -- restore ----------------------------------------------------------------------------
+
+    def _unchanged_outputs(self, meta: dict[str, Any]) -> set[str]:
+        unchanged: set[str] = set()
+        root = self.settings.root
+        for entry in meta.get("outputs", ()):
+            path = entry["path"]
+            try:
+                current = self._stat_cache.digest(root, path)
+            except HashingError:
+                continue
+            if current.digest == entry["digest"] and current.executable == entry["executable"]:
+                unchanged.add(path)
+        return unchanged
+
+    def _allowed(self, prepared: Prepared) -> Callable[[str], bool]:
+        def allowed(path: str) -> bool:
+            return (
+                prepared.outputs.matches(path)
+                and path not in prepared.input_paths
+                and path not in _PROTECTED
+                and not path.startswith(".git/")
+            )
+
+        return allowed
+
+    def _unpack(self, prepared: Prepared, artifact: Path, meta: dict[str, Any]) -> list[str] | None:
+        from cachehook import archive
+
+        skip = self._unchanged_outputs(meta)
+        try:
+            contents = archive.unpack(
+                artifact, self.settings.root, allowed=self._allowed(prepared), skip=skip
+            )
+        except ArchiveError as exc:
+            self._notice(f"artifact {prepared.key} cannot be restored, treating it as a miss: {exc}")
+            return None
+        restored = [e.path for e in contents.entries if e.kind != "dir" and e.path not in skip]
+        for path in restored:
+            with contextlib.suppress(HashingError):
+                self._stat_cache.digest(self.settings.root, path)
+        return restored
+
+    def _restore_local(self, prepared: Prepared, started: float) -> RunResult | None:
+        store = self.store
+        if store is None:
+            return None
+        try:
+            meta = store.get_meta(prepared.key)
+            if meta is None or not store.has_artifact(meta):
+                return None
+            log = store.get_log(prepared.key, meta)
+            if log is None:
+                return None
+            outputs = {e["path"] for e in meta.get("outputs", ())}
+            restored: list[str] = []
+            if outputs - self._unchanged_outputs(meta):
+                with self._scratch_file() as artifact:
+                    if not store.copy_artifact(prepared.key, meta, artifact):
+                        return None
+                    unpacked = self._unpack(prepared, artifact, meta)
+                if unpacked is None:
+                    store.evict(prepared.key, reason="its contents were refused")
+                    return None
+                restored = unpacked
+        except StoreError as exc:
+            self._notice(f"{exc}; treating it as a miss")
+            return None
+        return RunResult(
+            prepared.key,
+            "HIT",
+            "LOCAL",
+            0,
+            _ms(time.monotonic() - started),
+            saved_ms=int(meta.get("duration_ms", 0)),
+            log=log,
+            local_hit=True,
+            restored=tuple(restored),
+            manifest=prepared.manifest,
+        )
+
+    def _restore_remote(
+        self, prepared: Prepared, started: float, local_hit: bool | None
+    ) -> RunResult | None:
+        from cachehook import archive
+
+        remote = self.remote
+        assert remote is not None
+        with self._scratch_file() as artifact:
+            info = remote.fetch(prepared.key, artifact)
+            if info is None:
+                return None
+            try:
+                contents = archive.read(artifact)
+                meta = _parse_meta(contents.meta, prepared.key)
+            except (ArchiveError, ValueError) as exc:
+                self._notice(f"remote artifact {prepared.key} is unusable, treating it as a miss: {exc}")
+                return None
+            restored = self._unpack(prepared, artifact, meta)
+            if restored is None:
+                return None
+            saved = info.duration_ms or int(meta.get("duration_ms", 0))
+            if self.settings.modes.local_write and self.store is not None:
+                try:
+                    self.store.put(prepared.key, artifact, meta=meta, log=contents.log)
+                except StoreError as exc:
+                    self._notice(f"{exc}; the remote hit is not kept locally")
+        return RunResult(
+            prepared.key,
+            "HIT",
+            "REMOTE",
+            0,
+            _ms(time.monotonic() - started),
+            saved_ms=saved,
+            log=contents.log,
+            local_hit=local_hit,
+            remote_hit=True,
+            restored=tuple(restored),
+            manifest=prepared.manifest,
+        )
+
+    # -- store ------------------------------------------------------------------------------
+
+    def _store_result(self, prepared: Prepared, log: bytes, duration_ms: int, force: bool) -> bool:
+        modes = self.settings.modes
+        remote = self.remote if modes.remote_write else None
+        store = self.store if modes.local_write else None
+        if store is None and remote is None:
+            return False
+        root = self.settings.root
+        found = expand_globs(
+            root, prepared.outputs, respect_gitignore=False, skip_dirs=self._skip_dirs()
+        )
+        if found.unmatched:
+            names = ", ".join(repr(p) for p in found.unmatched)
+            self._notice(f"output glob {names} matched no file after the task; not caching it")
+            return False
+        if not self._inputs_unchanged(prepared):
+            return False
+        outputs = [p for p in found.files if p not in prepared.input_paths]
+        digests = hash_files(root, outputs, self._stat_cache)
+        meta = {
+            "key": prepared.key,
+            "command": list(prepared.spec.command),
+            "exit_code": 0,
+            "duration_ms": duration_ms,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "cachehook_version": __version__,
+            "task": prepared.spec.name,
+            "manifest": prepared.manifest.to_json(),
+            "outputs": [
+                {"path": d.path, "digest": d.digest, "executable": d.executable} for d in digests
+            ],
+        }
+        return self._publish(prepared, outputs, meta, log, store, remote, force)
+
+    def _publish(
+        self,
+        prepared: Prepared,
+        outputs: list[str],
+        meta: dict[str, Any],
+        log: bytes,
+        store: LocalStore | None,
+        remote: RemoteSession | None,
+        force: bool,
+    ) -> bool:
+        from cachehook import archive
+
+        stored = False
+        with self._scratch_file() as artifact:
+            try:
+                meta_bytes = json.dumps(meta, sort_keys=True).encode()
+                archive.pack(artifact, self.settings.root, outputs, meta=meta_bytes, log=log)
+            except (ArchiveError, OSError) as exc:
+                self._notice(f"cannot pack the outputs of {prepared.key}; not caching it: {exc}")
+                return False
+            if store is not None:
+                try:
+                    store.put(prepared.key, artifact, meta=meta, log=log)
+                    if prepared.spec.name:
+                        store.set_record(f"task/{prepared.spec.name}", prepared.key)
+                    stored = True
+                except StoreError as exc:
+                    self._notice(f"{exc}; the result stands but is not cached")
+            if remote is not None:
+                stored = remote.store(prepared.key, artifact, duration_ms=meta["duration_ms"]) or stored
+        return stored
+
+    def _inputs_unchanged(self, prepared: Prepared) -> bool:
+        if not prepared.spec.inputs:
+            return True
+        try:
+            inputs = GlobSet.compile(prepared.spec.inputs, what="--input")
+            files, _ = self._hash_inputs(inputs, prepared.outputs)
+        except HashingError as exc:
+            self._notice(f"an input changed while the task ran ({exc}); not caching it")
+            return False
+        before = {f.path: f for f in prepared.manifest.inputs}
+        after = {f.path: f for f in files}
+        changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+        if changed:
+            self._notice(f"input {changed[0]!r} changed while the task ran; not caching it")
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def _scratch_file(self) -> Iterator[Path]:
+        directory = self.settings.cache_dir / "tmp"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, name = tempfile.mkstemp(dir=directory, suffix=".tar.zst")
+        os.close(fd)
+        try:
+            yield Path(name)
+        finally:
+            Path(name).unlink(missing_ok=True)
+
+
+def _parse_meta(data: bytes, key: str) -> dict[str, Any]:
+    meta = json.loads(data)
+    if not isinstance(meta, dict) or meta.get("key") != key:
+        msg = "its meta.json is not for this key"
+        raise ValueError(msg)
+    outputs = meta.get("outputs")
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict)
+        and isinstance(o.get("path"), str)
+        and isinstance(o.get("digest"), str)
+        and isinstance(o.get("executable"), bool)
+        for o in outputs
+    ):
+        msg = "its meta.json lists malformed outputs"
+        raise ValueError(msg)
+    if not isinstance(meta.get("duration_ms", 0), int) or meta.get("duration_ms", 0) < 0:
+        msg = "its meta.json has a malformed duration"
+        raise ValueError(msg)
+    return meta

@@ -1,0 +1,280 @@
+"""``LocalStore``: artifacts, their metadata and logs in a diskcache directory.
+
+Bytes and text only: diskcache pickles anything else by default, and unpickles
+whatever it finds (CVE-2025-69872), so ``_BytesOnlyDisk`` refuses both ways.
+Records: ``a/<checksum>`` (an artifact file, content-addressed), ``l/<checksum>``
+(a log) and ``m/<key>`` (JSON metadata naming both checksums). The metadata is
+written last and points at immutable blobs, so processes storing the same key at
+once can interleave freely: whichever metadata lands last names complete blobs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from cachehook.errors import StoreError
+from cachehook.hashing import digest_bytes, digest_file
+
+__all__ = ["LocalStore", "StoredEntry"]
+
+logger = logging.getLogger("cachehook")
+
+_TIMEOUT = 10.0  # seconds a writer waits for SQLite's lock before the store is "unusable"
+_CHUNK = 1 << 20
+
+
+class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
+    """A diskcache ``Disk`` that never pickles or unpickles."""
+
+    def put(self, key: object) -> tuple[object, bool]:
+        if type(key) is not str:
+            msg = f"store keys must be str, not {type(key).__name__}"
+            raise TypeError(msg)
+        return super().put(key)  # type: ignore[no-any-return]
+
+    def get(self, key: object, raw: bool) -> object:
+        if not raw:
+            msg = "refusing to unpickle a store key"
+            raise StoreError(msg)
+        return super().get(key, raw)
+
+    def store(self, value: object, read: bool, key: object = diskcache.core.UNKNOWN) -> Any:
+        if not (read or type(value) in (bytes, str, int)):
+            msg = f"store values must be bytes, str or a file, not {type(value).__name__}"
+            raise TypeError(msg)
+        return super().store(value, read, key=key)
+
+    def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> Any:
+        try:
+            return super()._write(full_path, iterator, mode, encoding)
+        except BaseException:
+            # A full disk or ^C mid-write: no partial value file is left behind.
+            Path(full_path).unlink(missing_ok=True)
+            raise
+
+    def fetch(self, mode: int, filename: str | None, value: object, read: bool) -> Any:
+        if mode == diskcache.core.MODE_PICKLE:
+            msg = "refusing to unpickle a stored value"
+            raise StoreError(msg)
+        return super().fetch(mode, filename, value, read)
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One artifact in the store, as ``cache ls`` shows it."""
+
+    key: str
+    size: int
+    meta: dict[str, Any]
+
+
+class LocalStore:
+    """The local artifact store under ``directory`` (owner-only, size-capped, LRU).
+
+    Args:
+        directory: where the store lives; created with mode 0o700.
+        max_size: bytes kept before least-recently-used artifacts are evicted.
+        on_warning: told when a corrupt artifact is found and evicted.
+
+    Raises:
+        StoreError: the directory cannot be created or opened.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_size: int,
+        on_warning: Callable[[str], None] = logger.warning,
+    ) -> None:
+        self.directory = directory
+        self.max_size = max_size
+        self._warn = on_warning
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if directory.stat().st_mode & 0o077:
+                directory.chmod(0o700)
+            self._cache = diskcache.Cache(
+                str(directory),
+                timeout=_TIMEOUT,
+                disk=_BytesOnlyDisk,
+                # diskcache culls ten rows at a time, metadata included; we evict whole
+                # blobs ourselves (``_enforce_cap``) and let it only track access times.
+                size_limit=2**62,
+                eviction_policy="least-recently-used",
+                cull_limit=0,
+            )
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            msg = f"cannot open the cache at {directory}: {exc}"
+            raise StoreError(msg) from exc
+
+    def close(self) -> None:
+        self._cache.close()
+
+    def __enter__(self) -> LocalStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _get(self, key: str, *, read: bool = False) -> Any:
+        try:
+            return self._cache.get(key, default=None, read=read, retry=True)
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            msg = f"cannot read {key!r} from the cache at {self.directory}: {exc}"
+            raise StoreError(msg) from exc
+
+    def get_meta(self, key: str) -> dict[str, Any] | None:
+        """The metadata of the artifact ``key``, or None when there is none."""
+        text = self._get(f"m/{key}")
+        if text is None:
+            return None
+        try:
+            meta = json.loads(text)
+        except (TypeError, ValueError):
+            self.evict(key, reason="its metadata is not JSON")
+            return None
+        if not isinstance(meta, dict) or not isinstance(meta.get("checksum"), str):
+            self.evict(key, reason="its metadata is malformed")
+            return None
+        return meta
+
+    def get_log(self, key: str, meta: dict[str, Any]) -> bytes | None:
+        """The captured log of ``key``, verified against ``meta``; None if missing or corrupt."""
+        data = self._get(f"l/{meta.get('log_checksum')}")
+        if not isinstance(data, bytes) or digest_bytes(data) != meta.get("log_checksum"):
+            self.evict(key, reason="its log is missing or corrupt")
+            return None
+        return data
+
+    def has_artifact(self, meta: dict[str, Any]) -> bool:
+        """Whether the artifact file is present; refreshes its least-recently-used time."""
+        handle = self._get(f"a/{meta['checksum']}", read=True)
+        if handle is None:
+            return False
+        handle.close()
+        return True
+
+    def copy_artifact(self, key: str, meta: dict[str, Any], dest: Path) -> bool:
+        """Copy the artifact to ``dest``, verifying its checksum; False (and evicted) if corrupt."""
+        handle = self._get(f"a/{meta['checksum']}", read=True)
+        if handle is None:
+            self.evict(key, reason="its artifact file is missing")
+            return False
+        try:
+            with handle, dest.open("wb") as out:
+                while chunk := handle.read(_CHUNK):
+                    out.write(chunk)
+            checksum = digest_file(dest)
+        except OSError as exc:
+            msg = f"cannot copy artifact {key} out of the cache: {exc}"
+            raise StoreError(msg) from exc
+        if checksum != meta["checksum"]:
+            dest.unlink(missing_ok=True)
+            self._delete(f"a/{meta['checksum']}")
+            self.evict(key, reason="its checksum does not match (corrupt artifact)")
+            return False
+        return True
+
+    def put(self, key: str, artifact: Path, *, meta: dict[str, Any], log: bytes) -> None:
+        """Store an artifact file with its metadata and log.
+
+        Raises:
+            StoreError: the write failed (disk full, lock timeout); nothing partial is kept.
+        """
+        try:
+            record = {
+                **meta,
+                "checksum": digest_file(artifact),
+                "size": artifact.stat().st_size,
+                "log_checksum": digest_bytes(log),
+                "stored_at": time.time(),
+            }
+            with artifact.open("rb") as handle:
+                self._cache.set(f"a/{record['checksum']}", handle, read=True, retry=True)
+            self._cache.set(f"l/{record['log_checksum']}", log, retry=True)
+            self._cache.set(f"m/{key}", json.dumps(record, sort_keys=True), retry=True)
+            self._enforce_cap()
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            self._delete(f"m/{key}")
+            msg = f"cannot store artifact {key} in {self.directory}: {exc}"
+            raise StoreError(msg) from exc
+
+    def _enforce_cap(self) -> None:
+        """Evict least-recently-used blobs until the store fits its cap.
+
+        Metadata whose blob is gone reads as a miss and is dropped then.
+        """
+        select = (
+            "SELECT key FROM Cache WHERE key LIKE 'a/%' OR key LIKE 'l/%'"
+            " ORDER BY access_time LIMIT 1"
+        )
+        while self._cache.volume() > self.max_size:
+            row = self._cache._sql(select).fetchone()
+            if row is None:
+                return
+            self._cache.delete(row[0], retry=True)
+
+    def _delete(self, name: str) -> None:
+        try:
+            self._cache.delete(name, retry=True)
+        except (OSError, sqlite3.Error, diskcache.Timeout):
+            logger.debug("could not delete %s", name, exc_info=True)
+
+    def evict(self, key: str, *, reason: str) -> None:
+        """Forget ``key`` and say why (its blobs age out by least-recent use)."""
+        self._warn(f"evicted artifact {key} from the local cache: {reason}")
+        self._delete(f"m/{key}")
+
+    def discard(self, key: str) -> None:
+        """Forget ``key`` quietly (``--force`` overwrites, ``cache prune``)."""
+        self._delete(f"m/{key}")
+
+    def set_record(self, name: str, value: str) -> None:
+        """Keep a small text record (e.g. the last key of a named task)."""
+        try:
+            self._cache.set(f"r/{name}", value, retry=True)
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            msg = f"cannot write to the cache at {self.directory}: {exc}"
+            raise StoreError(msg) from exc
+
+    def get_record(self, name: str) -> str | None:
+        value = self._get(f"r/{name}")
+        return value if isinstance(value, str) else None
+
+    def entries(self) -> Iterator[StoredEntry]:
+        """Every artifact with readable metadata, in no particular order."""
+        for name in list(self._cache.iterkeys()):
+            if isinstance(name, str) and name.startswith("m/"):
+                meta = self.get_meta(name[2:])
+                if meta is not None:
+                    yield StoredEntry(key=name[2:], size=int(meta.get("size", 0)), meta=meta)
+
+    def volume(self) -> int:
+        """Bytes the store takes on disk (SQLite plus value files)."""
+        return int(self._cache.volume())
+
+    def clear(self) -> int:
+        """Remove everything; returns the number of records removed."""
+        return int(self._cache.clear(retry=True))
+
+    def check_writable(self) -> None:
+        """Raise StoreError if a value file cannot be written (read-only or full disk)."""
+        probe = self.directory / f".probe-{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            msg = f"the cache at {self.directory} is not writable: {exc}"
+            raise StoreError(msg) from exc
+

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.servers"]
+
+_STRIPPED_PREFIXES = ("CACHEHOOK_", "TURBO_")
+_STRIPPED_NAMES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "CI",
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "CIRCLECI",
+    "VERCEL",
+    "BUILDKITE",
+    "TRAVIS",
+    "JENKINS_URL",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """No test reads the developer's settings or writes to the real cache directory."""
+    for name in list(os.environ):
+        if name.startswith(_STRIPPED_PREFIXES) or name in _STRIPPED_NAMES:
+            monkeypatch.delenv(name, raising=False)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("CACHEHOOK_CACHE_DIR", str(home / "cachehook-cache"))
+    yield
+
+
+@pytest.fixture
+def cache_dir() -> Path:
+    return Path(os.environ["CACHEHOOK_CACHE_DIR"])

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from cachehook.errors import ConfigError
+from cachehook.logs import STDERR, STDOUT, LogRecorder, decode
+from cachehook.process import run_command
+
+
+def test_exit_code_and_output_pass_through(tmp_path: Path) -> None:
+    recorder = LogRecorder()
+    out, err = io.BytesIO(), io.BytesIO()
+    code = run_command(
+        [sys.executable, "-c", "import sys; print('to out'); print('to err', file=sys.stderr); sys.exit(7)"],
+        cwd=tmp_path,
+        recorder=recorder,
+        live=(out, err),
+    )
+    assert code == 7
+    assert out.getvalue() == b"to out\n"
+    assert err.getvalue() == b"to err\n"
+    recorded = {STDOUT: b"", STDERR: b""}
+    for stream, chunk in decode(recorder.getvalue()):
+        recorded[stream] += chunk
+    assert recorded == {STDOUT: b"to out\n", STDERR: b"to err\n"}
+
+
+def test_runs_in_the_given_directory(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    run_command([sys.executable, "-c", "import os; print(os.getcwd())"], cwd=tmp_path,
+                recorder=LogRecorder(), live=(out, io.BytesIO()))
+    assert out.getvalue().decode().strip() == str(tmp_path)
+
+
+def test_killed_child_gives_128_plus_signal(tmp_path: Path) -> None:
+    code = run_command([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+                       cwd=tmp_path, recorder=LogRecorder(), live=None)
+    assert code == 128 + 9
+
+
+def test_missing_program_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot run 'no-such-program-xyz'"):
+        run_command(["no-such-program-xyz"], cwd=tmp_path, recorder=LogRecorder(), live=None)
+
+
+def test_large_output_does_not_deadlock(tmp_path: Path) -> None:
+    recorder = LogRecorder()
+    code = run_command(
+        [sys.executable, "-c", "import sys; sys.stdout.write('x' * 5_000_000); sys.stderr.write('y' * 5_000_000)"],
+        cwd=tmp_path, recorder=recorder, live=None,
+    )
+    assert code == 0
+    sizes = {STDOUT: 0, STDERR: 0}
+    for stream, chunk in decode(recorder.getvalue()):
+        sizes[stream] += len(chunk)
+    assert sizes == {STDOUT: 5_000_000, STDERR: 5_000_000}
