@@ -16,7 +16,6 @@ import importlib.util
 import os
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,9 +28,15 @@ __all__ = ["main"]
 
 # name -> "module:attribute", imported only when that subcommand runs (start-up is latency).
 _COMMANDS = {
-    "exec": "cachehook.cli.exec:exec_command",
-    "remote": "cachehook.cli.remote:remote",
+    "cache": "cachehook.cli.cache:cache",
     "events": "cachehook.cli.events:events",
+    "exec": "cachehook.cli.exec:exec_command",
+    "explain": "cachehook.cli.explain:explain",
+    "remote": "cachehook.cli.remote:remote",
+    "run": "cachehook.cli.run:run",
+    "serve": "cachehook.cli.serve:serve",
+    "stats": "cachehook.cli.stats:stats",
+    "tasks": "cachehook.cli.tasks:tasks",
 }
 
 
@@ -73,6 +78,8 @@ def _write_crash_log() -> Path | None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        import traceback
+
         path.write_text(traceback.format_exc(), encoding="utf-8")
     except OSError:
         return None
