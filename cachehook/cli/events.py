@@ -1,0 +1,59 @@
+"""``cachehook events flush``: send the cache events that earlier runs could not deliver.
+
+Runs also send them by themselves, from the background at start; this command is for a CI
+step's end, or to check that nothing is waiting.
+
+Exit codes of ``events flush``:
+    0  every waiting event was sent (or none was waiting)
+    2  no remote configured (set CACHEHOOK_API or TURBO_API), or a malformed setting
+    4  some events are still waiting: the events endpoint failed (the reason is printed)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from cachehook.config import load_settings
+from cachehook.errors import ConfigError
+
+__all__ = ["events"]
+
+EXIT_SENT = 0
+EXIT_LEFT = 4
+
+events = click.Group("events", help="Cache usage events (POST /v8/artifacts/events).")
+
+
+@events.command("flush")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def flush(as_json: bool) -> None:
+    """Send the cache events that earlier runs left in the spool."""
+    from cachehook.events import default_spool_dir, flush_spool
+
+    settings = load_settings(cwd=Path.cwd(), environ=os.environ)
+    if settings.remote is None:
+        msg = "no remote cache configured: set CACHEHOOK_API (or TURBO_API)"
+        raise ConfigError(msg)
+    spool_dir = default_spool_dir(settings.cache_dir)
+    problems: list[str] = []
+    sent, left = flush_spool(settings.remote, spool_dir, on_warning=problems.append)
+    exit_code = EXIT_LEFT if left else EXIT_SENT
+    if as_json:
+        data = {
+            "sent": sent,
+            "left": left,
+            "spool": str(spool_dir),
+            "problem": problems[0] if problems else None,
+        }
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        click.echo(
+            f"sent {sent} cache event{'s' * (sent != 1)}; {left} still waiting in {spool_dir}"
+        )
+        for problem in problems:
+            click.echo(f"problem: {problem}", err=True)
+    click.get_current_context().exit(exit_code)

@@ -1,0 +1,468 @@
+"""Cache usage events: the record, the background sender and the on-disk spool.
+
+An event is one fact about one task's cache lookup, in the schema of
+``POST /v8/artifacts/events``::
+
+    {"sessionId": "<uuid>", "source": "LOCAL", "event": "HIT", "hash": "<key>", "duration": 400}
+
+``sessionId`` is one random UUID per process (``session_id()``); ``duration`` is the time saved
+in ms on a hit and 0 on a miss.
+
+Delivery: ``EventSender.record`` only appends to a list. A background thread sends a batch as
+soon as 10 events are waiting or 200 ms after the latest one; ``close`` flushes what is left
+within ``RemoteSettings.events_flush_timeout``. Nothing is lost and nothing is sent twice on
+purpose: each batch is written to the spool (as claimed by this process) before it is sent and
+deleted only after a 2xx; a batch that fails, or is still waiting at the deadline, stays in the
+spool for a later run (which sends it from the background at start) or for
+``cachehook events flush``.
+
+Spool layout, one directory per remote (API URL + team) under the spool directory::
+
+    <time>-<random>.json                     a batch ready to send
+    <time>-<random>.json.sending-<pid>-<id>-<claimed at>   a batch being sent by that process
+
+A claim is taken over when its process is gone or it was made more than 10 minutes ago.
+Claiming is an atomic rename, so two processes never send the same file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+    from types import TracebackType
+
+    import httpx
+
+    from cachehook.config import RemoteSettings
+    from cachehook.remote import RemoteCache
+
+__all__ = [
+    "BATCH_SIZE",
+    "IDLE_SECONDS",
+    "Event",
+    "EventSender",
+    "default_spool_dir",
+    "flush_spool",
+    "reset",
+    "session_id",
+]
+
+logger = logging.getLogger("cachehook")
+
+BATCH_SIZE = 10
+IDLE_SECONDS = 0.2
+_CLAIM = ".sending-"
+_STALE_CLAIM_SECONDS = 600.0
+_MAX_SPOOL_FILES = 10_000
+_MAX_HASH_LENGTH = 1024
+
+_session_lock = threading.Lock()
+_session_id: str | None = None
+
+
+def session_id() -> str:
+    """The random UUID (version 4) that identifies this process's run in every event."""
+    global _session_id
+    with _session_lock:
+        if _session_id is None:
+            _session_id = str(uuid.uuid4())
+        return _session_id
+
+
+def reset() -> None:
+    """Forget the session id, so the next ``session_id()`` makes a new one (for tests)."""
+    global _session_id
+    with _session_lock:
+        _session_id = None
+
+
+def default_spool_dir(cache_dir: Path) -> Path:
+    """Where undelivered events wait: ``<cache dir>/events``."""
+    return cache_dir / "events"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One cache lookup of one task, as the events endpoint takes it."""
+
+    session_id: str
+    source: Literal["LOCAL", "REMOTE"]
+    event: Literal["HIT", "MISS"]
+    hash: str
+    duration: int
+
+    def validate(self) -> None:
+        """Check every field against the API's schema.
+
+        Raises:
+            ValueError: a field is missing, of the wrong type or out of range.
+        """
+        try:
+            parsed = uuid.UUID(self.session_id)
+        except (TypeError, ValueError, AttributeError):
+            parsed = None
+        if parsed is None or str(parsed) != str(self.session_id).lower():
+            msg = f"sessionId must be a UUID, got {self.session_id!r}"
+            raise ValueError(msg)
+        if self.source not in ("LOCAL", "REMOTE"):
+            msg = f"source must be LOCAL or REMOTE, got {self.source!r}"
+            raise ValueError(msg)
+        if self.event not in ("HIT", "MISS"):
+            msg = f"event must be HIT or MISS, got {self.event!r}"
+            raise ValueError(msg)
+        if not isinstance(self.hash, str) or not 0 < len(self.hash) <= _MAX_HASH_LENGTH:
+            msg = f"hash must be a non-empty string, got {self.hash!r}"
+            raise ValueError(msg)
+        if isinstance(self.duration, bool) or not isinstance(self.duration, int):
+            msg = f"duration must be an int (ms), got {self.duration!r}"
+            raise ValueError(msg)
+        if self.duration < 0:
+            msg = f"duration must not be negative, got {self.duration!r}"
+            raise ValueError(msg)
+
+    def to_json(self) -> dict[str, object]:
+        """The event in the API's shape, keys in the order turbo sends them."""
+        return {
+            "sessionId": self.session_id,
+            "source": self.source,
+            "event": self.event,
+            "hash": self.hash,
+            "duration": self.duration,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Event:
+        """Read an event in the API's shape (as ``to_json`` writes it) and validate it.
+
+        Raises:
+            ValueError: ``data`` is not a valid event.
+        """
+        if not isinstance(data, dict):
+            msg = f"an event must be a JSON object, got {data!r}"
+            raise ValueError(msg)
+        try:
+            event = cls(
+                session_id=data["sessionId"],
+                source=data["source"],
+                event=data["event"],
+                hash=data["hash"],
+                duration=data["duration"],
+            )
+        except KeyError as exc:
+            msg = f"an event lacks {exc.args[0]!r}"
+            raise ValueError(msg) from exc
+        event.validate()
+        return event
+
+
+class EventSender:
+    """Sends events from a background thread, in batches; never blocks or raises.
+
+    Args:
+        settings: the remote whose events endpoint receives them.
+        spool_dir: where undelivered events wait (``default_spool_dir(cache_dir)``).
+        transport: an httpx transport, for tests.
+        send_spool: first send what earlier runs left in the spool (in the background).
+    """
+
+    def __init__(
+        self,
+        settings: RemoteSettings,
+        *,
+        spool_dir: Path,
+        transport: httpx.BaseTransport | None = None,
+        send_spool: bool = True,
+    ) -> None:
+        self._settings = settings
+        self._transport = transport
+        self._spool = _Spool(spool_dir, settings)
+        self._send_spool = send_spool
+        self._cond = threading.Condition()
+        self._pending: list[Event] = []
+        self._last_record = 0.0
+        self._is_closing = False
+        self._is_abandoned = False
+        self._has_failed = False
+        self._thread = threading.Thread(target=self._run, name="cachehook-events", daemon=True)
+        self._thread.start()
+
+    def record(self, event: Event) -> None:
+        """Queue ``event`` for sending; an invalid event is dropped with a logged warning."""
+        try:
+            event.validate()
+        except ValueError as exc:
+            logger.warning("cache event dropped: %s", exc)
+            return
+        with self._cond:
+            if not self._is_closing:
+                self._pending.append(event)
+                self._last_record = time.monotonic()
+                self._cond.notify()
+                return
+        self._spool.write([event])  # recorded after close: straight to the spool
+
+    def close(self) -> None:
+        """Send what is waiting, for at most ``events_flush_timeout``; spool the rest."""
+        with self._cond:
+            if self._is_closing:
+                return
+            self._is_closing = True
+            self._cond.notify_all()
+        self._thread.join(max(0.0, self._settings.events_flush_timeout))
+        with self._cond:
+            self._is_abandoned = True
+            leftover, self._pending = self._pending, []
+        for start in range(0, len(leftover), BATCH_SIZE):
+            self._spool.write(leftover[start : start + BATCH_SIZE])
+
+    def __enter__(self) -> EventSender:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        cache: RemoteCache | None = None
+        try:
+            from cachehook.remote import RemoteCache  # httpx, off the task's thread
+
+            cache = RemoteCache(self._settings, transport=self._transport)
+            if self._send_spool:
+                _, error = _send_spooled(self._spool, cache, should_stop=self._should_stop)
+                self._has_failed = error is not None
+            while (batch := self._next_batch()) is not None:
+                self._deliver(cache, batch)
+        except Exception:
+            logger.debug("cache event sender stopped", exc_info=True)
+        finally:
+            if cache is not None:
+                cache.close()
+
+    def _should_stop(self) -> bool:
+        return self._is_abandoned  # the spool may use the whole flush bound, no more
+
+    def _next_batch(self) -> list[Event] | None:
+        with self._cond:
+            while not self._is_abandoned:
+                waiting = len(self._pending)
+                if waiting >= BATCH_SIZE or (waiting and self._is_closing):
+                    return self._take()
+                if waiting:
+                    idle = self._last_record + IDLE_SECONDS - time.monotonic()
+                    if idle <= 0:
+                        return self._take()
+                    self._cond.wait(idle)
+                elif self._is_closing:
+                    return None
+                else:
+                    self._cond.wait()
+            return None
+
+    def _take(self) -> list[Event]:
+        batch, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
+        return batch
+
+    def _deliver(self, cache: RemoteCache, batch: list[Event]) -> None:
+        if self._has_failed:  # the endpoint failed once this run: later runs will send these
+            self._spool.write(batch)
+            return
+        claimed = self._spool.write(batch, claimed=True)
+        try:
+            cache.record_events(batch)
+        except Exception as exc:
+            self._has_failed = True
+            logger.debug("cache events not delivered, kept in the spool: %s", exc)
+            if claimed is None:
+                self._spool.write(batch)
+            else:
+                self._spool.release(claimed)
+            return
+        if claimed is not None:
+            self._spool.delete(claimed)
+
+
+def flush_spool(
+    settings: RemoteSettings,
+    spool_dir: Path,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> tuple[int, int]:
+    """Send the events that earlier runs could not deliver to ``settings``'s remote.
+
+    Stops at the first failure (which goes to ``on_warning``); what was not sent stays spooled.
+
+    Returns:
+        (events sent, events still in the spool for this remote).
+    """
+    spool = _Spool(spool_dir, settings)
+    if not spool.ready():
+        return 0, spool.count()
+    from cachehook.remote import RemoteCache
+
+    with RemoteCache(settings, transport=transport) as cache:
+        sent, error = _send_spooled(spool, cache, should_stop=lambda: False)
+    if error is not None and on_warning is not None:
+        on_warning(str(error))
+    return sent, spool.count()
+
+
+def _send_spooled(
+    spool: _Spool, cache: RemoteCache, *, should_stop: Callable[[], bool]
+) -> tuple[int, Exception | None]:
+    sent = 0
+    for path in spool.ready():
+        if should_stop():
+            break
+        claimed = spool.claim(path)
+        if claimed is None:
+            continue  # another process took it
+        events = spool.load(claimed)
+        if not events:
+            continue
+        try:
+            cache.record_events(events)
+        except Exception as exc:
+            spool.release(claimed)
+            return sent, exc
+        spool.delete(claimed)
+        sent += len(events)
+    return sent, None
+
+
+class _Spool:
+    def __init__(self, root: Path, settings: RemoteSettings) -> None:
+        identity = f"{settings.api}\0{settings.team_id or ''}\0{settings.slug or ''}"
+        self.directory = root / hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+        self._owner = f"{_CLAIM}{os.getpid()}-{uuid.uuid4().hex[:8]}-"
+
+    def write(self, events: Sequence[Event], *, claimed: bool = False) -> Path | None:
+        """Write one batch atomically; None (and a logged warning) when the disk refuses."""
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+        final = self.directory / (name + self._mark() if claimed else name)
+        partial = self.directory / f".{name}.tmp"
+        payload = {"version": 1, "events": [event.to_json() for event in events]}
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(payload, separators=(",", ":")), encoding="utf-8")
+            os.replace(partial, final)
+        except OSError as exc:
+            logger.warning(
+                "cannot keep %d cache events in %s: %s", len(events), self.directory, exc
+            )
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            return None
+        if not claimed:
+            self._trim()
+        return final
+
+    def ready(self) -> list[Path]:
+        """Unclaimed batches and stale claims, oldest first."""
+        try:
+            names = sorted(os.listdir(self.directory))
+        except OSError:
+            return []
+        now = time.time()
+        return [
+            self.directory / name
+            for name in names
+            if name.endswith(".json") or (_CLAIM in name and self._is_stale(name, now))
+        ]
+
+    def claim(self, path: Path) -> Path | None:
+        claimed = path.with_name(path.name.partition(_CLAIM)[0] + self._mark())
+        try:
+            os.rename(path, claimed)
+        except OSError:
+            return None
+        return claimed
+
+    def release(self, claimed: Path) -> None:
+        with contextlib.suppress(OSError):
+            os.replace(claimed, claimed.with_name(claimed.name.partition(_CLAIM)[0]))
+
+    def delete(self, claimed: Path) -> None:
+        with contextlib.suppress(OSError):
+            claimed.unlink()
+
+    def load(self, claimed: Path) -> list[Event]:
+        """The batch's events; a damaged file is set aside as ``.bad`` and yields nothing."""
+        try:
+            data = json.loads(claimed.read_text(encoding="utf-8"))
+            events = [Event.from_json(item) for item in data["events"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("damaged cache event spool file %s set aside: %s", claimed, exc)
+            with contextlib.suppress(OSError):
+                os.replace(claimed, claimed.with_name(claimed.name.partition(_CLAIM)[0] + ".bad"))
+            return []
+        return events
+
+    def count(self) -> int:
+        """Events waiting in this remote's spool, claimed or not."""
+        total = 0
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return 0
+        for name in names:
+            if name.endswith(".json") or _CLAIM in name:
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                    text = (self.directory / name).read_text(encoding="utf-8")
+                    total += len(json.loads(text)["events"])
+        return total
+
+    def _mark(self) -> str:
+        # The claim time is in the name: a rename keeps the old file's mtime.
+        return f"{self._owner}{int(time.time())}"
+
+    def _is_stale(self, name: str, now: float) -> bool:
+        mark = name[name.index(_CLAIM) :]
+        if mark.startswith(self._owner):
+            return False  # ours, being sent right now
+        pid_text, _, rest = mark.removeprefix(_CLAIM).partition("-")
+        claimed_at = rest.rpartition("-")[2]
+        if not (pid_text.isdigit() and claimed_at.isdigit()):
+            return True  # not a name we write: nobody will ever release it
+        if now - int(claimed_at) > _STALE_CLAIM_SECONDS:
+            return True
+        return not _is_alive(int(pid_text))
+
+    def _trim(self) -> None:
+        try:
+            names = sorted(n for n in os.listdir(self.directory) if n.endswith(".json"))
+        except OSError:
+            return
+        for name in names[: max(0, len(names) - _MAX_SPOOL_FILES)]:
+            logger.warning("cache event spool is full; dropping the oldest batch %s", name)
+            with contextlib.suppress(OSError):
+                (self.directory / name).unlink()
+
+
+def _is_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # no safe probe: rely on the claim's age
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
