@@ -1,0 +1,752 @@
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import shutil
+import stat
+import tarfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import zstandard
+
+from cachehook import archive
+from cachehook.archive import LOG_PATH, META_PATH, Limits, pack, read, unpack
+from cachehook.errors import ArchiveError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+ZSTD = zstandard.ZstdCompressor(write_checksum=True)
+OUTPUTS = [
+    "out",
+    "out/bin/run.sh",
+    "out/data.bin",
+    "out/empty",
+    "out/latest",
+    "out/sub/deep/x.txt",
+    "out/zeros.bin",
+]
+
+
+def allow_all(path: str) -> bool:
+    return True
+
+
+def allow_out(path: str) -> bool:
+    return path.startswith("out/")
+
+
+def make_tree(root: Path, *, reverse: bool = False) -> None:
+    """The same tree every time, whatever order it is created in."""
+    steps: list[Callable[[], None]] = [
+        lambda: _write(root / "out/bin/run.sh", b"#!/bin/sh\necho hi\n", 0o755),
+        lambda: _write(root / "out/data.bin", bytes(range(256)) * 12_345, 0o644),
+        lambda: _mkdir(root / "out/empty", 0o750),
+        lambda: _write(root / "out/sub/deep/x.txt", "héllo\n".encode(), 0o600),
+        lambda: _symlink("data.bin", root / "out/latest"),
+        lambda: _write(root / "out/zeros.bin", bytes(400_000), 0o644),  # RLE blocks in zstd
+    ]
+    for step in reversed(steps) if reverse else steps:
+        step()
+    (root / "out").chmod(0o755)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(mode)
+
+
+def _mkdir(path: Path, mode: int) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(mode)
+
+
+def _symlink(target: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target)
+
+
+def snapshot(top: Path) -> dict[str, tuple[object, ...]]:
+    """Everything under ``top``, links not followed: type, mode, inode and content."""
+    seen: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                detail: object = os.readlink(path)
+            elif stat.S_ISREG(st.st_mode):
+                detail = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:  # a directory's mtime moves when the staging directory comes and goes
+                seen[str(path.relative_to(top))] = (st.st_mode, st.st_ino)
+                continue
+            seen[str(path.relative_to(top))] = (st.st_mode, st.st_ino, st.st_mtime_ns, detail)
+    return seen
+
+
+def staging_dirs(root: Path) -> list[str]:
+    return [name for name in os.listdir(root) if name.startswith(".cachehook-restore-")]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project with inputs, an old output, and a secret next to it (outside the project)."""
+    root = tmp_path / "project"
+    _write(root / "pyproject.toml", b"[project]\nname = 'x'\n", 0o644)
+    _write(root / "src/app.py", b"print('app')\n", 0o644)
+    _write(root / "out/keep.txt", b"old output\n", 0o644)
+    _write(tmp_path / "outside/secret.txt", b"secret\n", 0o644)
+    return root
+
+
+# --- hand-built artifacts ---------------------------------------------------------------------
+
+
+def file_(name: str, data: bytes = b"data", mode: int = 0o644) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    return info, data
+
+
+def dir_(name: str) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    return info, b""
+
+
+def link_(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    return info, b""
+
+
+def with_pax(
+    member: tuple[tarfile.TarInfo, bytes], **headers: str
+) -> tuple[tarfile.TarInfo, bytes]:
+    member[0].pax_headers = headers
+    return member
+
+
+def special_(name: str, kind: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.devmajor, info.devminor = 1, 3
+    return info, b""
+
+
+def tar_bytes(
+    members: list[tuple[tarfile.TarInfo, bytes]],
+    *,
+    with_meta: bool = True,
+    fmt: int = tarfile.PAX_FORMAT,
+) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=fmt) as tar:
+        if with_meta:
+            tar.addfile(*_with_stream(file_(META_PATH, b"{}")))
+        for member in members:
+            tar.addfile(*_with_stream(member))
+    return raw.getvalue()
+
+
+def _with_stream(member: tuple[tarfile.TarInfo, bytes]) -> tuple[tarfile.TarInfo, io.BytesIO]:
+    return member[0], io.BytesIO(member[1])
+
+
+def build(
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]], *, with_meta: bool = True
+) -> Path:
+    path = tmp_path / "artifact.tar.zst"
+    path.write_bytes(ZSTD.compress(tar_bytes(members, with_meta=with_meta)))
+    return path
+
+
+def assert_refused(
+    artifact: Path,
+    project: Path,
+    *,
+    match: str,
+    allowed: Callable[[str], bool] = allow_all,
+    limits: Limits | None = None,
+) -> None:
+    before = snapshot(project.parent)
+    with pytest.raises(ArchiveError, match=match):
+        unpack(artifact, project, allowed=allowed, limits=limits or Limits())
+    assert snapshot(project.parent) == before
+    assert staging_dirs(project) == []
+
+
+# --- pack and round trip ----------------------------------------------------------------------
+
+
+def test_round_trip_restores_files_dirs_links_modes_and_bytes(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    big = os.urandom(3 * 1024 * 1024 + 17)  # crosses every internal chunk size
+    _write(src / "out/big.bin", big, 0o644)
+    _write(src / "out/suid", b"x", 0o4755)
+    long_name = "out/" + "é" * 80 + "/" + "n" * 150  # needs a PAX path record
+    _write(src / long_name, b"long", 0o644)
+    paths = [*OUTPUTS, "out/big.bin", "out/suid", long_name]
+    artifact = tmp_path / "a.tar.zst"
+
+    pack(artifact, src, paths, meta=b'{"key": 1}', log=b"the log\n")
+    dst.mkdir()
+    contents = unpack(artifact, dst, allowed=allow_out)
+
+    assert contents.meta == b'{"key": 1}'
+    assert contents.log == b"the log\n"
+    assert [e.path for e in contents.entries] == sorted(paths)
+    for path in paths:
+        a, b = (src / path).lstat(), (dst / path).lstat()
+        expected_mode = stat.S_IMODE(a.st_mode) & 0o777
+        assert stat.S_IFMT(a.st_mode) == stat.S_IFMT(b.st_mode), path
+        if not stat.S_ISLNK(a.st_mode):
+            assert stat.S_IMODE(b.st_mode) == expected_mode, path
+    assert os.readlink(dst / "out/latest") == "data.bin"
+    assert (dst / "out/big.bin").read_bytes() == big
+    assert (dst / "out/data.bin").read_bytes() == (src / "out/data.bin").read_bytes()
+    assert (dst / long_name).read_bytes() == b"long"
+    assert stat.S_IMODE((dst / "out/suid").stat().st_mode) == 0o755  # setuid dropped
+    assert stat.S_IMODE((dst / "out/empty").stat().st_mode) == 0o750
+    assert staging_dirs(dst) == []
+
+
+def test_read_reports_entries_without_writing(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src")
+    data = io.BytesIO()
+    written = pack(data, tmp_path / "src", OUTPUTS, meta=b"{}", log=b"")
+    before = snapshot(tmp_path)
+
+    contents = read(io.BytesIO(data.getvalue()))
+
+    assert written == len(data.getvalue())
+    assert snapshot(tmp_path) == before
+    by_path = {entry.path: entry for entry in contents.entries}
+    assert by_path["out/bin/run.sh"].mode == 0o755
+    assert by_path["out/bin/run.sh"].kind == "file"
+    assert by_path["out/latest"].linkname == "data.bin"
+    assert by_path["out/empty"].kind == "dir"
+    assert by_path["out/data.bin"].size == 256 * 12_345
+
+
+def test_pack_layout_is_meta_log_then_sorted_outputs_with_zeroed_owners(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src")
+    data = io.BytesIO()
+    pack(data, tmp_path / "src", list(reversed(OUTPUTS)), meta=b"{}", log=b"log")
+
+    tar_data = zstandard.ZstdDecompressor().decompressobj().decompress(data.getvalue())
+    with tarfile.open(fileobj=io.BytesIO(tar_data)) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == [META_PATH, LOG_PATH, *sorted(OUTPUTS)]
+    for member in members:
+        assert (member.uid, member.gid, member.uname, member.gname) == (0, 0, "", "")
+        assert member.mtime == 0
+        assert not member.pax_headers.keys() & {"mtime", "atime", "ctime"}
+
+
+def test_pack_is_byte_identical_across_roots_mtimes_and_owners(tmp_path: Path) -> None:
+    first, second = tmp_path / "a" / "first", tmp_path / "second-root"
+    make_tree(first)
+    make_tree(second, reverse=True)
+    for dirpath, dirnames, filenames in os.walk(second):
+        for name in dirnames + filenames:
+            os.utime(Path(dirpath, name), (1_000_000, 1_000_000), follow_symlinks=False)
+            if os.geteuid() == 0:
+                os.lchown(Path(dirpath, name), 4321, 4321)
+    one, two = io.BytesIO(), io.BytesIO()
+
+    pack(one, first, OUTPUTS, meta=b"{}", log=b"log")
+    pack(two, second, list(reversed(OUTPUTS)), meta=b"{}", log=b"log")
+
+    assert one.getvalue() == two.getvalue()
+
+
+def test_pack_to_path_returns_size_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src")
+    (tmp_path / "store").mkdir()
+    artifact = tmp_path / "store" / "key.tar.zst"
+
+    written = pack(artifact, tmp_path / "src", OUTPUTS, meta=b"{}", log=b"")
+
+    assert written == artifact.stat().st_size
+    assert os.listdir(tmp_path / "store") == ["key.tar.zst"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "path", "match"),
+    [
+        (lambda root, out: None, "out/missing", "does not exist"),
+        (lambda root, out: os.mkfifo(root / "out/fifo"), "out/fifo", "not a regular file"),
+        (lambda root, out: (root / "out/abs").symlink_to("/etc/passwd"), "out/abs", "absolute"),
+        (lambda root, out: (root / "out/up").symlink_to("../.."), "out/up", "outside"),
+        (lambda root, out: (root / "ext").symlink_to(out), "ext/secret.txt", "outside the project"),
+        (lambda root, out: None, ".cachehook/meta.json", "reserved"),
+        (lambda root, out: None, "out/../src/app.py", "'..'"),
+    ],
+)
+def test_pack_refuses_bad_outputs_naming_them(
+    project: Path, setup: Callable[[Path, Path], None], path: str, match: str
+) -> None:
+    setup(project, project.parent / "outside")
+    artifact = project.parent / "a.tar.zst"
+
+    with pytest.raises(ArchiveError, match=match) as info:
+        pack(artifact, project, ["out/keep.txt", path], meta=b"{}", log=b"")
+
+    assert repr(path) in str(info.value)
+    assert not artifact.exists()
+    assert [p for p in os.listdir(project.parent) if p.endswith(".tmp")] == []
+
+
+# --- restore into an existing tree ------------------------------------------------------------
+
+
+def test_skip_leaves_file_untouched_and_others_are_replaced(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    make_tree(dst)
+    (dst / "out/bin/run.sh").write_bytes(b"stale")
+    artifact = tmp_path / "a.tar.zst"
+    pack(artifact, src, OUTPUTS, meta=b"{}", log=b"")
+    kept = (dst / "out/data.bin").stat()
+
+    unpack(artifact, dst, allowed=allow_out, skip={"out/data.bin"})
+
+    after = (dst / "out/data.bin").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
+    assert (dst / "out/bin/run.sh").read_bytes() == b"#!/bin/sh\necho hi\n"
+
+
+def test_existing_symlink_at_output_is_replaced_not_written_through(
+    tmp_path: Path, project: Path
+) -> None:
+    (project / "out/x").symlink_to(project.parent / "outside/secret.txt")
+    artifact = build(tmp_path, [file_("out/x", b"new")])
+
+    unpack(artifact, project, allowed=allow_out)
+
+    assert (project.parent / "outside/secret.txt").read_bytes() == b"secret\n"
+    assert not (project / "out/x").is_symlink()
+    assert (project / "out/x").read_bytes() == b"new"
+
+
+def test_existing_dir_at_an_allowed_file_is_replaced(tmp_path: Path, project: Path) -> None:
+    _write(project / "out/x/old.txt", b"old", 0o644)
+    artifact = build(tmp_path, [file_("out/x", b"new")])
+
+    unpack(artifact, project, allowed=allow_out)
+
+    assert (project / "out/x").read_bytes() == b"new"
+
+
+def test_file_on_disk_where_a_not_allowed_dir_is_needed_is_refused(
+    tmp_path: Path, project: Path
+) -> None:
+    # 'src' is only a parent of the allowed 'src/gen/x', so the input file must not be replaced.
+    _write(project / "src/gen", b"an input file", 0o644)
+    artifact = build(tmp_path, [file_("src/gen/x")])
+
+    assert_refused(
+        artifact, project, allowed=lambda p: p.startswith("src/gen/"), match="file on disk"
+    )
+
+
+def test_on_disk_symlink_dir_leading_outside_is_not_written_through(
+    tmp_path: Path, project: Path
+) -> None:
+    (project / "gen").symlink_to(project.parent / "outside")
+    artifact = build(tmp_path, [file_("gen/secret.txt", b"pwned"), file_("gen/new.txt")])
+
+    assert_refused(artifact, project, match="symlink on disk")
+
+
+def test_on_disk_symlink_dir_inside_project_is_followed(tmp_path: Path, project: Path) -> None:
+    (project / "real").mkdir()
+    (project / "gen").symlink_to("real")
+    artifact = build(tmp_path, [file_("gen/x", b"x")])
+
+    unpack(artifact, project, allowed=allow_all)
+
+    assert (project / "real/x").read_bytes() == b"x"
+
+
+def test_on_disk_symlink_into_an_input_directory_is_refused(tmp_path: Path, project: Path) -> None:
+    (project / "gen").symlink_to("src")
+    artifact = build(tmp_path, [file_("gen/app.py", b"pwned")])
+
+    assert_refused(artifact, project, allowed=lambda p: p.startswith("gen/"), match="src/app.py")
+
+
+def test_read_only_directory_is_restored_with_its_entries(tmp_path: Path) -> None:
+    _write(tmp_path / "src/out/ro/x", b"x", 0o644)
+    (tmp_path / "src/out/ro").chmod(0o555)
+    artifact = tmp_path / "a.tar.zst"
+    pack(artifact, tmp_path / "src", ["out/ro", "out/ro/x"], meta=b"{}", log=b"")
+    (tmp_path / "dst").mkdir()
+
+    unpack(artifact, tmp_path / "dst", allowed=allow_out)
+
+    assert stat.S_IMODE((tmp_path / "dst/out/ro").stat().st_mode) == 0o555
+    assert (tmp_path / "dst/out/ro/x").read_bytes() == b"x"
+
+
+def test_log_is_empty_when_absent(tmp_path: Path) -> None:
+    contents = read(build(tmp_path, [file_("out/a")]))
+
+    assert (contents.meta, contents.log) == (b"{}", b"")
+    assert [e.path for e in contents.entries] == ["out/a"]
+
+
+# --- failures in the second pass --------------------------------------------------------------
+
+
+def test_failure_while_staging_writes_nothing(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    artifact = build(tmp_path, [file_("out/a"), file_("out/b")])
+
+    def no_space(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", no_space)
+    assert_refused(artifact, project, match="No space left")
+
+
+def test_interrupt_while_staging_removes_staging_dir(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    artifact = build(tmp_path, [file_("out/a"), file_("out/b")])
+    before = snapshot(project.parent)
+
+    def interrupt(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copyfileobj", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        unpack(artifact, project, allowed=allow_all)
+    assert snapshot(project.parent) == before
+    assert staging_dirs(project) == []
+
+
+def test_failure_while_moving_leaves_only_whole_files(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    artifact = build(tmp_path, [file_("out/a", b"A" * 5000), file_("out/b", b"B" * 5000)])
+    real_replace = os.replace
+    calls: list[object] = []
+
+    def replace_then_fail(src: str, dst: str) -> None:
+        calls.append(dst)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", replace_then_fail)
+        with pytest.raises(ArchiveError, match="No space left"):
+            unpack(artifact, project, allowed=allow_all)
+
+    assert (project / "out/a").read_bytes() == b"A" * 5000
+    assert not (project / "out/b").exists()
+    assert staging_dirs(project) == []
+
+
+def test_artifact_changed_between_passes_is_refused(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    artifact = build(tmp_path, [file_("out/a")])
+    swapped = ZSTD.compress(tar_bytes([file_("out/a"), file_("out/evil")]))
+    real_read = archive.read
+
+    def read_then_swap(src: Path, *, limits: Limits) -> archive.Contents:
+        contents = real_read(src, limits=limits)
+        artifact.write_bytes(swapped)
+        return contents
+
+    monkeypatch.setattr(archive, "read", read_then_swap)
+    with pytest.raises(ArchiveError, match="changed"):
+        unpack(artifact, project, allowed=allow_out)
+    assert not (project / "out/evil").exists()
+    assert not (project / "out/a").exists()
+    assert staging_dirs(project) == []
+
+
+# --- hostile artifacts ------------------------------------------------------------------------
+
+
+def test_hand_built_baseline_is_accepted(tmp_path: Path, project: Path) -> None:
+    # The hostile cases below differ from this one by the one entry they are about.
+    artifact = build(tmp_path, [dir_("out"), file_("out/a", b"A"), link_("out/l", "a")])
+
+    unpack(artifact, project, allowed=allow_out)
+
+    assert (project / "out/a").read_bytes() == b"A"
+    assert os.readlink(project / "out/l") == "a"
+
+
+HOSTILE = {
+    "absolute path": ([file_("/tmp/cachehook-evil")], "absolute"),
+    "dot-dot escape": ([file_("../escape")], "'..'"),
+    "dot-dot inside a path": ([file_("out/../../x")], "'..'"),
+    "dot segment": ([file_("out/./x")], "'.'"),
+    "backslash": ([file_("out\\..\\x")], "backslash"),
+    "symlink to absolute path": ([link_("out/l", "/etc/passwd")], "absolute"),
+    "symlink up and out": ([link_("out/l", "../../outside")], "outside the project"),
+    "file through symlink leaving root": (
+        [link_("lnk", ".."), file_("lnk/evil")],
+        "placed through symlink",
+    ),
+    "file through symlink inside root": (
+        [dir_("out/sub"), link_("out/sub/lnk", ".."), file_("out/sub/lnk/evil")],
+        "placed through symlink",
+    ),
+    "file through symlink listed later": (
+        [file_("out/d/evil"), link_("out/d", "../../outside")],
+        "placed through|outside",
+    ),
+    "file through symlink differing in case": (
+        [link_("out/a", "."), file_("out/A/x")],
+        "placed through symlink",
+    ),
+    "dot-dot after a link differing in case": (
+        [link_("y", "."), link_("x", "Y/..")],
+        "outside the project",
+    ),
+    "file below a file": ([file_("out/f"), file_("out/f/g")], "placed through file"),
+    "dot-dot after a link to the root": (
+        [link_("y", "."), link_("x", "y/..")],
+        "outside the project",
+    ),
+    "symlink loop": ([link_("out/a", "b"), link_("out/b", "a")], "loop"),
+    "hard link": ([file_("out/a"), link_("out/h", "out/a", tarfile.LNKTYPE)], "hard link"),
+    "fifo": ([special_("out/fifo", tarfile.FIFOTYPE)], "FIFO"),
+    "character device": ([special_("out/null", tarfile.CHRTYPE)], "character device"),
+    "block device": ([special_("out/sda", tarfile.BLKTYPE)], "block device"),
+    "duplicate entry": ([file_("out/a", b"1"), file_("out/a", b"2")], "twice"),
+    "directory then file at one path": ([dir_("out/a"), file_("out/a")], "twice"),
+    "second meta.json": ([file_(META_PATH)], "twice"),
+    "other .cachehook entry": ([file_(".cachehook/hook.sh")], "unexpected entry"),
+    "empty path": ([dir_("/")], "empty"),
+    "NUL in a path": ([with_pax(file_("out/a"), path="out/a\x00b")], "NUL"),
+    "NUL in a symlink target": ([with_pax(link_("out/l", "a"), linkpath="a\x00b")], "NUL"),
+    "negative size": ([with_pax(file_("out/a"), size="-1024"), file_("out/b")], "negative"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE), ids=list(HOSTILE))
+def test_hostile_entry_is_refused_and_nothing_is_written(
+    tmp_path: Path, project: Path, case: str
+) -> None:
+    members, match = HOSTILE[case]
+    # One good entry first, so a half-restore would show.
+    artifact = build(tmp_path, [file_("out/good"), *members])
+
+    assert_refused(artifact, project, match=match)
+
+
+@pytest.mark.parametrize(
+    "member",
+    [file_("pyproject.toml", b"pwned"), file_("src/app.py", b"pwned"), dir_("src"), dir_("out/x")],
+    ids=["pyproject.toml", "src/app.py", "dir src", "dir out/x"],
+)
+def test_entry_not_allowed_by_the_predicate_is_refused(
+    tmp_path: Path, project: Path, member: tuple[tarfile.TarInfo, bytes]
+) -> None:
+    # 'out' itself is a parent of the allowed 'out/good', so it is accepted.
+    artifact = build(tmp_path, [dir_("out"), file_("out/good"), member])
+
+    assert_refused(artifact, project, allowed=lambda p: p == "out/good", match="not an output")
+
+
+def test_directory_that_is_a_parent_of_an_allowed_entry_is_accepted(
+    tmp_path: Path, project: Path
+) -> None:
+    artifact = build(tmp_path, [dir_("out"), dir_("out/gen"), file_("out/gen/a")])
+
+    unpack(artifact, project, allowed=lambda p: p == "out/gen/a")
+
+    assert (project / "out/gen/a").read_bytes() == b"data"
+
+
+@pytest.mark.parametrize(
+    ("members", "limits", "match"),
+    [
+        ([file_(f"out/{i}") for i in range(5)], Limits(max_entries=4), "more than 4 entries"),
+        (
+            [file_("out/a", b"x" * 600), file_("out/b", b"x" * 600)],
+            Limits(max_total_bytes=1000),
+            "1000 bytes",
+        ),
+        ([file_("out/" + "n" * 60)], Limits(max_path_length=50), "longer than 50"),
+        ([file_("out/" + "n/" * 2047 + "n")], Limits(), "longer than 4096"),
+        ([link_("out/l", "a/" * 30)], Limits(max_path_length=50), "longer than 50"),
+        ([file_(LOG_PATH, b"x" * 200)], Limits(max_log_bytes=100), "larger than 100"),
+    ],
+    ids=["entries", "total size", "path length", "default path length", "link length", "log"],
+)
+def test_limits_are_enforced(
+    tmp_path: Path,
+    project: Path,
+    members: list[tuple[tarfile.TarInfo, bytes]],
+    limits: Limits,
+    match: str,
+) -> None:
+    artifact = build(tmp_path, members)
+
+    assert_refused(artifact, project, limits=limits, match=match)
+
+
+def test_decompression_bomb_stops_at_the_limit(tmp_path: Path) -> None:
+    # 64 MiB of zeros is a ~2 KiB artifact; the walk must stop at the limit, not expand it all.
+    info = tarfile.TarInfo("out/bomb")
+    info.size = 64 * 1024 * 1024
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(*_with_stream(file_(META_PATH, b"{}")))
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    blob = zstandard.ZstdCompressor(level=19, write_checksum=True).compress(raw.getvalue())
+
+    with pytest.raises(ArchiveError, match="more than 1048576 bytes"):
+        read(io.BytesIO(blob), limits=Limits(max_total_bytes=1024 * 1024))
+    assert len(blob) < 100_000
+
+
+def test_missing_meta_is_refused(tmp_path: Path, project: Path) -> None:
+    assert_refused(build(tmp_path, [file_("out/a")], with_meta=False), project, match="meta.json")
+
+
+@pytest.mark.parametrize(
+    ("header_maker", "match"),
+    [
+        (lambda: _gnu_long_name(), "GNU long name"),
+        (lambda: _pax({"comment": "c"}, global_=True), "global PAX header"),
+        (lambda: _pax({"comment": "c" * 20_000}), "PAX header of"),
+        (lambda: _pax({"GNU.sparse.major": "1", "GNU.sparse.minor": "0"}), "sparse"),
+    ],
+    ids=["gnu long name", "global pax", "huge pax", "pax sparse"],
+)
+def test_tar_extensions_are_refused_before_tarfile_acts_on_them(
+    tmp_path: Path, project: Path, header_maker: Callable[[], bytes], match: str
+) -> None:
+    artifact = tmp_path / "artifact.tar.zst"
+    artifact.write_bytes(ZSTD.compress(header_maker()))
+
+    assert_refused(artifact, project, match=match)
+
+
+def _gnu_long_name() -> bytes:
+    return tar_bytes([file_("out/" + "n" * 200)], fmt=tarfile.GNU_FORMAT)
+
+
+def _pax(headers: dict[str, str], *, global_: bool = False) -> bytes:
+    raw = io.BytesIO()
+    global_headers = headers if global_ else None
+    with tarfile.open(
+        fileobj=raw, mode="w", format=tarfile.PAX_FORMAT, pax_headers=global_headers
+    ) as tar:
+        tar.addfile(*_with_stream(file_(META_PATH, b"{}")))
+        info, data = file_("out/a", b"\x00" * 1024)
+        info.pax_headers = {} if global_ else headers
+        tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def _good_artifact_bytes() -> bytes:
+    return ZSTD.compress(tar_bytes([file_("out/a", os.urandom(50_000))]))
+
+
+# meta.json header + data, out/a header + data: the tar stream of one output is 4 blocks long.
+ONE_OUTPUT = 4 * tarfile.BLOCKSIZE
+CORRUPT: dict[str, tuple[Callable[[], bytes], str]] = {
+    "garbage": (lambda: b"PK\x03\x04" + os.urandom(4096), "not a zstd frame"),
+    "empty": (lambda: b"", "empty"),
+    "zstd of garbage": (lambda: ZSTD.compress(os.urandom(4096)), "corrupt"),
+    "zstd of nothing": (lambda: ZSTD.compress(b""), "truncated"),
+    "zstd without checksum": (
+        lambda: zstandard.ZstdCompressor().compress(tar_bytes([file_("out/a")])),
+        "no zstd checksum",
+    ),
+    "cut in half": (lambda: (b := _good_artifact_bytes())[: len(b) // 2], "truncated"),
+    "checksum cut off": (lambda: _good_artifact_bytes()[:-4], "truncated"),
+    "last byte cut off": (lambda: _good_artifact_bytes()[:-1], "truncated"),
+    "bit flipped": (lambda: _flip(_good_artifact_bytes(), 2000), "checksum"),
+    "trailing garbage": (lambda: _good_artifact_bytes() + b"garbage", "after its zstd frame"),
+    "second frame": (
+        lambda: _good_artifact_bytes() + _good_artifact_bytes(),
+        "after its zstd frame",
+    ),
+    "tar cut at a member boundary": (
+        lambda: ZSTD.compress(tar_bytes([file_("out/a"), file_("out/b")])[:ONE_OUTPUT]),
+        "truncated or corrupt: empty header",
+    ),
+    "tar cut inside a member": (
+        lambda: ZSTD.compress(tar_bytes([file_("out/a", b"x" * 5000)])[:3000]),
+        "unexpected end of data",
+    ),
+    "garbage header after a member": (
+        lambda: ZSTD.compress(
+            tar_bytes([file_("out/a")])[:ONE_OUTPUT] + os.urandom(512) + bytes(10240)
+        ),
+        "truncated or corrupt: (bad checksum|invalid header)",
+    ),
+    "no end-of-archive blocks": (
+        lambda: ZSTD.compress(tar_bytes([file_("out/a")])[:ONE_OUTPUT] + bytes(512)),
+        "truncated",
+    ),
+    "data after the end of the tar": (
+        lambda: ZSTD.compress(tar_bytes([file_("out/a")]) + b"trailing" * 100),
+        "after the end of its tar",
+    ),
+}
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize("case", list(CORRUPT), ids=list(CORRUPT))
+def test_corrupt_artifact_is_an_archive_error(tmp_path: Path, project: Path, case: str) -> None:
+    make_bytes, match = CORRUPT[case]
+    artifact = tmp_path / "artifact.tar.zst"
+    artifact.write_bytes(make_bytes())
+
+    with pytest.raises(ArchiveError, match=match):
+        read(io.BytesIO(artifact.read_bytes()))
+    assert_refused(artifact, project, match=match)
+
+
+def test_missing_artifact_is_an_archive_error(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="cannot open"):
+        read(tmp_path / "nope.tar.zst")
+
+
+class Trickle(io.BytesIO):
+    """A stream that returns a few bytes per read, like a slow pipe."""
+
+    def __init__(self, data: bytes, step: int = 7) -> None:
+        super().__init__(data)
+        self.step = step
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(self.step if size is None or size < 0 else min(size, self.step))
+
+
+def test_short_reads_from_the_source_are_handled(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src")
+    data = io.BytesIO()
+    pack(data, tmp_path / "src", OUTPUTS, meta=b"{}", log=b"log")
+
+    assert read(Trickle(data.getvalue())) == read(io.BytesIO(data.getvalue()))
+    with pytest.raises(ArchiveError, match="truncated"):
+        read(Trickle(data.getvalue()[:-1]))
+    with pytest.raises(ArchiveError, match="after its zstd frame"):  # zstd stops at the end
+        read(Trickle(data.getvalue() + b"\x00", step=1))
