@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,8 +27,8 @@ from cachehook.hashing import (
     hash_files,
     resolve_env,
 )
+from cachehook.history import append_result
 from cachehook.logs import LogRecorder
-from cachehook.process import run_command
 from cachehook.store import LocalStore
 
 if TYPE_CHECKING:
@@ -39,8 +37,6 @@ if TYPE_CHECKING:
     from cachehook.remote import RemoteSession
 
 __all__ = ["Execute", "Prepared", "RunResult", "Runner", "TaskSpec"]
-
-logger = logging.getLogger("cachehook")
 
 Status = Literal["HIT", "MISS", "BYPASS", "DRY"]
 Source = Literal["LOCAL", "REMOTE"]
@@ -84,12 +80,14 @@ class RunResult:
     exit_code: int
     duration_ms: int
     saved_ms: int = 0
+    task_ms: int = 0
     stored: bool = False
     log: bytes = b""
     local_hit: bool | None = None
     remote_hit: bool | None = None
     restored: tuple[str, ...] = ()
     manifest: Manifest | None = field(default=None, repr=False)
+    value: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +97,7 @@ class RunResult:
             "exit_code": self.exit_code,
             "duration_ms": self.duration_ms,
             "saved_ms": self.saved_ms,
+            "task_ms": self.task_ms,
             "stored": self.stored,
             "restored": list(self.restored),
         }
@@ -249,7 +248,21 @@ class Runner:
             force: execute even on a hit, and overwrite the cached result.
             live: streams to copy the command's stdout and stderr to as it runs.
             execute: run the task (default: the spec's command as a child process).
+
+        Every result is also appended to the run history (``cachehook stats``, issue 4).
         """
+        result = self._run(prepared, force=force, live=live, execute=execute)
+        append_result(self.settings.cache_dir, result, task=prepared.spec.name)
+        return result
+
+    def _run(
+        self,
+        prepared: Prepared,
+        *,
+        force: bool,
+        live: tuple[BinaryIO, BinaryIO] | None,
+        execute: Execute | None,
+    ) -> RunResult:
         started = time.monotonic()
         key = prepared.key
         modes = self.settings.modes
@@ -275,18 +288,22 @@ class Runner:
         run_started = time.monotonic()
         code = self._execute(prepared, recorder, live, execute)
         duration_ms = _ms(time.monotonic() - run_started)
-        stored = code == 0 and self._store_result(prepared, recorder.getvalue(), duration_ms, force)
+        stored = code == 0 and self._store_result(
+            prepared, recorder.getvalue(), duration_ms, force, value=recorder.value
+        )
         return RunResult(
             key,
             "MISS",
             None,
             code,
             _ms(time.monotonic() - started),
+            task_ms=duration_ms,
             stored=stored,
             log=recorder.getvalue(),
             local_hit=local_hit,
             remote_hit=remote_hit,
             manifest=prepared.manifest,
+            value=recorder.value,
         )
 
     def _execute(
@@ -298,6 +315,8 @@ class Runner:
     ) -> int:
         if execute is not None:
             return execute(recorder)
+        from cachehook.process import run_command  # not on the hit path
+
         cwd = prepared.spec.cwd or Path.cwd()
         return run_command(prepared.spec.command, cwd=cwd, recorder=recorder, live=live)
 
@@ -380,6 +399,7 @@ class Runner:
             local_hit=True,
             restored=tuple(restored),
             manifest=prepared.manifest,
+            value=_meta_value(meta),
         )
 
     def _restore_remote(
@@ -420,11 +440,14 @@ class Runner:
             remote_hit=True,
             restored=tuple(restored),
             manifest=prepared.manifest,
+            value=_meta_value(meta),
         )
 
     # -- store ------------------------------------------------------------------------------
 
-    def _store_result(self, prepared: Prepared, log: bytes, duration_ms: int, force: bool) -> bool:
+    def _store_result(
+        self, prepared: Prepared, log: bytes, duration_ms: int, force: bool, *, value: str | None
+    ) -> bool:
         modes = self.settings.modes
         remote = self.remote if modes.remote_write else None
         store = self.store if modes.local_write else None
@@ -455,6 +478,8 @@ class Runner:
                 {"path": d.path, "digest": d.digest, "executable": d.executable} for d in digests
             ],
         }
+        if value is not None:
+            meta["value"] = value
         return self._publish(prepared, outputs, meta, log, store, remote, force)
 
     def _publish(
@@ -508,14 +533,24 @@ class Runner:
 
     @contextlib.contextmanager
     def _scratch_file(self) -> Iterator[Path]:
+        import tempfile
+
         directory = self.settings.cache_dir / "tmp"
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError:  # an unusable cache dir: the remote may still work (#2)
+            directory = Path(tempfile.gettempdir())
         fd, name = tempfile.mkstemp(dir=directory, suffix=".tar.zst")
         os.close(fd)
         try:
             yield Path(name)
         finally:
             Path(name).unlink(missing_ok=True)
+
+
+def _meta_value(meta: dict[str, Any]) -> str | None:
+    value = meta.get("value")
+    return value if isinstance(value, str) else None
 
 
 def _parse_meta(data: bytes, key: str) -> dict[str, Any]:

@@ -10,15 +10,15 @@ once can interleave freely: whichever metadata lands last names complete blobs.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import diskcache
 
@@ -27,10 +27,16 @@ from cachehook.hashing import digest_bytes, digest_file
 
 __all__ = ["LocalStore", "StoredEntry"]
 
-logger = logging.getLogger("cachehook")
+
+
+def _log_warning(message: str) -> None:
+    import logging  # not on the hit path
+
+    logging.getLogger("cachehook").warning("%s", message)
 
 _TIMEOUT = 10.0  # seconds a writer waits for SQLite's lock before the store is "unusable"
 _CHUNK = 1 << 20
+_BLOB_FIELDS = (("a", "checksum"), ("l", "log_checksum"))
 
 
 class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
@@ -95,7 +101,7 @@ class LocalStore:
         directory: Path,
         *,
         max_size: int,
-        on_warning: Callable[[str], None] = logger.warning,
+        on_warning: Callable[[str], None] = _log_warning,
     ) -> None:
         self.directory = directory
         self.max_size = max_size
@@ -210,6 +216,62 @@ class LocalStore:
             msg = f"cannot store artifact {key} in {self.directory}: {exc}"
             raise StoreError(msg) from exc
 
+    def put_file(self, key: str, src: Path, *, meta: dict[str, Any]) -> dict[str, Any]:
+        """Store the file at ``src`` under ``key`` with ``meta`` and no log (``cachehook serve``).
+
+        Readers see the new file only once it is complete: the metadata is written last.
+
+        Returns:
+            The stored metadata: ``meta`` plus ``checksum``, ``size`` and ``stored_at``.
+
+        Raises:
+            StoreError: the write failed; ``key`` then reads as a miss.
+        """
+        try:
+            record = {
+                **meta,
+                "checksum": digest_file(src),
+                "size": src.stat().st_size,
+                "stored_at": time.time(),
+            }
+            with src.open("rb") as handle:
+                self._cache.set(f"a/{record['checksum']}", handle, read=True, retry=True)
+            self._cache.set(f"m/{key}", json.dumps(record, sort_keys=True), retry=True)
+            self._enforce_cap()
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            self._delete(f"m/{key}")
+            msg = f"cannot store {key} in {self.directory}: {exc}"
+            raise StoreError(msg) from exc
+        return record
+
+    def open_file(self, key: str) -> tuple[BinaryIO, dict[str, Any]] | None:
+        """A read handle on the file stored under ``key`` and its metadata; None on a miss.
+
+        Refreshes the file's least-recently-used time. A file whose size differs from its
+        metadata is evicted and reads as a miss (its checksum is left to the client: checking
+        it here would read every download twice).
+        """
+        meta = self.get_meta(key)
+        if meta is None:
+            return None
+        handle = self._get(f"a/{meta['checksum']}", read=True)
+        if handle is None:  # evicted by the size cap
+            self.discard(key)
+            return None
+        try:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(0)
+        except OSError as exc:
+            handle.close()
+            msg = f"cannot read {key} from the cache at {self.directory}: {exc}"
+            raise StoreError(msg) from exc
+        if size != meta.get("size"):
+            handle.close()
+            self._delete(f"a/{meta['checksum']}")
+            self.evict(key, reason=f"its file holds {size} bytes, not {meta.get('size')}")
+            return None
+        return handle, meta
+
     def _enforce_cap(self) -> None:
         """Evict least-recently-used blobs until the store fits its cap.
 
@@ -226,10 +288,9 @@ class LocalStore:
             self._cache.delete(row[0], retry=True)
 
     def _delete(self, name: str) -> None:
-        try:
+        # Best effort: a record we cannot delete is dropped again on its next read.
+        with contextlib.suppress(OSError, sqlite3.Error, diskcache.Timeout):
             self._cache.delete(name, retry=True)
-        except (OSError, sqlite3.Error, diskcache.Timeout):
-            logger.debug("could not delete %s", name, exc_info=True)
 
     def evict(self, key: str, *, reason: str) -> None:
         """Forget ``key`` and say why (its blobs age out by least-recent use)."""
@@ -263,6 +324,39 @@ class LocalStore:
     def volume(self) -> int:
         """Bytes the store takes on disk (SQLite plus value files)."""
         return int(self._cache.volume())
+
+    def last_used(self) -> dict[str, float]:
+        """When each artifact file was last read or written (epoch seconds), by checksum.
+
+        Reading metadata (``entries``) does not count as a use (``cache prune``, issue 4).
+        """
+        select = "SELECT key, access_time FROM Cache WHERE key LIKE 'a/%'"
+        try:
+            rows = self._cache._sql(select).fetchall()
+        except (OSError, sqlite3.Error) as exc:
+            msg = f"cannot read the cache at {self.directory}: {exc}"
+            raise StoreError(msg) from exc
+        return {name[2:]: float(when) for name, when in rows}
+
+    def sweep(self) -> int:
+        """Delete the artifact and log files no metadata names (after ``discard``).
+
+        Returns:
+            How many files were deleted.
+        """
+        named: set[str] = set()
+        for entry in self.entries():
+            named.update(f"{kind}/{entry.meta.get(field)}" for kind, field in _BLOB_FIELDS)
+        select = "SELECT key FROM Cache WHERE key LIKE 'a/%' OR key LIKE 'l/%'"
+        try:
+            rows = self._cache._sql(select).fetchall()
+        except (OSError, sqlite3.Error) as exc:
+            msg = f"cannot read the cache at {self.directory}: {exc}"
+            raise StoreError(msg) from exc
+        orphans = [name for (name,) in rows if name not in named]
+        for name in orphans:
+            self._delete(name)
+        return len(orphans)
 
     def clear(self) -> int:
         """Remove everything; returns the number of records removed."""

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any
-
-import click
 
 if TYPE_CHECKING:
     from cachehook.runner import RunResult
@@ -39,11 +38,14 @@ class Console:
         self.prefix = prefix
 
     def warn(self, message: str) -> None:
-        click.secho(f"{self.prefix}: warning: {message}", err=True, fg="yellow")
+        line = f"{self.prefix}: warning: {message}"
+        if _has_colour():
+            line = f"\x1b[33m{line}\x1b[0m"
+        _stderr(line)
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            click.echo(f"{self.prefix}: {message}", err=True)
+            _stderr(f"{self.prefix}: {message}")
 
     def result(self, result: RunResult) -> None:
         key = short_key(result.key)
@@ -56,7 +58,17 @@ class Console:
             self.info(f"miss {key}, failed with exit code {result.exit_code}; not cached")
         else:
             stored = "cached" if result.stored else "not cached"
-            self.info(f"miss {key}, ran in {format_duration(result.duration_ms)}, {stored}")
+            self.info(f"miss {key}, ran in {format_duration(result.task_ms)}, {stored}")
+
+
+def _has_colour() -> bool:
+    return sys.stderr.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def _stderr(line: str) -> None:
+    # click-free on purpose: the hit path must not pay click's import (see cli/_exec.py).
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def print_json(data: Any) -> None:

@@ -1,0 +1,216 @@
+"""``cachehook exec`` without click: its options as data, a fast parser, and the run itself.
+
+A cache hit is judged by its latency and importing click costs ~17 ms, so ``main`` first tries
+``parse_exec_fast``: it understands the plain spellings of the options below and returns None
+for anything else (``--help``, a typo, a bad choice, no ``--``), which then goes through the
+click command in ``cli/exec.py``, built from the same ``OPTIONS`` table, for its messages.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+
+from cachehook.cli._output import Console, print_json
+from cachehook.config import OUTPUT_LOG_MODES, load_settings
+from cachehook.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cachehook.config import Settings
+    from cachehook.runner import Prepared, RunResult
+
+__all__ = ["OPTIONS", "Option", "parse_exec_fast", "run_exec"]
+
+Kind = Literal["multiple", "value", "flag", "path", "choice", "optional-choice"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``exec`` option: how it is spelled, parsed and explained."""
+
+    dest: str
+    flags: tuple[str, ...]
+    kind: Kind
+    help: str
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("inputs", ("-i", "--input"), "multiple",
+           "Files the command reads (repeatable; '!GLOB' excludes).", "GLOB"),
+    Option("outputs", ("-o", "--output"), "multiple",
+           "Files the command writes, cached and restored (repeatable).", "GLOB"),
+    Option("env", ("-e", "--env"), "multiple",
+           "Environment variables whose values enter the key; 'PREFIX*' matches many.", "NAME"),
+    Option("salt", ("--salt",), "value", "Any string; change it to disown earlier results.", "TEXT"),
+    Option("root", ("--root",), "path",
+           "Project root (default: nearest ancestor with pyproject.toml or .git).", "DIR"),
+    Option("cache_dir", ("--cache-dir",), "path",
+           "Local cache directory (default: $CACHEHOOK_CACHE_DIR or ~/.cache/cachehook).", "DIR"),
+    Option("cache_modes", ("--cache",), "value",
+           "Which caches to read/write, as turbo spells it: 'local:rw,remote:r'.", "MODES"),
+    Option("remote_only", ("--remote-only",), "flag", "Use only the remote cache."),
+    Option("force", ("--force",), "flag", "Run even on a hit, and overwrite the cached result."),
+    Option("no_cache", ("--no-cache",), "flag", "Just run the command (also CACHEHOOK_DISABLE=1)."),
+    Option("dry_run", ("--dry-run",), "optional-choice",
+           "Print the key and every input with its digest; run nothing. --dry-run=json for JSON.",
+           choices=("text", "json")),
+    Option("output_logs", ("--output-logs",), "choice",
+           "What of the command's output to show: full (default), errors-only, hash-only, none.",
+           choices=OUTPUT_LOG_MODES),
+    Option("quiet", ("-q", "--quiet"), "flag", "No status line (warnings still show)."),
+    Option("as_json", ("--json",), "flag",
+           "Print one JSON result on stdout; the command's stdout goes to stderr."),
+)
+_BY_FLAG = {flag: option for option in OPTIONS for flag in option.flags}
+
+
+def _defaults() -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        if option.kind == "multiple":
+            values[option.dest] = ()
+        elif option.kind == "flag":
+            values[option.dest] = False
+        else:
+            values[option.dest] = "" if option.dest == "salt" else None
+    return values
+
+
+def parse_exec_fast(args: Sequence[str]) -> dict[str, Any] | None:
+    """Parse ``exec``'s arguments without click, or return None to let click do it."""
+    values = _defaults()
+    multiple: dict[str, list[str]] = {}
+    index = 0
+    while index < len(args):
+        token = args[index]
+        if token == "--":
+            command = tuple(args[index + 1 :])
+            if not command:
+                return None
+            for dest, items in multiple.items():
+                values[dest] = tuple(items)
+            return {**values, "command": command}
+        name, has_value, inline = token.partition("=") if token.startswith("--") else (token, False, "")
+        option = _BY_FLAG.get(name)
+        if option is None:
+            return None
+        if option.kind == "flag":
+            if has_value:
+                return None
+            values[option.dest] = True
+        elif option.kind == "optional-choice":
+            value = inline if has_value else option.choices[0]
+            if value not in option.choices:
+                return None
+            values[option.dest] = value
+        else:
+            if not has_value:
+                index += 1
+                if index >= len(args):
+                    return None
+                inline = args[index]
+            if option.kind == "choice" and inline not in option.choices:
+                return None
+            if option.kind == "multiple":
+                multiple.setdefault(option.dest, []).append(inline)
+            elif option.kind == "path":
+                values[option.dest] = Path(inline)
+            else:
+                values[option.dest] = inline
+        index += 1
+    return None
+
+
+def run_exec(
+    *,
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    env: tuple[str, ...],
+    salt: str,
+    root: Path | None,
+    cache_dir: Path | None,
+    cache_modes: str | None,
+    remote_only: bool,
+    force: bool,
+    no_cache: bool,
+    dry_run: str | None,
+    output_logs: str | None,
+    quiet: bool,
+    as_json: bool,
+    command: tuple[str, ...],
+) -> int:
+    """Run one command through the cache and return its exit code."""
+    from cachehook.runner import Runner, TaskSpec
+
+    if not command:
+        msg = "nothing to run: put the command after '--', e.g. cachehook exec -i 'src/**' -- pytest"
+        raise ConfigError(msg)
+    settings = load_settings(
+        cwd=Path.cwd(),
+        environ=os.environ,
+        root=root,
+        cache_dir=cache_dir,
+        cache=cache_modes,
+        remote_only=remote_only,
+        no_cache=no_cache,
+        output_logs=output_logs,
+    )
+    console = Console(quiet=quiet or settings.output_logs == "none")
+    spec = TaskSpec(
+        command=command, inputs=inputs, outputs=outputs, env=env, salt=salt, cwd=Path.cwd()
+    )
+    with Runner(settings, on_notice=console.warn) as runner:
+        prepared = runner.prepare(spec)
+        for pattern in prepared.unmatched_inputs:
+            console.warn(f"input glob {pattern!r} matched no file")
+        if dry_run:
+            _print_dry_run(prepared, settings, as_json=dry_run == "json")
+            return 0
+        result = runner.run(prepared, force=force, live=_live_streams(settings, as_json=as_json))
+    _show(result, settings, console, as_json=as_json)
+    return result.exit_code
+
+
+def _live_streams(settings: Settings, *, as_json: bool) -> tuple[BinaryIO, BinaryIO] | None:
+    if settings.output_logs != "full":
+        return None
+    out = sys.stderr.buffer if as_json else sys.stdout.buffer
+    return (out, sys.stderr.buffer)
+
+
+def _show(result: RunResult, settings: Settings, console: Console, *, as_json: bool) -> None:
+    from cachehook.logs import replay
+
+    mode = settings.output_logs
+    show_log = (result.status == "HIT" and mode == "full") or (
+        mode == "errors-only" and result.exit_code != 0
+    )
+    if show_log and result.log:
+        stdout = sys.stderr.buffer if as_json else sys.stdout.buffer
+        replay(result.log, stdout=stdout, stderr=sys.stderr.buffer)
+    if as_json:
+        print_json(result.to_json())
+    elif mode in ("full", "errors-only", "hash-only"):
+        console.result(result)
+
+
+def _print_dry_run(prepared: Prepared, settings: Settings, *, as_json: bool) -> None:
+    manifest = prepared.manifest
+    if as_json:
+        print_json({"key": prepared.key, "root": str(settings.root), **manifest.to_json()})
+        return
+    lines = [
+        f"key      {prepared.key}",
+        f"command  {' '.join(manifest.command)}",
+        f"cwd      {manifest.cwd}",
+        *(f"env      {name}" for name, _ in manifest.env),
+        *(f"input    {item.digest}  {item.path}" for item in manifest.inputs),
+        *(f"output   {pattern}" for pattern in manifest.outputs),
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")

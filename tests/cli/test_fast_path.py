@@ -1,0 +1,69 @@
+"""The click-free parse of ``exec`` must agree with the click command it shortcuts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cachehook.cli._exec import parse_exec_fast
+from cachehook.cli.exec import exec_command
+
+
+def _click_parse(args: list[str]) -> dict[str, Any]:
+    context = exec_command.make_context("exec", list(args))
+    return dict(context.params)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-i", "src/**", "--", "pytest", "-q"],
+        ["-i", "a", "--input", "b", "-o", "dist/*", "-e", "PY*", "--salt", "s", "--", "x"],
+        ["--input=a", "--output=b", "--env=E", "--force", "-q", "--json", "--", "x", "--force"],
+        ["--dry-run", "--", "x"],
+        ["--dry-run=json", "--output-logs", "errors-only", "--", "x"],
+        ["--root", "proj", "--cache-dir", "c", "--cache", "local:r", "--remote-only", "--", "x"],
+        ["--no-cache", "--output-logs=none", "--", "x", "--", "y"],
+    ],
+)
+def test_fast_parse_matches_click(args: list[str]) -> None:
+    fast = parse_exec_fast(args)
+    assert fast is not None
+    assert fast == _click_parse(args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["-i", "x"],
+        ["-i", "x", "--"],
+        ["--output-logs", "loud", "--", "x"],
+        ["--dry-run=yaml", "--", "x"],
+        ["--no-such-flag", "--", "x"],
+        ["-isrc", "--", "x"],
+        ["--force=yes", "--", "x"],
+        ["-i"],
+    ],
+)
+def test_anything_unusual_goes_to_click(args: list[str]) -> None:
+    assert parse_exec_fast(args) is None
+
+
+def test_a_hit_does_not_import_click_or_httpx(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "in.txt").write_text("x")
+    probe = (
+        "import sys, runpy\n"
+        "from cachehook.cli import main\n"
+        "code = main(['exec', '-q', '-i', 'in.txt', '--', sys.executable, '-c', 'pass'])\n"
+        "print(code, 'click' in sys.modules, 'httpx' in sys.modules, 'zstandard' in sys.modules)\n"
+    )
+    first = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert first.stdout.split()[0] == "0"
+    second = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert second.stdout.split() == ["0", "False", "False", "False"], second.stderr
