@@ -1,0 +1,228 @@
+"""``cachehook exec`` with a remote: two machines share work through the real npm server.
+
+Each "machine" is its own cache directory; the capturing proxy in front of the real
+``turborepo-remote-cache`` server records every request so events are checked field by field.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from cachehook.config import RemoteSettings
+from cachehook.remote import RemoteCache
+from tests.servers import UNRESOLVABLE_URL, CaptureProxy, FaultServer, NpmServer
+
+pytestmark = pytest.mark.integration
+
+BUILD = (
+    "import os, pathlib, time\n"
+    "time.sleep(0.3)\n"
+    "out = pathlib.Path('dist'); out.mkdir(exist_ok=True)\n"
+    "(out / 'app.bin').write_bytes(os.urandom(300_000))\n"
+    "(out / 'run.sh').write_text('#!/bin/sh\\n'); (out / 'run.sh').chmod(0o755)\n"
+    "p = pathlib.Path('runs.log'); p.write_text((p.read_text() if p.exists() else '') + 'run\\n')\n"
+    "print('built it')\n"
+)
+ARGS = ["exec", "-i", "src/*.py", "-i", "build.py", "-o", "dist/**", "--json", "--"]
+
+
+def make_clone(base: Path, name: str) -> Path:
+    root = base / name
+    (root / "src").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'shared'\nversion = '0'\n")
+    (root / "build.py").write_text(BUILD)
+    (root / "src" / "app.py").write_text("print('app')\n")
+    return root
+
+
+def run_exec(
+    root: Path, cache: Path, env: dict[str, str], *extra: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "cachehook", *ARGS[:-1], *extra, "--", sys.executable, "build.py"],
+        cwd=root,
+        env={**os.environ, **env, "CACHEHOOK_CACHE_DIR": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    data = json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
+    return result, data
+
+
+def tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mode & 0o777)
+        for p in sorted((root / "dist").rglob("*"))
+        if p.is_file()
+    }
+
+
+def events_of(proxy: CaptureProxy) -> list[list[dict[str, object]]]:
+    return [r.json() for r in proxy.find("POST", "/v8/artifacts/events")]
+
+
+def test_two_machines_share_work_and_report_events(
+    tmp_path: Path, capture_proxy: CaptureProxy, remote_env: dict[str, str], team_slug: str,
+    npm_server: NpmServer,
+) -> None:
+    machine_a, machine_b = make_clone(tmp_path, "a"), make_clone(tmp_path, "b")
+
+    first, result_a = run_exec(machine_a, tmp_path / "cache-a", remote_env)
+    assert first.returncode == 0, first.stderr
+    assert result_a["status"] == "MISS" and result_a["stored"] is True
+    key = result_a["key"]
+    assert isinstance(key, str)
+    puts = capture_proxy.find("PUT", f"/v8/artifacts/{key}")
+    assert len(puts) == 1
+    put = puts[0]
+    assert put.headers["content-type"] == "application/octet-stream"
+    assert int(put.headers["content-length"]) == len(put.body) > 0
+    assert 300 <= int(put.headers["x-artifact-duration"]) < 30_000
+    assert put.headers["authorization"] == f"Bearer {npm_server.token}"
+    assert put.query["slug"] == [team_slug]
+    assert put.headers["user-agent"].startswith("cachehook/")
+
+    second, result_b = run_exec(machine_b, tmp_path / "cache-b", remote_env)
+    assert second.returncode == 0, second.stderr
+    assert result_b["status"] == "HIT" and result_b["source"] == "REMOTE"
+    assert result_b["key"] == key, "two clones in different directories share one key"
+    assert not (machine_b / "runs.log").exists(), "a remote hit does not run the task"
+    assert tree(machine_b) == tree(machine_a)
+    assert "built it" in second.stderr  # the log is replayed (stdout goes to stderr with --json)
+
+    third, result_b2 = run_exec(machine_b, tmp_path / "cache-b", remote_env)
+    assert result_b2["status"] == "HIT" and result_b2["source"] == "LOCAL"
+
+    capture_proxy.wait_for("POST", "/v8/artifacts/events", count=3)
+    batches = events_of(capture_proxy)
+    flat = [(e["source"], e["event"]) for batch in batches for e in batch]
+    assert flat == [
+        ("LOCAL", "MISS"), ("REMOTE", "MISS"),  # machine A
+        ("LOCAL", "MISS"), ("REMOTE", "HIT"),   # machine B, first run
+        ("LOCAL", "HIT"),                       # machine B, second run
+    ]
+    sessions = [{e["sessionId"] for e in batch} for batch in batches]
+    assert all(len(s) == 1 for s in sessions), "one session id per process"
+    assert len(set().union(*sessions)) == 3, "each process has its own session id"
+    for batch in batches:
+        for event in batch:
+            assert set(event) == {"sessionId", "source", "event", "hash", "duration"}
+            assert uuid.UUID(str(event["sessionId"])).version == 4
+            assert event["hash"] == key
+            assert isinstance(event["duration"], int)
+    saved = [e["duration"] for b in batches for e in b if e["event"] == "HIT"]
+    produced = int(put.headers["x-artifact-duration"])
+    assert saved == [produced, produced], "time saved is the producer's duration"
+    assert all(e["duration"] == 0 for b in batches for e in b if e["event"] == "MISS")
+    for request in capture_proxy.find("POST", "/v8/artifacts/events"):
+        assert request.query["slug"] == [team_slug]
+        assert request.headers["x-artifact-client-interactive"] == "0"
+        assert "x-artifact-client-ci" not in request.headers
+        assert request.headers["content-type"].startswith("application/json")
+
+
+def test_remote_hit_reports_server_duration_and_ci_vendor(
+    tmp_path: Path, capture_proxy: CaptureProxy, remote_env: dict[str, str]
+) -> None:
+    machine_a, machine_b = make_clone(tmp_path, "a"), make_clone(tmp_path, "b")
+    ci = {**remote_env, "CI": "true", "GITHUB_ACTIONS": "true"}
+    assert run_exec(machine_a, tmp_path / "cache-a", ci)[0].returncode == 0
+    capture_proxy.inject_headers = {"x-artifact-duration": "4321"}
+    result, data = run_exec(machine_b, tmp_path / "cache-b", ci)
+    assert data["status"] == "HIT" and data["saved_ms"] == 4321
+    capture_proxy.wait_for("POST", "/v8/artifacts/events", count=2)
+    hits = [e for b in events_of(capture_proxy) for e in b if e["event"] == "HIT"]
+    assert [h["duration"] for h in hits] == [4321]
+    for request in capture_proxy.find("POST", "/v8/artifacts/events"):
+        assert request.headers["x-artifact-client-ci"] == "GITHUB_ACTIONS"
+    assert capture_proxy.find("PUT")[0].headers["x-artifact-client-ci"] == "GITHUB_ACTIONS"
+
+
+def test_read_only_remote_never_uploads(
+    tmp_path: Path, capture_proxy: CaptureProxy, remote_env: dict[str, str]
+) -> None:
+    machine = make_clone(tmp_path, "a")
+    result, data = run_exec(machine, tmp_path / "cache", remote_env, "--cache", "local:rw,remote:r")
+    assert result.returncode == 0 and data["stored"] is True
+    assert capture_proxy.find("PUT") == []
+    assert capture_proxy.find("GET", f"/v8/artifacts/{data['key']}")
+
+
+def _hostile_artifact(key: str, member: str) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        meta = json.dumps({"key": key, "duration_ms": 5, "outputs": []}).encode()
+        for name, data in ((".cachehook/meta.json", meta), (member, b"pwned\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return zstandard.ZstdCompressor(write_checksum=True).compress(raw.getvalue())
+
+
+@pytest.mark.parametrize("member", ["../escape.txt", "pyproject.toml", "src/app.py", "dist/../../x"])
+def test_hostile_remote_artifact_is_a_miss_and_writes_nothing(
+    tmp_path: Path, remote_env: dict[str, str], remote_settings: RemoteSettings, member: str
+) -> None:
+    machine = make_clone(tmp_path, "victim")
+    _, dry = run_exec(machine, tmp_path / "cache", remote_env, "--dry-run=json")
+    key = str(dry["key"])
+    planted = tmp_path / "planted.tar.zst"
+    planted.write_bytes(_hostile_artifact(key, member))
+    with RemoteCache(remote_settings) as client:
+        client.store(key, planted, duration_ms=5)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "cache" not in p.parts}
+    result, data = run_exec(machine, tmp_path / "cache", remote_env)
+    assert result.returncode == 0, result.stderr
+    assert data["status"] == "MISS", "a hostile artifact is never a hit"
+    assert "treating it as a miss" in result.stderr
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "x").exists()
+    for path, content in before.items():
+        assert path.read_bytes() == content, f"{path} was overwritten"
+    assert (machine / "runs.log").read_text() == "run\n"
+
+
+FAULTS: dict[str, Callable[[Callable[..., FaultServer], str], str]] = {
+    "refused": lambda start, refused: refused,
+    "unresolvable": lambda start, refused: UNRESOLVABLE_URL,
+    "blackhole": lambda start, refused: start("blackhole").url,
+    "reset": lambda start, refused: start("reset").url,
+    "503": lambda start, refused: start("status", status=503).url,
+    "413": lambda start, refused: start("status", status=413).url,
+    "garbage": lambda start, refused: start("garbage").url,
+    "truncated": lambda start, refused: start("truncated").url,
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_failing_remote_never_fails_the_task(
+    tmp_path: Path, fault_server: Callable[..., FaultServer], refused_url: str, fault: str
+) -> None:
+    url = FAULTS[fault](fault_server, refused_url)
+    env = {"CACHEHOOK_API": url, "CACHEHOOK_TOKEN": "secret-token-xyz", "CACHEHOOK_TEAM": "t"}
+    machine = make_clone(tmp_path, "m")
+    started = time.monotonic()
+    result, data = run_exec(machine, tmp_path / "cache", env)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert data["status"] == "MISS" and data["stored"] is True, "the local cache still works"
+    assert (machine / "dist" / "app.bin").exists()
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert 1 <= len(warnings) <= 2, warnings
+    assert "secret-token-xyz" not in result.stderr + result.stdout
+    assert elapsed < 12, f"a {fault} remote added {elapsed:.1f}s"
+    again, data2 = run_exec(machine, tmp_path / "cache", env)
+    assert again.returncode == 0 and data2["status"] == "HIT" and data2["source"] == "LOCAL"
