@@ -22,8 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 TURBO = REPO / ".peers" / "node_modules" / "@turbo" / "linux-64" / "bin" / "turbo"
@@ -47,7 +50,9 @@ def make_tree(root: Path, count: int) -> None:
 
 def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return (time.perf_counter() - started) * 1000
 
 
@@ -78,17 +83,38 @@ def setup_turbo(root: Path, env: dict[str, str]) -> list[str] | None:
     app = root / "packages" / "app"
     app.mkdir(parents=True)
     shutil.move(str(root / "src"), app / "src")
-    (app / "package.json").write_text(json.dumps({
-        "name": "app", "version": "0.0.0", "private": True,
-        "scripts": {"build": f"{sys.executable} -c \"{BLOB}\""},
-    }))
-    npm_version = subprocess.run(["npm", "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    (root / "package.json").write_text(json.dumps({
-        "name": "mono", "private": True, "packageManager": f"npm@{npm_version}", "workspaces": ["packages/*"],
-    }))
+    (app / "package.json").write_text(
+        json.dumps(
+            {
+                "name": "app",
+                "version": "0.0.0",
+                "private": True,
+                "scripts": {"build": f'{sys.executable} -c "{BLOB}"'},
+            }
+        )
+    )
+    npm_version = subprocess.run(
+        ["npm", "--version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (root / "package.json").write_text(
+        json.dumps(
+            {
+                "name": "mono",
+                "private": True,
+                "packageManager": f"npm@{npm_version}",
+                "workspaces": ["packages/*"],
+            }
+        )
+    )
     (root / "turbo.json").write_text(json.dumps({"tasks": {"build": {"outputs": ["out/**"]}}}))
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--offline"], cwd=root, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--offline"],
+        cwd=root,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     argv = [str(TURBO), "run", "build", "--output-logs=hash-only"]
     subprocess.run(argv, cwd=root, env=env, check=True, stdout=subprocess.DEVNULL)
     return argv
@@ -100,16 +126,39 @@ def bench_size(count: int, repeat: int, work: Path) -> dict[str, float]:
     make_tree(root, count)
     # Users' interpreters keep compiled bytecode; without it every start recompiles the package.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env = {**env, "CACHEHOOK_CACHE_DIR": str(work / f"cache{count}"),
-           "TURBO_TELEMETRY_DISABLED": "1", "TURBO_NO_UPDATE_NOTIFIER": "1", "DO_NOT_TRACK": "1"}
-    hit = [cachehook_bin(), "exec", "-q", "-i", "src/**", "-o", "out/**", "--", sys.executable, "-c", BLOB]
+    env = {
+        **env,
+        "CACHEHOOK_CACHE_DIR": str(work / f"cache{count}"),
+        "TURBO_TELEMETRY_DISABLED": "1",
+        "TURBO_NO_UPDATE_NOTIFIER": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    hit = [
+        cachehook_bin(),
+        "exec",
+        "-q",
+        "-i",
+        "src/**",
+        "-o",
+        "out/**",
+        "--",
+        sys.executable,
+        "-c",
+        BLOB,
+    ]
     subprocess.run(hit, cwd=root, env=env, check=True, stdout=subprocess.DEVNULL)  # the miss
     time.sleep(1.1)  # past the stat cache's racy-clean window, as on a real second run
     subprocess.run(hit, cwd=root, env=env, check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "tree"], cwd=root, check=True)
-    subprocess.run(["git", "status", "--porcelain"], cwd=root, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "tree"],
+        cwd=root,
+        check=True,
+    )
+    subprocess.run(
+        ["git", "status", "--porcelain"], cwd=root, check=True, stdout=subprocess.DEVNULL
+    )
     runs: dict[str, Callable[[], float]] = {
         "python -c pass": lambda: timed([sys.executable, "-c", "pass"], root, env),
         "cachehook hit": lambda: timed(hit, root, env),
@@ -121,10 +170,17 @@ def bench_size(count: int, repeat: int, work: Path) -> dict[str, float]:
     if count >= 1000:
         turbo = setup_turbo(root, env)
         if turbo is not None:
-            figures.update(interleave({
-                "turbo hit": lambda: timed(turbo, root, env),
-                "python -c pass (turbo run)": lambda: timed([sys.executable, "-c", "pass"], root, env),
-            }, repeat))
+            figures.update(
+                interleave(
+                    {
+                        "turbo hit": lambda: timed(turbo, root, env),
+                        "python -c pass (turbo run)": lambda: timed(
+                            [sys.executable, "-c", "pass"], root, env
+                        ),
+                    },
+                    repeat,
+                )
+            )
     return figures
 
 
@@ -138,10 +194,17 @@ def main() -> None:
         for count in (int(s) for s in args.sizes.split(",")):
             figures = bench_size(count, args.repeat, Path(tmp))
             rows.append((count, figures))
-            print(f"N={count}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in figures.items()), file=sys.stderr)
-    print(f"\nLocal hit, 4 KiB inputs + 1 MiB output, median of {args.repeat} (ms), {os.cpu_count()} cores\n")
-    print("| inputs | cachehook hit | python -c pass | hit − python | turbo hit | hit / turbo |"
-          " re-hash, whole process (--dry-run) | re-hash in-process | git status | in-process / git status |")
+            print(
+                f"N={count}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in figures.items()),
+                file=sys.stderr,
+            )
+    print(
+        f"\nLocal hit, 4 KiB inputs + 1 MiB output, median of {args.repeat} (ms), {os.cpu_count()} cores\n"
+    )
+    print(
+        "| inputs | cachehook hit | python -c pass | hit − python | turbo hit | hit / turbo |"
+        " re-hash, whole process (--dry-run) | re-hash in-process | git status | in-process / git status |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for count, f in rows:
         turbo = f"{f['turbo hit']:.1f}" if "turbo hit" in f else "—"

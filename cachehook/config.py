@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachehook.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -222,7 +224,9 @@ def _remote_settings(
     if not api:
         return None
     if not isinstance(api, str) or not re.match(r"^https?://[^/\s]+", api):
-        msg = f"remote api: expected an http(s) URL such as 'https://cache.example.com', got {api!r}"
+        msg = (
+            f"remote api: expected an http(s) URL such as 'https://cache.example.com', got {api!r}"
+        )
         raise ConfigError(msg)
     key = _env(environ, "REMOTE_CACHE_SIGNATURE_KEY")
     return RemoteSettings(

@@ -58,7 +58,7 @@ class RemoteError(CachehookError):
     """Talking to the remote cache failed."""
 
 
-class RemoteUnavailable(RemoteError):  # noqa: N818 - named as in DESIGN.md
+class RemoteUnavailable(RemoteError):
     """The remote could not be reached in time, or answered 5xx."""
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["STDERR", "STDOUT", "LogRecorder", "decode", "replay"]
 
@@ -24,6 +26,8 @@ class LogRecorder:
         self._parts: list[bytes] = []
         self._lock = threading.Lock()
         self.has_output = False
+        # A Python task's return value as JSON text, kept in meta["value"] (issue 5).
+        self.value: str | None = None
 
     def add(self, stream: int, data: bytes) -> None:
         with self._lock:

@@ -12,13 +12,15 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Sequence
-from pathlib import Path
-from types import FrameType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from cachehook.errors import ConfigError
 from cachehook.logs import STDERR, STDOUT, LogRecorder
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+    from types import FrameType
 
 __all__ = ["run_command"]
 
@@ -58,7 +60,8 @@ def run_command(
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         msg = f"cannot run {argv[0]!r}: {exc.strerror or exc}"
         raise ConfigError(msg) from exc
-    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout is not None
+    assert child.stderr is not None
     pumps = [
         threading.Thread(
             target=_pump,

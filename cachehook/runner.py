@@ -153,7 +153,9 @@ class Runner:
             self._remote = RemoteSession(remote, modes=modes, on_warning=self._notice)
         return self._remote
 
-    def _record_event(self, source: Source, event: Literal["HIT", "MISS"], key: str, ms: int) -> None:
+    def _record_event(
+        self, source: Source, event: Literal["HIT", "MISS"], key: str, ms: int
+    ) -> None:
         remote = self.settings.remote
         if remote is None:
             return
@@ -185,7 +187,9 @@ class Runner:
     def _skip_dirs(self) -> tuple[Path, ...]:
         return (self.settings.cache_dir,)
 
-    def _hash_inputs(self, inputs: GlobSet, outputs: GlobSet) -> tuple[tuple[FileDigest, ...], tuple[str, ...]]:
+    def _hash_inputs(
+        self, inputs: GlobSet, outputs: GlobSet
+    ) -> tuple[tuple[FileDigest, ...], tuple[str, ...]]:
         root = self.settings.root
         found = expand_globs(root, inputs, exclude=outputs, skip_dirs=self._skip_dirs())
         return hash_files(root, found.files, self._stat_cache), found.unmatched
@@ -355,7 +359,9 @@ class Runner:
                 artifact, self.settings.root, allowed=self._allowed(prepared), skip=skip
             )
         except ArchiveError as exc:
-            self._notice(f"artifact {prepared.key} cannot be restored, treating it as a miss: {exc}")
+            self._notice(
+                f"artifact {prepared.key} cannot be restored, treating it as a miss: {exc}"
+            )
             return None
         restored = [e.path for e in contents.entries if e.kind != "dir" and e.path not in skip]
         for path in restored:
@@ -417,7 +423,9 @@ class Runner:
                 contents = archive.read(artifact)
                 meta = _parse_meta(contents.meta, prepared.key)
             except (ArchiveError, ValueError) as exc:
-                self._notice(f"remote artifact {prepared.key} is unusable, treating it as a miss: {exc}")
+                self._notice(
+                    f"remote artifact {prepared.key} is unusable, treating it as a miss: {exc}"
+                )
                 return None
             restored = self._unpack(prepared, artifact, meta)
             if restored is None:
@@ -511,7 +519,9 @@ class Runner:
                 except StoreError as exc:
                     self._notice(f"{exc}; the result stands but is not cached")
             if remote is not None:
-                stored = remote.store(prepared.key, artifact, duration_ms=meta["duration_ms"]) or stored
+                stored = (
+                    remote.store(prepared.key, artifact, duration_ms=meta["duration_ms"]) or stored
+                )
         return stored
 
     def _inputs_unchanged(self, prepared: Prepared) -> bool:

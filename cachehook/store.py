@@ -15,24 +15,26 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import diskcache
 
 from cachehook.errors import StoreError
 from cachehook.hashing import digest_bytes, digest_file
 
-__all__ = ["LocalStore", "StoredEntry"]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
+__all__ = ["LocalStore", "StoredEntry"]
 
 
 def _log_warning(message: str) -> None:
     import logging  # not on the hit path
 
     logging.getLogger("cachehook").warning("%s", message)
+
 
 _TIMEOUT = 10.0  # seconds a writer waits for SQLite's lock before the store is "unusable"
 _CHUNK = 1 << 20
@@ -371,4 +373,3 @@ class LocalStore:
         except OSError as exc:
             msg = f"the cache at {self.directory} is not writable: {exc}"
             raise StoreError(msg) from exc
-

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,7 @@ _STRIPPED_NAMES = (
 @pytest.fixture(autouse=True)
 def _isolated_environment(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
+) -> None:
     """No test reads the developer's settings or writes to the real cache directory."""
     for name in list(os.environ):
         if name.startswith(_STRIPPED_PREFIXES) or name in _STRIPPED_NAMES:
@@ -41,7 +40,6 @@ def _isolated_environment(
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("CACHEHOOK_CACHE_DIR", str(home / "cachehook-cache"))
-    yield
 
 
 @pytest.fixture

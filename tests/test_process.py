@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import io
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -10,12 +10,19 @@ from cachehook.errors import ConfigError
 from cachehook.logs import STDERR, STDOUT, LogRecorder, decode
 from cachehook.process import run_command
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 def test_exit_code_and_output_pass_through(tmp_path: Path) -> None:
     recorder = LogRecorder()
     out, err = io.BytesIO(), io.BytesIO()
     code = run_command(
-        [sys.executable, "-c", "import sys; print('to out'); print('to err', file=sys.stderr); sys.exit(7)"],
+        [
+            sys.executable,
+            "-c",
+            "import sys; print('to out'); print('to err', file=sys.stderr); sys.exit(7)",
+        ],
         cwd=tmp_path,
         recorder=recorder,
         live=(out, err),
@@ -31,14 +38,22 @@ def test_exit_code_and_output_pass_through(tmp_path: Path) -> None:
 
 def test_runs_in_the_given_directory(tmp_path: Path) -> None:
     out = io.BytesIO()
-    run_command([sys.executable, "-c", "import os; print(os.getcwd())"], cwd=tmp_path,
-                recorder=LogRecorder(), live=(out, io.BytesIO()))
+    run_command(
+        [sys.executable, "-c", "import os; print(os.getcwd())"],
+        cwd=tmp_path,
+        recorder=LogRecorder(),
+        live=(out, io.BytesIO()),
+    )
     assert out.getvalue().decode().strip() == str(tmp_path)
 
 
 def test_killed_child_gives_128_plus_signal(tmp_path: Path) -> None:
-    code = run_command([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
-                       cwd=tmp_path, recorder=LogRecorder(), live=None)
+    code = run_command(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+        cwd=tmp_path,
+        recorder=LogRecorder(),
+        live=None,
+    )
     assert code == 128 + 9
 
 
@@ -50,8 +65,14 @@ def test_missing_program_is_a_clear_error(tmp_path: Path) -> None:
 def test_large_output_does_not_deadlock(tmp_path: Path) -> None:
     recorder = LogRecorder()
     code = run_command(
-        [sys.executable, "-c", "import sys; sys.stdout.write('x' * 5_000_000); sys.stderr.write('y' * 5_000_000)"],
-        cwd=tmp_path, recorder=recorder, live=None,
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.stdout.write('x' * 5_000_000); sys.stderr.write('y' * 5_000_000)",
+        ],
+        cwd=tmp_path,
+        recorder=recorder,
+        live=None,
     )
     assert code == 0
     sizes = {STDOUT: 0, STDERR: 0}

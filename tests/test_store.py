@@ -4,12 +4,16 @@ import json
 import os
 import pickle
 import sqlite3
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cachehook.errors import StoreError
 from cachehook.store import LocalStore
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 
 def _artifact(tmp_path: Path, content: bytes) -> Path:
@@ -19,7 +23,7 @@ def _artifact(tmp_path: Path, content: bytes) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> LocalStore:
+def store(tmp_path: Path) -> Iterator[LocalStore]:
     with LocalStore(tmp_path / "store", max_size=10**9) as opened:
         yield opened
 
@@ -111,7 +115,8 @@ def test_size_cap_evicts_least_recently_used(tmp_path: Path) -> None:
             store.has_artifact(meta)  # k0 keeps being used
     assert store.volume() < 1_500_000
     meta0 = store.get_meta("k0")
-    assert meta0 is not None and store.has_artifact(meta0)
+    assert meta0 is not None
+    assert store.has_artifact(meta0)
     present = [k for k in range(6) if (m := store.get_meta(f"k{k}")) and store.has_artifact(m)]
     assert 1 not in present
 
@@ -128,7 +133,7 @@ def test_failed_write_keeps_nothing_partial(
 ) -> None:
     real_write = type(store._cache.disk)._write
 
-    def full_disk(self, full_path, iterator, mode, encoding=None):  # type: ignore[no-untyped-def]
+    def full_disk(self, full_path, iterator, mode, encoding=None):
         os.makedirs(os.path.dirname(full_path), exist_ok=True)
         with open(full_path, "wb") as handle:
             handle.write(b"partial")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
@@ -20,6 +19,8 @@ from cachehook.config import OUTPUT_LOG_MODES, load_settings
 from cachehook.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from cachehook.config import Settings
     from cachehook.runner import Prepared, RunResult
 
@@ -41,31 +42,75 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("inputs", ("-i", "--input"), "multiple",
-           "Files the command reads (repeatable; '!GLOB' excludes).", "GLOB"),
-    Option("outputs", ("-o", "--output"), "multiple",
-           "Files the command writes, cached and restored (repeatable).", "GLOB"),
-    Option("env", ("-e", "--env"), "multiple",
-           "Environment variables whose values enter the key; 'PREFIX*' matches many.", "NAME"),
-    Option("salt", ("--salt",), "value", "Any string; change it to disown earlier results.", "TEXT"),
-    Option("root", ("--root",), "path",
-           "Project root (default: nearest ancestor with pyproject.toml or .git).", "DIR"),
-    Option("cache_dir", ("--cache-dir",), "path",
-           "Local cache directory (default: $CACHEHOOK_CACHE_DIR or ~/.cache/cachehook).", "DIR"),
-    Option("cache_modes", ("--cache",), "value",
-           "Which caches to read/write, as turbo spells it: 'local:rw,remote:r'.", "MODES"),
+    Option(
+        "inputs",
+        ("-i", "--input"),
+        "multiple",
+        "Files the command reads (repeatable; '!GLOB' excludes).",
+        "GLOB",
+    ),
+    Option(
+        "outputs",
+        ("-o", "--output"),
+        "multiple",
+        "Files the command writes, cached and restored (repeatable).",
+        "GLOB",
+    ),
+    Option(
+        "env",
+        ("-e", "--env"),
+        "multiple",
+        "Environment variables whose values enter the key; 'PREFIX*' matches many.",
+        "NAME",
+    ),
+    Option(
+        "salt", ("--salt",), "value", "Any string; change it to disown earlier results.", "TEXT"
+    ),
+    Option(
+        "root",
+        ("--root",),
+        "path",
+        "Project root (default: nearest ancestor with pyproject.toml or .git).",
+        "DIR",
+    ),
+    Option(
+        "cache_dir",
+        ("--cache-dir",),
+        "path",
+        "Local cache directory (default: $CACHEHOOK_CACHE_DIR or ~/.cache/cachehook).",
+        "DIR",
+    ),
+    Option(
+        "cache_modes",
+        ("--cache",),
+        "value",
+        "Which caches to read/write, as turbo spells it: 'local:rw,remote:r'.",
+        "MODES",
+    ),
     Option("remote_only", ("--remote-only",), "flag", "Use only the remote cache."),
     Option("force", ("--force",), "flag", "Run even on a hit, and overwrite the cached result."),
     Option("no_cache", ("--no-cache",), "flag", "Just run the command (also CACHEHOOK_DISABLE=1)."),
-    Option("dry_run", ("--dry-run",), "optional-choice",
-           "Print the key and every input with its digest; run nothing. --dry-run=json for JSON.",
-           choices=("text", "json")),
-    Option("output_logs", ("--output-logs",), "choice",
-           "What of the command's output to show: full (default), errors-only, hash-only, none.",
-           choices=OUTPUT_LOG_MODES),
+    Option(
+        "dry_run",
+        ("--dry-run",),
+        "optional-choice",
+        "Print the key and every input with its digest; run nothing. --dry-run=json for JSON.",
+        choices=("text", "json"),
+    ),
+    Option(
+        "output_logs",
+        ("--output-logs",),
+        "choice",
+        "What of the command's output to show: full (default), errors-only, hash-only, none.",
+        choices=OUTPUT_LOG_MODES,
+    ),
     Option("quiet", ("-q", "--quiet"), "flag", "No status line (warnings still show)."),
-    Option("as_json", ("--json",), "flag",
-           "Print one JSON result on stdout; the command's stdout goes to stderr."),
+    Option(
+        "as_json",
+        ("--json",),
+        "flag",
+        "Print one JSON result on stdout; the command's stdout goes to stderr.",
+    ),
 )
 _BY_FLAG = {flag: option for option in OPTIONS for flag in option.flags}
 
@@ -96,7 +141,9 @@ def parse_exec_fast(args: Sequence[str]) -> dict[str, Any] | None:
             for dest, items in multiple.items():
                 values[dest] = tuple(items)
             return {**values, "command": command}
-        name, has_value, inline = token.partition("=") if token.startswith("--") else (token, False, "")
+        name, has_value, inline = (
+            token.partition("=") if token.startswith("--") else (token, False, "")
+        )
         option = _BY_FLAG.get(name)
         if option is None:
             return None
@@ -149,7 +196,9 @@ def run_exec(
     from cachehook.runner import Runner, TaskSpec
 
     if not command:
-        msg = "nothing to run: put the command after '--', e.g. cachehook exec -i 'src/**' -- pytest"
+        msg = (
+            "nothing to run: put the command after '--', e.g. cachehook exec -i 'src/**' -- pytest"
+        )
         raise ConfigError(msg)
     settings = load_settings(
         cwd=Path.cwd(),

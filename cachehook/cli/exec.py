@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cachehook.cli._exec import OPTIONS, Option, run_exec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["exec_command"]
 
@@ -34,10 +36,18 @@ def _click_option(option: Option) -> Callable[[Any], Any]:
     if option.kind == "path":
         return click.option(*flags, type=click.Path(file_okay=False, path_type=Path), **common)
     if option.kind == "choice":
-        return click.option(*flags, type=click.Choice(option.choices), default=None, help=option.help)
+        return click.option(
+            *flags, type=click.Choice(option.choices), default=None, help=option.help
+        )
     if option.kind == "optional-choice":
-        return click.option(*flags, type=click.Choice(option.choices), is_flag=False,
-                            flag_value=option.choices[0], default=None, help=option.help)
+        return click.option(
+            *flags,
+            type=click.Choice(option.choices),
+            is_flag=False,
+            flag_value=option.choices[0],
+            default=None,
+            help=option.help,
+        )
     return click.option(*flags, default="" if option.dest == "salt" else None, **common)
 
 

@@ -11,11 +11,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cachehook.store import LocalStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 BUILD = textwrap.dedent(
     """
@@ -49,7 +52,7 @@ def project(tmp_path: Path) -> Path:
 def cachehook(
     *args: str, cwd: Path, env: dict[str, str] | None = None, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    completed: subprocess.CompletedProcess[str] = subprocess.run(
         [sys.executable, "-m", "cachehook", *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
@@ -59,6 +62,7 @@ def cachehook(
         check=False,
         **kwargs,  # type: ignore[call-overload]
     )
+    return completed
 
 
 def build(
@@ -84,7 +88,8 @@ def test_miss_then_hit_restores_outputs_bit_identical(project: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert "built 2 files" in first.stdout
     assert "a warning" in first.stderr
-    assert "miss" in first.stderr and "cached" in first.stderr
+    assert "miss" in first.stderr
+    assert "cached" in first.stderr
     produced = snapshot(project)
     assert produced["dist/tool.sh"][1] == 0o755
 
@@ -97,7 +102,8 @@ def test_miss_then_hit_restores_outputs_bit_identical(project: Path) -> None:
     assert snapshot(project) == produced
     assert second.stdout == "built 2 files\n", "the log is replayed on stdout"
     assert "a warning" in second.stderr
-    assert "cachehook: local hit" in second.stderr and "(saved " in second.stderr
+    assert "cachehook: local hit" in second.stderr
+    assert "(saved " in second.stderr
 
 
 def test_unchanged_outputs_are_left_untouched_and_missing_ones_restored(project: Path) -> None:
@@ -194,7 +200,8 @@ def test_dry_run_lists_inputs_and_runs_nothing(project: Path) -> None:
     text = build(project, "--dry-run")
     assert text.returncode == 0, text.stderr
     assert not (project / "runs.log").exists()
-    assert "src/a.txt" in text.stdout and "build.py" in text.stdout
+    assert "src/a.txt" in text.stdout
+    assert "build.py" in text.stdout
     as_json = build(project, "--dry-run=json")
     data = json.loads(as_json.stdout)
     assert len(data["key"]) == 32
@@ -206,9 +213,12 @@ def test_dry_run_lists_inputs_and_runs_nothing(project: Path) -> None:
 
 def test_json_result(project: Path) -> None:
     first = json.loads(build(project, "--json").stdout)
-    assert first["status"] == "MISS" and first["exit_code"] == 0 and first["stored"] is True
+    assert first["status"] == "MISS"
+    assert first["exit_code"] == 0
+    assert first["stored"] is True
     second = json.loads(build(project, "--json").stdout)
-    assert second["status"] == "HIT" and second["source"] == "LOCAL"
+    assert second["status"] == "HIT"
+    assert second["source"] == "LOCAL"
     assert second["key"] == first["key"]
     assert second["saved_ms"] >= 0
 
@@ -297,7 +307,8 @@ def test_unwritable_cache_dir_warns_and_runs_uncached(project: Path, tmp_path: P
     env = {"CACHEHOOK_CACHE_DIR": str(blocker / "cache")}
     first = build(project, env=env)
     assert first.returncode == 0, first.stderr
-    assert "warning" in first.stderr and "without the local cache" in first.stderr
+    assert "warning" in first.stderr
+    assert "without the local cache" in first.stderr
     assert build(project, env=env).returncode == 0
     assert runs(project) == 2
 
@@ -310,7 +321,7 @@ def _limit_file_size() -> None:
 def test_disk_full_while_storing_keeps_result_and_nothing_partial(
     project: Path, cache_dir: Path
 ) -> None:
-    """Writes beyond 256 KiB fail with EFBIG, as on a full disk: the 1 MiB artifact cannot be stored."""
+    """Writes past 256 KiB fail with EFBIG, as on a full disk: a 1 MiB artifact cannot be stored."""
     (project / "dist").mkdir()
     (project / "dist" / "big.bin").write_bytes(os.urandom(1 << 20))
     (project / "build.py").write_text("print('ran')")
@@ -324,7 +335,8 @@ def test_disk_full_while_storing_keeps_result_and_nothing_partial(
         assert list(store.entries()) == []
         assert [p for p in (cache_dir / "store").rglob("*.val")] == []
     again = cachehook(*args, cwd=project)
-    assert "miss" in again.stderr and "cached" in again.stderr
+    assert "miss" in again.stderr
+    assert "cached" in again.stderr
     assert "local hit" in cachehook(*args, cwd=project).stderr
 
 

@@ -14,15 +14,19 @@ import sys
 import tarfile
 import time
 import uuid
-from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import zstandard
 
-from cachehook.config import RemoteSettings
 from cachehook.remote import RemoteCache
 from tests.servers import UNRESOLVABLE_URL, CaptureProxy, FaultServer, NpmServer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from cachehook.config import RemoteSettings
 
 pytestmark = pytest.mark.integration
 
@@ -76,14 +80,18 @@ def events_of(proxy: CaptureProxy) -> list[list[dict[str, object]]]:
 
 
 def test_two_machines_share_work_and_report_events(
-    tmp_path: Path, capture_proxy: CaptureProxy, remote_env: dict[str, str], team_slug: str,
+    tmp_path: Path,
+    capture_proxy: CaptureProxy,
+    remote_env: dict[str, str],
+    team_slug: str,
     npm_server: NpmServer,
 ) -> None:
     machine_a, machine_b = make_clone(tmp_path, "a"), make_clone(tmp_path, "b")
 
     first, result_a = run_exec(machine_a, tmp_path / "cache-a", remote_env)
     assert first.returncode == 0, first.stderr
-    assert result_a["status"] == "MISS" and result_a["stored"] is True
+    assert result_a["status"] == "MISS"
+    assert result_a["stored"] is True
     key = result_a["key"]
     assert isinstance(key, str)
     puts = capture_proxy.find("PUT", f"/v8/artifacts/{key}")
@@ -98,22 +106,26 @@ def test_two_machines_share_work_and_report_events(
 
     second, result_b = run_exec(machine_b, tmp_path / "cache-b", remote_env)
     assert second.returncode == 0, second.stderr
-    assert result_b["status"] == "HIT" and result_b["source"] == "REMOTE"
+    assert result_b["status"] == "HIT"
+    assert result_b["source"] == "REMOTE"
     assert result_b["key"] == key, "two clones in different directories share one key"
     assert not (machine_b / "runs.log").exists(), "a remote hit does not run the task"
     assert tree(machine_b) == tree(machine_a)
     assert "built it" in second.stderr  # the log is replayed (stdout goes to stderr with --json)
 
-    third, result_b2 = run_exec(machine_b, tmp_path / "cache-b", remote_env)
-    assert result_b2["status"] == "HIT" and result_b2["source"] == "LOCAL"
+    _third, result_b2 = run_exec(machine_b, tmp_path / "cache-b", remote_env)
+    assert result_b2["status"] == "HIT"
+    assert result_b2["source"] == "LOCAL"
 
     capture_proxy.wait_for("POST", "/v8/artifacts/events", count=3)
     batches = events_of(capture_proxy)
     flat = [(e["source"], e["event"]) for batch in batches for e in batch]
     assert flat == [
-        ("LOCAL", "MISS"), ("REMOTE", "MISS"),  # machine A
-        ("LOCAL", "MISS"), ("REMOTE", "HIT"),   # machine B, first run
-        ("LOCAL", "HIT"),                       # machine B, second run
+        ("LOCAL", "MISS"),
+        ("REMOTE", "MISS"),  # machine A
+        ("LOCAL", "MISS"),
+        ("REMOTE", "HIT"),  # machine B, first run
+        ("LOCAL", "HIT"),  # machine B, second run
     ]
     sessions = [{e["sessionId"] for e in batch} for batch in batches]
     assert all(len(s) == 1 for s in sessions), "one session id per process"
@@ -142,8 +154,9 @@ def test_remote_hit_reports_server_duration_and_ci_vendor(
     ci = {**remote_env, "CI": "true", "GITHUB_ACTIONS": "true"}
     assert run_exec(machine_a, tmp_path / "cache-a", ci)[0].returncode == 0
     capture_proxy.inject_headers = {"x-artifact-duration": "4321"}
-    result, data = run_exec(machine_b, tmp_path / "cache-b", ci)
-    assert data["status"] == "HIT" and data["saved_ms"] == 4321
+    _result, data = run_exec(machine_b, tmp_path / "cache-b", ci)
+    assert data["status"] == "HIT"
+    assert data["saved_ms"] == 4321
     capture_proxy.wait_for("POST", "/v8/artifacts/events", count=2)
     hits = [e for b in events_of(capture_proxy) for e in b if e["event"] == "HIT"]
     assert [h["duration"] for h in hits] == [4321]
@@ -157,7 +170,8 @@ def test_read_only_remote_never_uploads(
 ) -> None:
     machine = make_clone(tmp_path, "a")
     result, data = run_exec(machine, tmp_path / "cache", remote_env, "--cache", "local:rw,remote:r")
-    assert result.returncode == 0 and data["stored"] is True
+    assert result.returncode == 0
+    assert data["stored"] is True
     assert capture_proxy.find("PUT") == []
     assert capture_proxy.find("GET", f"/v8/artifacts/{data['key']}")
 
@@ -173,7 +187,9 @@ def _hostile_artifact(key: str, member: str) -> bytes:
     return zstandard.ZstdCompressor(write_checksum=True).compress(raw.getvalue())
 
 
-@pytest.mark.parametrize("member", ["../escape.txt", "pyproject.toml", "src/app.py", "dist/../../x"])
+@pytest.mark.parametrize(
+    "member", ["../escape.txt", "pyproject.toml", "src/app.py", "dist/../../x"]
+)
 def test_hostile_remote_artifact_is_a_miss_and_writes_nothing(
     tmp_path: Path, remote_env: dict[str, str], remote_settings: RemoteSettings, member: str
 ) -> None:
@@ -184,12 +200,15 @@ def test_hostile_remote_artifact_is_a_miss_and_writes_nothing(
     planted.write_bytes(_hostile_artifact(key, member))
     with RemoteCache(remote_settings) as client:
         client.store(key, planted, duration_ms=5)
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "cache" not in p.parts}
+    before = {
+        p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "cache" not in p.parts
+    }
     result, data = run_exec(machine, tmp_path / "cache", remote_env)
     assert result.returncode == 0, result.stderr
     assert data["status"] == "MISS", "a hostile artifact is never a hit"
     assert "treating it as a miss" in result.stderr
-    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "x").exists()
+    assert not (tmp_path / "escape.txt").exists()
+    assert not (tmp_path / "x").exists()
     for path, content in before.items():
         assert path.read_bytes() == content, f"{path} was overwritten"
     assert (machine / "runs.log").read_text() == "run\n"
@@ -218,11 +237,14 @@ def test_a_failing_remote_never_fails_the_task(
     result, data = run_exec(machine, tmp_path / "cache", env)
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    assert data["status"] == "MISS" and data["stored"] is True, "the local cache still works"
+    assert data["status"] == "MISS"
+    assert data["stored"] is True, "the local cache still works"
     assert (machine / "dist" / "app.bin").exists()
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert 1 <= len(warnings) <= 2, warnings
     assert "secret-token-xyz" not in result.stderr + result.stdout
     assert elapsed < 12, f"a {fault} remote added {elapsed:.1f}s"
     again, data2 = run_exec(machine, tmp_path / "cache", env)
-    assert again.returncode == 0 and data2["status"] == "HIT" and data2["source"] == "LOCAL"
+    assert again.returncode == 0
+    assert data2["status"] == "HIT"
+    assert data2["source"] == "LOCAL"

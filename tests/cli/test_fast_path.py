@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from cachehook.cli._exec import parse_exec_fast
 from cachehook.cli.exec import exec_command
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _click_parse(args: list[str]) -> dict[str, Any]:
@@ -63,7 +65,11 @@ def test_a_hit_does_not_import_click_or_httpx(tmp_path: Path) -> None:
         "code = main(['exec', '-q', '-i', 'in.txt', '--', sys.executable, '-c', 'pass'])\n"
         "print(code, 'click' in sys.modules, 'httpx' in sys.modules, 'zstandard' in sys.modules)\n"
     )
-    first = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    first = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert first.stdout.split()[0] == "0"
-    second = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    second = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert second.stdout.split() == ["0", "False", "False", "False"], second.stderr
