@@ -405,3 +405,20 @@ def test_ctrl_c_reaches_the_child_and_nothing_is_stored(project: Path, cache_dir
     assert "interrupted" in err
     with LocalStore(cache_dir / "store", max_size=10**9) as store:
         assert list(store.entries()) == []
+
+
+def test_corrupt_artifact_is_evicted_reported_and_a_miss(project: Path, cache_dir: Path) -> None:
+    assert build(project).returncode == 0
+    blobs = sorted((cache_dir / "store").rglob("*.val"), key=lambda p: p.stat().st_size)
+    artifact = blobs[-1]  # the 1 MiB archive is the largest value file
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    (project / "dist" / "site.txt").unlink()  # the restore must read the artifact
+    result = build(project)
+    assert result.returncode == 0
+    assert "evicted artifact" in result.stderr
+    assert "checksum" in result.stderr
+    assert runs(project) == 2, "a corrupt artifact is a miss: the task runs"
+    assert (project / "dist" / "site.txt").read_text() == "ALPHA\nBETA\n"
+    assert "local hit" in build(project).stderr, "the fresh result was stored again"
