@@ -18,6 +18,10 @@ from cachehook.errors import (
     StoreError,
 )
 
+TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds (issue 5)
+if TYPE_CHECKING:
+    from cachehook.integrations.decorator import cached
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -31,4 +35,15 @@ __all__ = [
     "RemoteUnavailable",
     "StoreError",
     "__version__",
+    "cached",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Lazy (issue 5): the decorator pulls in the runner, which `import cachehook` must not.
+    if name == "cached":
+        from cachehook.integrations.decorator import cached
+
+        return cached
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -1,0 +1,401 @@
+"""What every integration shares: options, a function's identity, canonical JSON, one cached run.
+
+The nox, invoke and function decorators differ only in how they name a task and where they
+print; the key, store, remote and events are the runner's, exactly as for ``cachehook exec``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import inspect
+import json
+import math
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types import CodeType
+
+    from cachehook.config import Settings
+    from cachehook.runner import Execute, Runner, RunResult
+
+__all__ = [
+    "CacheOptions",
+    "FunctionIdentity",
+    "bind_arguments",
+    "canonical_json",
+    "close_runners",
+    "describe_result",
+    "interpreter_tag",
+    "run_cached",
+]
+
+_SUPPORTED = "None, bool, int, float, str, list, tuple, dict with str keys, set, pathlib paths"
+
+
+def _globs(value: str | Iterable[str], what: str) -> tuple[str, ...]:
+    # A bare string is one glob, not a sequence of one-character globs.
+    items = (value,) if isinstance(value, str) else tuple(value)
+    for item in items:
+        if not isinstance(item, str):
+            msg = f"{what} must be strings, got {item!r}"
+            raise TypeError(msg)
+    return items
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """What a decorator was told about the task it wraps.
+
+    Attributes:
+        inputs: globs of the files the task reads, relative to the project root.
+        outputs: globs of the files it writes, stored and restored.
+        env: environment variable names (``PREFIX*`` matches many) whose values enter the key.
+        salt: any string; change it to disown earlier results.
+        root: the project root (default: the nearest ancestor of the working directory
+            holding ``pyproject.toml`` or ``.git``).
+    """
+
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    salt: str = ""
+    root: Path | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        inputs: str | Iterable[str] = (),
+        outputs: str | Iterable[str] = (),
+        env: str | Iterable[str] = (),
+        salt: str = "",
+        root: str | os.PathLike[str] | None = None,
+    ) -> CacheOptions:
+        """Normalise what a decorator received; a bare string counts as one glob.
+
+        Raises:
+            TypeError: a glob or name is not a string.
+        """
+        return cls(
+            inputs=_globs(inputs, "inputs"),
+            outputs=_globs(outputs, "outputs"),
+            env=_globs(env, "env"),
+            salt=str(salt),
+            root=None if root is None else Path(root),
+        )
+
+    def fill(self, arguments: Mapping[str, object], *, owner: str) -> CacheOptions:
+        """Fill ``{name}`` placeholders in the globs from the call's arguments.
+
+        ``outputs=["build/{fmt}/**"]`` gives each value of ``fmt`` its own outputs; ``{{``
+        is a literal brace.
+
+        Raises:
+            ConfigError: a placeholder names no argument, or is malformed.
+        """
+        if not any("{" in glob or "}" in glob for glob in (*self.inputs, *self.outputs)):
+            return self
+        return replace(
+            self,
+            inputs=tuple(_fill(glob, arguments, owner) for glob in self.inputs),
+            outputs=tuple(_fill(glob, arguments, owner) for glob in self.outputs),
+        )
+
+
+def _fill(glob: str, arguments: Mapping[str, object], owner: str) -> str:
+    if "{" not in glob and "}" not in glob:
+        return glob
+    try:
+        return glob.format_map(arguments)
+    except (KeyError, AttributeError, IndexError, ValueError) as exc:
+        from cachehook.errors import ConfigError
+
+        names = ", ".join(arguments) or "none"
+        msg = (
+            f"{owner}: cannot fill the glob {glob!r} from the arguments ({names}): {exc!r}; "
+            "write a literal brace as '{{' or '}}'"
+        )
+        raise ConfigError(msg) from None
+
+
+def _code_text(code: CodeType) -> str:
+    """A code object as text, without its file name or line numbers (machine-independent)."""
+    parts = [code.co_code.hex(), repr((code.co_names, code.co_varnames, code.co_freevars))]
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            parts.append(_code_text(const))
+        elif isinstance(const, frozenset):  # its repr's order changes with hash randomisation
+            parts.append(repr(sorted(map(repr, const))))
+        else:
+            parts.append(repr(const))
+    return "\x00".join(parts)
+
+
+@dataclass
+class FunctionIdentity:
+    """A function's qualified name and a digest of its source, computed once, on first use."""
+
+    func: Callable[..., Any]
+    _source_digest: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def qualname(self) -> str:
+        module = getattr(self.func, "__module__", None) or "?"
+        return f"{module}.{getattr(self.func, '__qualname__', repr(self.func))}"
+
+    @property
+    def source_digest(self) -> str:
+        if self._source_digest is None:
+            from cachehook.hashing import digest_bytes
+
+            try:
+                source = inspect.getsource(self.func)
+            except (OSError, TypeError):
+                # No source file (a REPL, a frozen app): the bytecode stands in for it.
+                code = getattr(inspect.unwrap(self.func), "__code__", None)
+                source = "code:" + (_code_text(code) if code is not None else repr(self.func))
+            self._source_digest = digest_bytes(source.encode("utf-8", "surrogatepass"))
+        return self._source_digest
+
+
+def _canonical(value: object, where: str) -> object:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            msg = f"{where} is {value!r}, which JSON cannot represent"
+            raise TypeError(msg)
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_canonical(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, Mapping):
+        return _canonical_mapping(value, where)
+    if isinstance(value, set | frozenset):
+        items = [_canonical(item, f"{where} (an item)") for item in value]
+        return {"$set": sorted(items, key=_dumps)}
+    if isinstance(value, PurePath):
+        return {"$path": value.as_posix()}
+    msg = f"{where} is a {type(value).__qualname__}, which has no canonical JSON form"
+    raise TypeError(msg)
+
+
+def _canonical_mapping(value: Mapping[Any, Any], where: str) -> object:
+    result: dict[str, object] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            msg = f"{where} has a key {key!r} that is not a str"
+            raise TypeError(msg)
+        result[key] = _canonical(item, f"{where}[{key!r}]")
+    # '$'-keys tag paths and sets; a user dict using them is wrapped so the two never collide.
+    return {"$dict": result} if any(key.startswith("$") for key in result) else result
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def canonical_json(arguments: Mapping[str, object], *, owner: str) -> str:
+    """Arguments as canonical JSON text: sorted keys, no spaces, tuples as lists.
+
+    Args:
+        arguments: parameter name to value.
+        owner: how to name the function in an error, e.g. ``"gen.generate_models()"``.
+
+    Returns:
+        The JSON text that enters the key.
+
+    Raises:
+        TypeError: a value has no canonical JSON form; the message names the parameter.
+    """
+    normalised: dict[str, object] = {}
+    for name, value in arguments.items():
+        try:
+            normalised[name] = _canonical(value, f"argument {name!r}")
+        except TypeError as exc:
+            msg = (
+                f"cannot cache {owner}: {exc}. Supported types: {_SUPPORTED}; "
+                f"or leave it out of the key with ignore=[{name!r}]"
+            )
+            raise TypeError(msg) from None
+    return _dumps(normalised)
+
+
+def bind_arguments(
+    signature: inspect.Signature,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    ignore: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Bind a call to ``signature`` with its defaults applied, minus the ``ignore``d names."""
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    skip = set(ignore)
+    return {name: value for name, value in bound.arguments.items() if name not in skip}
+
+
+def interpreter_tag() -> str:
+    """``cpython-311``: the interpreter a result was made with, without its path."""
+    return sys.implementation.cache_tag or sys.implementation.name
+
+
+class _Forward:
+    """The ``on_notice`` a pooled runner keeps; forwards to whoever holds it now."""
+
+    def __init__(self) -> None:
+        self.target: Callable[[str], None] = _discard
+
+    def __call__(self, message: str) -> None:
+        self.target(message)
+
+
+def _discard(message: str) -> None:
+    del message
+
+
+class _RunnerPool:
+    """Idle runners kept open between calls in one process.
+
+    Opening the local store (SQLite) and loading the stat cache cost several milliseconds,
+    more than a whole hit should (issue 5), so a process that calls a cached function many times
+    reuses its runners. A runner serves one call at a time: concurrent calls open their own.
+    Idle runners are closed at exit (flushing events, saving the stat cache) or by ``close``.
+    """
+
+    def __init__(self, *, limit: int = 4) -> None:
+        self._limit = limit
+        self._idle: list[tuple[Runner, _Forward]] = []
+        self._orphans: list[tuple[Runner, _Forward]] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._is_registered = False
+
+    def take(self, settings: Settings) -> tuple[Runner, _Forward]:
+        with self._lock:
+            if self._pid != os.getpid():
+                # A forked child must not use, nor close, the parent's SQLite connections:
+                # keep them referenced (so no finaliser closes them) and open its own.
+                self._orphans.extend(self._idle)
+                self._idle.clear()
+                self._pid = os.getpid()
+            for index, (runner, forward) in enumerate(self._idle):
+                if runner.settings == settings:
+                    del self._idle[index]
+                    return runner, forward
+            if not self._is_registered:
+                atexit.register(self.close)
+                self._is_registered = True
+        from cachehook.runner import Runner
+
+        forward = _Forward()
+        return Runner(settings, on_notice=forward), forward
+
+    def give_back(self, runner: Runner, forward: _Forward) -> None:
+        forward.target = _discard
+        with self._lock:
+            self._idle.append((runner, forward))
+            evicted = self._idle[: -self._limit]
+            del self._idle[: -self._limit]
+        for old, _ in evicted:
+            old.close()
+
+    def close(self) -> None:
+        """Close every idle runner: flush events, save stat caches, close stores."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for runner, _ in idle:
+            runner.close()
+
+
+_POOL = _RunnerPool()
+
+
+def close_runners() -> None:
+    """Close the runners kept open between calls (done at exit; tests call it between tests)."""
+    _POOL.close()
+
+
+@contextlib.contextmanager
+def _leased_runner(settings: Settings, on_notice: Callable[[str], None]) -> Iterator[Runner]:
+    runner, forward = _POOL.take(settings)
+    forward.target = on_notice
+    try:
+        yield runner
+    except Exception:
+        _POOL.give_back(runner, forward)  # the task failed, not the runner
+        raise
+    except BaseException:
+        runner.close()  # interrupted mid-call: do not trust it again
+        raise
+    _POOL.give_back(runner, forward)
+
+
+def run_cached(
+    command: tuple[str, ...],
+    options: CacheOptions,
+    execute: Execute,
+    *,
+    name: str | None,
+    on_notice: Callable[[str], None],
+    force: bool = False,
+) -> RunResult:
+    """Look ``command`` up in the cache, or run ``execute`` and store what it made.
+
+    Settings come from the environment and ``pyproject.toml`` exactly as for the CLI.
+
+    Args:
+        command: the task's identity, the first thing in its key.
+        options: the decorator's inputs, outputs, env, salt and root.
+        execute: runs the task body; returns 0 for "store the result".
+        name: the task's name for ``cachehook explain``, or None.
+        on_notice: receives each warning as a plain sentence.
+        force: run even on a hit, and overwrite the cached result.
+
+    Raises:
+        ConfigError: a glob, env name or setting is malformed.
+        HashingError: an input cannot be read.
+    """
+    from cachehook.config import load_settings
+    from cachehook.runner import TaskSpec
+
+    cwd = Path.cwd()
+    settings = load_settings(cwd=cwd, environ=os.environ, root=options.root)
+    spec = TaskSpec(
+        command=command,
+        inputs=options.inputs,
+        outputs=options.outputs,
+        env=options.env,
+        salt=options.salt,
+        cwd=cwd,
+        name=name,
+    )
+    with _leased_runner(settings, on_notice) as runner:
+        prepared = runner.prepare(spec)
+        for pattern in prepared.unmatched_inputs:
+            on_notice(f"input glob {pattern!r} matched no file")
+        return runner.run(prepared, force=force, execute=execute)
+
+
+def describe_result(result: RunResult) -> str:
+    """The one line a host tool shows: ``local hit 3f2a…c91 (saved 4.21s)``."""
+    from cachehook.cli._output import format_duration, short_key
+
+    key = short_key(result.key)
+    if result.status == "HIT":
+        where = "local" if result.source == "LOCAL" else "remote"
+        return f"{where} hit {key} (saved {format_duration(result.saved_ms)}), skipped the body"
+    if result.status == "BYPASS":
+        return f"cache disabled, ran {key} in {format_duration(result.duration_ms)}"
+    stored = "cached" if result.stored else "not cached"
+    return f"miss {key}, ran in {format_duration(result.duration_ms)}, {stored}"

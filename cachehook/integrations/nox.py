@@ -1,0 +1,162 @@
+"""``@cached`` for nox sessions: skip the whole session body when nothing it reads changed.
+
+Place it *under* ``@nox.session`` (and under or over ``@nox.parametrize``), so nox registers the
+wrapper::
+
+    @nox.session
+    @cached(inputs=["src/**/*.py", "tests/**/*.py", "pyproject.toml"], env=["PYTHON*"])
+    def tests(session):
+        session.install("-e", ".[test]")
+        session.run("pytest")
+
+The key holds the session's name as nox prints it (Python version and parameters included), the
+parametrized arguments, ``session.posargs``, the interpreter, a digest of the session function's
+source, and the declared inputs and environment. On a hit the body is skipped (nothing is
+installed or run), the declared outputs are restored, one line goes to ``session.log`` and the
+session counts as a success. nox has already created or reused the virtualenv by then.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import TYPE_CHECKING, Any, overload
+
+from cachehook._api import (
+    CacheOptions,
+    FunctionIdentity,
+    canonical_json,
+    describe_result,
+    interpreter_tag,
+    run_cached,
+)
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Iterable
+
+    from nox import Session
+
+    from cachehook.logs import LogRecorder
+
+    SessionFunc = Callable[..., Any]
+
+__all__ = ["cached"]
+
+
+def _python_tag(session: Session) -> str:
+    python = session.python
+    if isinstance(python, str):
+        return python
+    # No version asked for: the venv (or, without one, the commands) use the host interpreter.
+    return interpreter_tag()
+
+
+def _command(
+    identity: FunctionIdentity, session: Session, arguments: dict[str, Any]
+) -> tuple[str, ...]:
+    owner = f"nox session {session.name!r}"
+    return (
+        "nox:",
+        session.name,
+        _python_tag(session),
+        canonical_json(arguments, owner=owner),
+        canonical_json({"posargs": list(session.posargs)}, owner=owner),
+        identity.qualname,
+        identity.source_digest,
+    )
+
+
+def _wrap(func: SessionFunc, options: CacheOptions, ignore: tuple[str, ...]) -> SessionFunc:
+    parameters = list(inspect.signature(func).parameters.values())
+    if not parameters or parameters[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        msg = f"a nox session takes the session first; {func.__qualname__} does not"
+        raise TypeError(msg)
+    identity = FunctionIdentity(func)
+
+    @functools.wraps(func)
+    def wrapper(session: Session, *args: Any, **kwargs: Any) -> Any:
+        # Parametrized values arrive as keyword arguments (nox's Call); positional extras
+        # would come from a caller nox does not have, so they enter the key the same way.
+        arguments = {f"${index}": value for index, value in enumerate(args)}
+        arguments.update((name, value) for name, value in kwargs.items() if name not in ignore)
+        command = _command(identity, session, arguments)
+        filled = options.fill(kwargs, owner=f"nox session {session.name!r}")
+        returned: list[Any] = []
+
+        def execute(recorder: LogRecorder) -> int:
+            del recorder  # nox writes the commands' output straight to the terminal
+            returned.append(func(session, *args, **kwargs))
+            return 0
+
+        result = run_cached(
+            command,
+            filled,
+            execute,
+            name=f"nox:{session.name}",
+            on_notice=lambda message: session.warn(f"cachehook: {message}"),
+        )
+        session.log(f"cachehook: {describe_result(result)}")
+        return returned[0] if returned else None
+
+    return wrapper
+
+
+@overload
+def cached(func: SessionFunc, /) -> SessionFunc: ...
+
+
+@overload
+def cached(
+    *,
+    inputs: str | Iterable[str] = (),
+    outputs: str | Iterable[str] = (),
+    env: str | Iterable[str] = (),
+    salt: str = "",
+    ignore: str | Iterable[str] = (),
+    root: str | os.PathLike[str] | None = None,
+) -> Callable[[SessionFunc], SessionFunc]: ...
+
+
+def cached(
+    func: SessionFunc | None = None,
+    /,
+    *,
+    inputs: str | Iterable[str] = (),
+    outputs: str | Iterable[str] = (),
+    env: str | Iterable[str] = (),
+    salt: str = "",
+    ignore: str | Iterable[str] = (),
+    root: str | os.PathLike[str] | None = None,
+) -> SessionFunc | Callable[[SessionFunc], SessionFunc]:
+    """Skip a nox session's body when its inputs, parameters and posargs are unchanged.
+
+    Args:
+        func: the session function, when used bare.
+        inputs: globs of the files the session reads, relative to the project root. List the
+            noxfile too if helpers outside the session function shape its result.
+        outputs: globs of the files it writes; stored after a successful run, restored on a hit.
+            ``{name}`` in a glob is filled from the parametrized arguments
+            (``outputs=["build/{fmt}/**"]``).
+        env: environment variables whose values enter the key (``PREFIX*`` matches many).
+        salt: any string; change it to disown earlier results.
+        ignore: parametrized arguments with no JSON form, left out of the key (their id in
+            the session name still counts: give them stable ``ids``).
+        root: the project root (default: found from the noxfile's directory).
+
+    Returns:
+        The session function, wrapped with its name, signature and nox attributes kept.
+
+    Raises:
+        TypeError: the function does not take the session as its first argument.
+    """
+    options = CacheOptions.create(inputs=inputs, outputs=outputs, env=env, salt=salt, root=root)
+    ignored = (ignore,) if isinstance(ignore, str) else tuple(ignore)
+
+    def decorate(func: SessionFunc) -> SessionFunc:
+        return _wrap(func, options, ignored)
+
+    return decorate if func is None else decorate(func)

@@ -1,0 +1,30 @@
+"""Fixtures for the integration adapters."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from cachehook._api import close_runners
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+@pytest.fixture(autouse=True)
+def _close_pooled_runners() -> Iterator[None]:
+    """Runners kept open between calls belong to one test's cache directory."""
+    yield
+    close_runners()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project (pyproject.toml), made the working directory."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "pyproject.toml").write_text("[project]\nname = 'p'\nversion = '0'\n")
+    monkeypatch.chdir(root)
+    return root
