@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 
-
 def write(root: Path, files: dict[str, str | bytes]) -> None:
     for relpath, content in files.items():
         path = root / relpath
