@@ -41,6 +41,14 @@ _CHUNK = 1 << 20
 _BLOB_FIELDS = (("a", "checksum"), ("l", "log_checksum"))
 
 
+@dataclass(frozen=True)
+class _AdoptedFile:
+    """A complete file that ``put_file(..., move=True)`` hands over to the cache by renaming."""
+
+    path: Path
+    size: int
+
+
 class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
     """A diskcache ``Disk`` that never pickles or unpickles."""
 
@@ -57,10 +65,19 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
         return super().get(key, raw)
 
     def store(self, value: object, read: bool, key: object = diskcache.core.UNKNOWN) -> Any:
+        if isinstance(value, _AdoptedFile):
+            return self._adopt(value, key)
         if not (read or type(value) in (bytes, str, int)):
             msg = f"store values must be bytes, str or a file, not {type(value).__name__}"
             raise TypeError(msg)
         return super().store(value, read, key=key)
+
+    def _adopt(self, value: _AdoptedFile, key: object) -> Any:
+        """Rename a finished file into the cache instead of copying it (``cachehook serve``)."""
+        filename, full_path = self.filename(key, value)
+        os.makedirs(os.path.dirname(full_path), exist_ok=True)
+        os.rename(value.path, full_path)  # same file system: the uploads sit beside the cache
+        return value.size, diskcache.core.MODE_BINARY, filename, None
 
     def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> Any:
         try:
@@ -218,10 +235,14 @@ class LocalStore:
             msg = f"cannot store artifact {key} in {self.directory}: {exc}"
             raise StoreError(msg) from exc
 
-    def put_file(self, key: str, src: Path, *, meta: dict[str, Any]) -> dict[str, Any]:
+    def put_file(
+        self, key: str, src: Path, *, meta: dict[str, Any], move: bool = False
+    ) -> dict[str, Any]:
         """Store the file at ``src`` under ``key`` with ``meta`` and no log (``cachehook serve``).
 
         Readers see the new file only once it is complete: the metadata is written last.
+        With ``move``, ``src`` (on the store's file system) is renamed into the store rather
+        than copied, and is gone afterwards.
 
         Returns:
             The stored metadata: ``meta`` plus ``checksum``, ``size`` and ``stored_at``.
@@ -236,8 +257,13 @@ class LocalStore:
                 "size": src.stat().st_size,
                 "stored_at": time.time(),
             }
-            with src.open("rb") as handle:
-                self._cache.set(f"a/{record['checksum']}", handle, read=True, retry=True)
+            blob = f"a/{record['checksum']}"
+            if move:
+                adopted = _AdoptedFile(src, record["size"])
+                self._cache.set(blob, adopted, read=True, retry=True)
+            else:
+                with src.open("rb") as handle:
+                    self._cache.set(blob, handle, read=True, retry=True)
             self._cache.set(f"m/{key}", json.dumps(record, sort_keys=True), retry=True)
             self._enforce_cap()
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:

@@ -1,0 +1,184 @@
+"""``cachehook serve``: run a Remote Cache API (v8) server with an events dashboard.
+
+Exit codes of ``serve``:
+    0  stopped with Ctrl-C (SIGINT), after a graceful shutdown
+    2  a bad option, an unreadable or malformed tokens file, an unusable storage directory,
+       or the ``server`` extra is not installed
+SIGTERM shuts the server down just as gracefully, then ends the process by that signal (as
+uvicorn does), which is what service managers expect of a stopped service.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+from pathlib import Path
+
+import click
+
+from cachehook.config import DEFAULT_MAX_SIZE, parse_size
+from cachehook.errors import ConfigError, StoreError
+
+__all__ = ["serve"]
+
+_DEFAULT_MAX_BODY = "2GiB"
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _size(value: str, name: str) -> int:
+    size = parse_size(value, name=name)
+    if size <= 0:
+        msg = f"--{name} must be more than 0 bytes"
+        raise ConfigError(msg)
+    return size
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("serve")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="CACHEHOOK_SERVE_HOST",
+    help="Address to bind; anything but loopback serves the network (plain HTTP).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8080,
+    show_default=True,
+    envvar="CACHEHOOK_SERVE_PORT",
+    help="TCP port.",
+)
+@click.option(
+    "--storage",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    envvar="CACHEHOOK_SERVE_STORAGE",
+    help="Directory for artifacts, uploads in progress and the event log.",
+)
+@click.option(
+    "--tokens",
+    "tokens_file",
+    required=True,
+    envvar="CACHEHOOK_SERVE_TOKENS",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file of bearer tokens, their scopes and teams (see docs/server.md).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    envvar="CACHEHOOK_SERVE_WORKERS",
+    help="Worker processes sharing the storage.",
+)
+@click.option(
+    "--max-size",
+    default=None,
+    envvar="CACHEHOOK_SERVE_MAX_SIZE",
+    help="Artifact bytes kept before the least recently used are evicted [10GiB].",
+)
+@click.option(
+    "--max-body",
+    default=_DEFAULT_MAX_BODY,
+    show_default=True,
+    envvar="CACHEHOOK_SERVE_MAX_BODY",
+    help="Largest upload accepted (413 beyond).",
+)
+@click.option(
+    "--dashboard/--no-dashboard",
+    default=True,
+    show_default=True,
+    help="Serve the dashboard at / and its numbers at /api/stats.",
+)
+@click.option(
+    "--retention-days",
+    type=click.IntRange(1, 100_000),
+    default=400,
+    show_default=True,
+    help="How long cache events are kept.",
+)
+@click.option("--log-level", type=click.Choice(_LOG_LEVELS), default="info", show_default=True)
+@click.option("--access-log/--no-access-log", default=True, show_default=True)
+def serve(
+    host: str,
+    port: int,
+    storage: Path,
+    tokens_file: Path,
+    workers: int,
+    max_size: str | None,
+    max_body: str,
+    dashboard: bool,
+    retention_days: int,
+    log_level: str,
+    access_log: bool,
+) -> None:
+    """Serve a Turborepo Remote Cache (v8) for turbo and cachehook, with a dashboard.
+
+    \b
+    cachehook serve --storage /var/lib/cachehook --tokens tokens.toml
+    then: TURBO_API=http://127.0.0.1:8080 TURBO_TOKEN=... TURBO_TEAM=acme turbo run build
+    and open http://127.0.0.1:8080/ for hit rate and time saved.
+    """
+    if importlib.util.find_spec("uvicorn") is None:
+        msg = "cachehook serve needs the server extra: pip install 'cachehook[server]'"
+        raise ConfigError(msg)
+    from cachehook.server.app import CONFIG_ENV, CacheServer, ServerConfig
+    from cachehook.server.tokens import load_tokens
+
+    config = ServerConfig(
+        storage=storage.expanduser().resolve(),
+        tokens=tokens_file.expanduser().resolve(),
+        max_size=DEFAULT_MAX_SIZE if max_size is None else _size(max_size, "max-size"),
+        max_body=_size(max_body, "max-body"),
+        dashboard=dashboard,
+        retention_days=retention_days,
+    )
+    if config.max_body > config.max_size:
+        msg = f"--max-body ({max_body}) is larger than --max-size: such an upload could not stay"
+        raise ConfigError(msg)
+    tokens = load_tokens(config.tokens)
+    try:
+        CacheServer(config, tokens=tokens).storage.close()  # fail here, not in each worker
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from exc
+    if not _is_loopback(host):
+        click.echo(
+            f"cachehook serve: listening on {host}, beyond this machine, over plain HTTP: "
+            "put a TLS proxy in front of it",
+            err=True,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"cachehook serve: http://{shown}:{port}/ storage {config.storage}, "
+        f"{len(tokens)} token(s), {workers} worker(s)",
+        err=True,
+    )
+    os.environ[CONFIG_ENV] = config.to_json()
+    import uvicorn
+
+    try:
+        uvicorn.run(
+            "cachehook.server.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            access_log=access_log,
+            proxy_headers=False,
+            server_header=False,
+            lifespan="on",
+        )
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, once shut down
+        click.echo("cachehook serve: stopped", err=True)

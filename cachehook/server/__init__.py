@@ -1,0 +1,18 @@
+"""``cachehook serve``: a self-hosted Turborepo Remote Cache (v8) server with an events dashboard.
+
+Optional: it needs the ``server`` extra (``pip install 'cachehook[server]'``, i.e. uvicorn).
+``import cachehook`` never imports this package. The pieces:
+
+- ``app``: the ASGI application (routes, credentials, streaming uploads and downloads);
+- ``tokens``: the bearer tokens file (scopes and teams per token);
+- ``storage``: artifacts by team in the project's ``LocalStore``;
+- ``eventlog``: the cache events in SQLite, and the stats the dashboard shows;
+- ``dashboard``: the HTML page at ``/``;
+- ``validation``: the patterns and schemas every request is checked against.
+"""
+
+from __future__ import annotations
+
+from cachehook.server.app import CacheServer, ServerConfig, app_from_environment
+
+__all__ = ["CacheServer", "ServerConfig", "app_from_environment"]

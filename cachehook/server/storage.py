@@ -1,0 +1,199 @@
+"""Where ``cachehook serve`` keeps artifacts: the project's ``LocalStore``, one namespace per team.
+
+Layout under the storage directory::
+
+    artifacts/        a LocalStore (diskcache): size cap, least-recently-used eviction; records
+                      are keyed ``v8/<team>/<hash>``, never a path, and the blobs are shared
+    uploads/          uploads in progress, one temporary file each
+    events.sqlite3    the event log (``eventlog.py``)
+
+An upload is streamed into ``uploads/`` and handed to the store only when its last byte has
+arrived; the store writes the metadata last, so a reader sees the old artifact or the complete
+new one, never a part. Several worker processes share the directory: diskcache serialises
+them through SQLite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from cachehook.errors import StoreError
+from cachehook.server.validation import HASH_RE, TEAM_RE
+from cachehook.store import LocalStore
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
+
+__all__ = ["ArtifactStorage", "StoredArtifact", "Upload"]
+
+_STALE_UPLOAD_SECONDS = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    """What the server answers about an artifact: its size and the client's metadata."""
+
+    size: int
+    duration: int
+    tag: str | None
+    sha: str | None
+    dirty_hash: str | None
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> StoredArtifact:
+        def text(key: str) -> str | None:
+            value = meta.get(key)
+            return value if isinstance(value, str) else None
+
+        duration = meta.get("duration")
+        return cls(
+            size=int(meta["size"]),
+            duration=duration if isinstance(duration, int) else 0,
+            tag=text("tag"),
+            sha=text("sha"),
+            dirty_hash=text("dirty_hash"),
+        )
+
+
+class Upload:
+    """One upload in progress: a temporary file that only ``commit`` makes an artifact.
+
+    The file is created by the first ``write``, so starting an upload costs no system call.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        self._file: BinaryIO | None = None
+
+    def write(self, chunks: Iterable[bytes]) -> None:
+        """Append ``chunks``.
+
+        Raises:
+            StoreError: the temporary file cannot be created or written.
+        """
+        try:
+            if self._file is None:
+                self._file = self.path.open("xb")
+            for chunk in chunks:
+                self._file.write(chunk)
+                self.size += len(chunk)
+        except OSError as exc:
+            msg = f"cannot write {self.path}: {exc.strerror or exc}"
+            raise StoreError(msg) from exc
+
+    def finish(self) -> None:
+        """Close the file: everything written is on its way to the disk."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (after a commit it is already gone)."""
+        with contextlib.suppress(OSError):
+            self.finish()
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+
+class ArtifactStorage:
+    """Artifacts by team and hash, in a ``LocalStore`` under ``root / "artifacts"``.
+
+    Args:
+        root: the storage directory (created, owner-only).
+        max_size: bytes of artifacts kept before the least recently used are evicted.
+
+    Raises:
+        StoreError: the directory cannot be created or opened.
+    """
+
+    def __init__(self, root: Path, *, max_size: int) -> None:
+        self.root = root
+        self.uploads = root / "uploads"
+        try:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.uploads.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            msg = f"cannot create the storage directory {root}: {exc.strerror or exc}"
+            raise StoreError(msg) from exc
+        self.store = LocalStore(root / "artifacts", max_size=max_size)
+
+    def close(self) -> None:
+        self.store.close()
+
+    @staticmethod
+    def _key(team: str, hash_: str) -> str:
+        # The patterns are checked by the app already; a second check costs nothing and keeps
+        # a future caller from spelling a key that was never meant to exist.
+        if not TEAM_RE.match(team) or not HASH_RE.match(hash_):
+            msg = f"invalid team or hash: {team!r}, {hash_!r}"
+            raise ValueError(msg)
+        return f"v8/{team}/{hash_}"
+
+    def begin_upload(self) -> Upload:
+        """A new upload; its temporary file appears with the first write."""
+        return Upload(self.uploads / f"{os.getpid()}-{uuid.uuid4().hex}.part")
+
+    def commit(
+        self,
+        team: str,
+        hash_: str,
+        upload: Upload,
+        meta: dict[str, object],
+        *,
+        tail: Iterable[bytes] = (),
+    ) -> None:
+        """Write ``tail``, then make the upload the artifact ``hash_`` of ``team``.
+
+        The finished file is renamed into the store (no copy); any earlier artifact of that
+        team and hash is replaced. The upload is consumed either way.
+
+        Raises:
+            StoreError: the store could not take it; the earlier artifact reads as a miss.
+        """
+        key = self._key(team, hash_)
+        try:
+            upload.write(tail)
+            upload.finish()
+            record = {**meta, "team": team, "hash": hash_}
+            self.store.put_file(key, upload.path, meta=record, move=True)
+        except OSError as exc:
+            msg = f"cannot store {key}: {exc.strerror or exc}"
+            raise StoreError(msg) from exc
+        finally:
+            upload.discard()
+
+    def open(self, team: str, hash_: str) -> tuple[BinaryIO, StoredArtifact] | None:
+        """A read handle on the artifact and what is known of it; None on a miss."""
+        opened = self.store.open_file(self._key(team, hash_))
+        if opened is None:
+            return None
+        handle, meta = opened
+        return handle, StoredArtifact.from_meta(meta)
+
+    def info(self, team: str, hash_: str) -> StoredArtifact | None:
+        """What is known of the artifact (refreshing its recent use); None on a miss."""
+        opened = self.open(team, hash_)
+        if opened is None:
+            return None
+        handle, info = opened
+        handle.close()
+        return info
+
+    def remove_stale_uploads(self, *, older_than: float = _STALE_UPLOAD_SECONDS) -> int:
+        """Delete temporary files left by killed workers; returns how many were removed."""
+        removed = 0
+        now = time.time()
+        with contextlib.suppress(OSError), os.scandir(self.uploads) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > older_than:
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
