@@ -1,0 +1,276 @@
+"""``cachehook cache ls | show KEY | prune | clear``: look into and clean the local cache.
+
+``prune`` and ``clear`` ask before they delete anything unless given ``--yes``; declining
+exits with code 1 and removes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cachehook.cli._output import Console, format_duration, print_json
+from cachehook.config import Settings, load_settings, parse_duration, parse_size
+from cachehook.errors import CachehookError, ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from cachehook.store import LocalStore, StoredEntry
+
+__all__ = ["cache", "format_size", "open_store"]
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def format_size(size: float) -> str:
+    """``512 B``, ``1.5 KiB``, ``3.2 GiB``."""
+    for unit in _UNITS:
+        if abs(size) < 1024 or unit == _UNITS[-1]:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError  # unreachable: the last unit always returns
+
+
+def open_store(settings: Settings, *, create: bool = True) -> LocalStore | None:
+    """The local store of ``settings``; None if it does not exist and ``create`` is False.
+
+    Raises:
+        StoreError: the store cannot be opened.
+    """
+    from cachehook.store import LocalStore
+
+    directory = settings.cache_dir / "store"
+    if not create and not directory.is_dir():
+        return None
+    return LocalStore(directory, max_size=settings.max_size, on_warning=Console().warn)
+
+
+def _settings(cache_dir: Path | None) -> Settings:
+    return load_settings(cwd=Path.cwd(), environ=os.environ, cache_dir=cache_dir)
+
+
+def _cache_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Local cache directory (default: $CACHEHOOK_CACHE_DIR or ~/.cache/cachehook).",
+    )(function)
+
+
+def _stored_at(entry: StoredEntry) -> float:
+    value = entry.meta.get("stored_at", 0)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _when(stamp: float) -> str:
+    return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S") if stamp else "-"
+
+
+def _confirm(question: str, *, yes: bool) -> bool:
+    if yes:
+        return True
+    try:
+        return click.confirm(question, default=False, err=True)
+    except click.Abort:  # end of input: a no
+        click.echo("", err=True)
+        return False
+
+
+cache = click.Group("cache", help="Look into and clean the local cache.")
+
+
+@cache.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_cache_dir_option
+def ls(as_json: bool, cache_dir: Path | None) -> None:
+    """List the artifacts in the local cache, newest first."""
+    settings = _settings(cache_dir)
+    store = open_store(settings, create=False)
+    entries: list[StoredEntry] = []
+    if store is not None:
+        with store:
+            entries = sorted(store.entries(), key=_stored_at, reverse=True)
+    if as_json:
+        rows = [_entry_json(entry) for entry in entries]
+        print_json({"directory": str(settings.cache_dir / "store"), "artifacts": rows})
+        return
+    for entry in entries:
+        task = entry.meta.get("task") or "-"
+        took = format_duration(int(entry.meta.get("duration_ms", 0)))
+        click.echo(
+            f"{entry.key}  {format_size(entry.size):>10}  {_when(_stored_at(entry))}"
+            f"  {took:>7}  {task}"
+        )
+    total = sum(entry.size for entry in entries)
+    click.echo(f"{len(entries)} artifacts, {format_size(total)}", err=True)
+
+
+def _entry_json(entry: StoredEntry) -> dict[str, Any]:
+    return {
+        "key": entry.key,
+        "size": entry.size,
+        "task": entry.meta.get("task"),
+        "stored_at": _stored_at(entry) or None,
+        "duration_ms": entry.meta.get("duration_ms"),
+        "command": entry.meta.get("command"),
+    }
+
+
+def _find(store: LocalStore, prefix: str) -> StoredEntry:
+    if len(prefix) < 4:
+        msg = f"key {prefix!r}: give at least 4 characters of it"
+        raise ConfigError(msg)
+    found = [entry for entry in store.entries() if entry.key.startswith(prefix.lower())]
+    if not found:
+        msg = f"no artifact with a key starting {prefix!r} in the local cache at {store.directory}"
+        raise CachehookError(msg)
+    if len(found) > 1:
+        keys = ", ".join(sorted(entry.key for entry in found)[:5])
+        msg = f"key {prefix!r} is ambiguous: it starts {len(found)} keys ({keys})"
+        raise ConfigError(msg)
+    return found[0]
+
+
+def _show_json(entry: StoredEntry) -> dict[str, Any]:
+    meta = dict(entry.meta)
+    manifest = meta.get("manifest")
+    if isinstance(manifest, dict) and isinstance(manifest.get("env"), list):
+        # An env value's digest could be guessed back for a short value: names only.
+        manifest = {**manifest, "env": [pair[0] for pair in manifest["env"] if pair]}
+        meta["manifest"] = manifest
+    return {**meta, "key": entry.key}
+
+
+@cache.command("show")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_cache_dir_option
+def show(key: str, as_json: bool, cache_dir: Path | None) -> None:
+    """Show one artifact: its task, command, outputs and inputs (KEY may be a prefix)."""
+    store = open_store(_settings(cache_dir), create=False)
+    if store is None:
+        msg = f"the local cache at {_settings(cache_dir).cache_dir} is empty"
+        raise CachehookError(msg)
+    with store:
+        entry = _find(store, key)
+    data = _show_json(entry)
+    if as_json:
+        print_json(data)
+        return
+    found = data.get("manifest")
+    manifest: dict[str, Any] = found if isinstance(found, dict) else {}
+    rows = [
+        ("key", entry.key),
+        ("task", data.get("task") or "-"),
+        ("command", " ".join(map(str, data.get("command") or manifest.get("command") or []))),
+        ("stored", _when(_stored_at(entry))),
+        ("size", format_size(entry.size)),
+        ("duration", format_duration(int(data.get("duration_ms", 0)))),
+    ]
+    for label, value in rows:
+        click.echo(f"{label:<9} {value}")
+    for label, items in (
+        ("output", [o.get("path") for o in data.get("outputs", []) if isinstance(o, dict)]),
+        ("input", [f"{i['digest']}  {i['path']}" for i in manifest.get("inputs", [])]),
+        ("env", manifest.get("env", [])),
+        ("depends", manifest.get("dependencies", [])),
+    ):
+        for item in items:
+            click.echo(f"{label:<9} {item}")
+
+
+def _select(
+    entries: Sequence[StoredEntry],
+    last_used: dict[str, float],
+    *,
+    volume: int,
+    max_size: int | None,
+    older_than: float | None,
+) -> list[StoredEntry]:
+    """What to remove: entries stored before the age limit, then least recently used first."""
+    now = time.time()
+    doomed = [e for e in entries if older_than is not None and _stored_at(e) < now - older_than]
+    if max_size is not None:
+        remaining = volume - sum(entry.size for entry in doomed)
+        chosen = {entry.key for entry in doomed}
+        alive = [entry for entry in entries if entry.key not in chosen]
+        alive.sort(key=lambda e: last_used.get(str(e.meta.get("checksum")), _stored_at(e)))
+        for entry in alive:
+            if remaining <= max_size:
+                break
+            doomed.append(entry)
+            remaining -= entry.size
+    return doomed
+
+
+@cache.command("prune")
+@click.option("--max-size", metavar="SIZE", help="Remove least recently used until under SIZE.")
+@click.option("--older-than", metavar="AGE", help="Remove what was stored more than AGE ago.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@_cache_dir_option
+def prune(
+    max_size: str | None, older_than: str | None, yes: bool, dry_run: bool, cache_dir: Path | None
+) -> None:
+    """Remove old or least recently used artifacts (e.g. --older-than 7d, --max-size 2GiB)."""
+    if max_size is None and older_than is None:
+        msg = "say what to prune: --max-size SIZE (e.g. 2GiB), --older-than AGE (e.g. 7d), or both"
+        raise ConfigError(msg)
+    limit = parse_size(max_size, name="--max-size") if max_size is not None else None
+    age = parse_duration(older_than, name="--older-than") if older_than is not None else None
+    store = open_store(_settings(cache_dir), create=False)
+    if store is None:
+        click.echo("nothing to prune: the local cache is empty")
+        return
+    with store:
+        entries = list(store.entries())
+        volume = store.volume()
+        doomed = _select(entries, store.last_used(), volume=volume, max_size=limit, older_than=age)
+        if not doomed:
+            click.echo(f"nothing to prune: {len(entries)} artifacts, {format_size(volume)}")
+            return
+        size = format_size(sum(entry.size for entry in doomed))
+        question = (
+            f"Remove {len(doomed)} of {len(entries)} artifacts ({size}) from {store.directory}?"
+        )
+        if dry_run:
+            for entry in doomed:
+                click.echo(f"would remove {entry.key}  {entry.meta.get('task') or '-'}")
+            click.echo(f"{len(doomed)} of {len(entries)} artifacts ({size}) would be removed")
+            return
+        if not _confirm(question, yes=yes):
+            click.echo("nothing removed", err=True)
+            click.get_current_context().exit(1)
+        for entry in doomed:
+            store.discard(entry.key)
+        store.sweep()
+        click.echo(
+            f"removed {len(doomed)} artifacts; the cache takes {format_size(store.volume())}"
+        )
+
+
+@cache.command("clear")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@_cache_dir_option
+def clear(yes: bool, cache_dir: Path | None) -> None:
+    """Remove every artifact from the local cache (the run history is kept)."""
+    store = open_store(_settings(cache_dir), create=False)
+    if store is None:
+        click.echo("the local cache is already empty")
+        return
+    with store:
+        count = sum(1 for _ in store.entries())
+        question = (
+            f"Remove all {count} artifacts ({format_size(store.volume())}) from {store.directory}?"
+        )
+        if not _confirm(question, yes=yes):
+            click.echo("nothing removed", err=True)
+            click.get_current_context().exit(1)
+        store.clear()
+    click.echo(f"removed {count} artifacts from {store.directory}")

@@ -1,0 +1,184 @@
+"""``cachehook explain TASK``: why the last run of a task missed, or what would miss now.
+
+The task is hashed as the files are now and compared, input by input, with the manifest kept
+beside its last stored run (found through the run history, then the runner's ``task/NAME``
+record). Environment variables are named, never their values.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import click
+
+from cachehook.cli._output import Console, print_json, short_key
+from cachehook.config import load_settings
+from cachehook.errors import StoreError
+from cachehook.hashing import Manifest, diff_manifests
+from cachehook.history import read_history
+from cachehook.runner import Runner
+from cachehook.tasks import PlannedTask, load_task_graph, plan_tasks
+
+if TYPE_CHECKING:
+    from cachehook.store import LocalStore
+
+__all__ = ["explain"]
+
+Verdict = Literal["would-hit", "would-run"]
+
+
+@dataclass(frozen=True)
+class _StoredRun:
+    key: str
+    manifest: Manifest
+    stored_at: float | None
+
+
+@dataclass(frozen=True)
+class _Explanation:
+    task: str
+    key: str
+    verdict: Verdict
+    compared_with: _StoredRun | None
+    changes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        before = self.compared_with
+        return {
+            "task": self.task,
+            "key": self.key,
+            "verdict": self.verdict,
+            "compared_with": None
+            if before is None
+            else {"key": before.key, "stored_at": before.stored_at},
+            "changes": self.changes,
+        }
+
+
+def _stored_keys(store: LocalStore, name: str, cache_dir: Path) -> list[str]:
+    """Keys of the task's earlier successful runs, newest first."""
+    keys: dict[str, None] = {}
+    for entry in reversed(list(read_history(cache_dir))):
+        if entry.task == name and entry.exit_code == 0:
+            keys[entry.key] = None
+    record = store.get_record(f"task/{name}")
+    if record is not None:
+        keys[record] = None
+    return list(keys)
+
+
+def _stored_run(store: LocalStore, key: str) -> _StoredRun | None:
+    meta = store.get_meta(key)
+    if meta is None or "manifest" not in meta:
+        return None
+    try:
+        manifest = Manifest.from_json(meta["manifest"])
+    except (TypeError, ValueError):
+        return None
+    stored_at = meta.get("stored_at")
+    return _StoredRun(key, manifest, stored_at if isinstance(stored_at, float | int) else None)
+
+
+def _changes(before: Manifest, current: PlannedTask) -> list[str]:
+    lines = [line for line in diff_manifests(before, current.prepared.manifest)]
+    if "dependency changed" not in lines:
+        return lines
+    lines.remove("dependency changed")
+    named = [n for n, key in current.dependency_keys.items() if key not in before.dependencies]
+    lines += [f"dependency changed: {n} (see `cachehook explain {n}`)" for n in named]
+    if not named:
+        lines.append("dependency removed")
+    return lines
+
+
+def _explain(current: PlannedTask, store: LocalStore | None, cache_dir: Path) -> _Explanation:
+    name, key = current.task.name, current.prepared.key
+    verdict: Verdict = "would-hit" if current.is_cached else "would-run"
+    if store is None:
+        return _Explanation(name, key, verdict, None)
+    for earlier in _stored_keys(store, name, cache_dir):
+        if earlier == key and current.is_cached:
+            continue  # explain how this key came to be: compare with the run before it
+        run = _stored_run(store, earlier)
+        if run is not None:
+            return _Explanation(name, key, verdict, run, _changes(run.manifest, current))
+    return _Explanation(name, key, verdict, None)
+
+
+def _age(stored_at: float | None) -> str:
+    if stored_at is None:
+        return "at an unknown time"
+    seconds = max(0, int(time.time() - stored_at))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _echo(explanation: _Explanation) -> None:
+    name, key, before = explanation.task, short_key(explanation.key), explanation.compared_with
+    if explanation.verdict == "would-hit":
+        click.echo(f"{name} would hit: key {key} is in the local cache.")
+        if before is None:
+            click.echo("No earlier stored run to compare it with.")
+            return
+        click.echo(
+            f"Against its most recent other stored run (key {short_key(before.key)}, "
+            f"stored {_age(before.stored_at)}):"
+        )
+    elif before is None:
+        click.echo(f"{name} would run (key {key}): no stored run of it to compare with.")
+        return
+    elif not explanation.changes:
+        click.echo(
+            f"{name} would run (key {key}): nothing changed since its last stored run, but that "
+            "artifact is no longer complete in the local cache."
+        )
+        return
+    else:
+        click.echo(
+            f"{name} would run (key {key}). Since its last stored run "
+            f"(key {short_key(before.key)}, stored {_age(before.stored_at)}):"
+        )
+    for line in explanation.changes or ["nothing that enters the key changed"]:
+        click.echo(f"  {line}")
+
+
+@click.command("explain")
+@click.argument("task_name", metavar="TASK")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Project root (default: nearest ancestor with pyproject.toml or .git).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local cache directory (default: $CACHEHOOK_CACHE_DIR or ~/.cache/cachehook).",
+)
+def explain(task_name: str, as_json: bool, root: Path | None, cache_dir: Path | None) -> None:
+    """Say why TASK would run now, or why its last run missed.
+
+    Lists every input added, removed or changed since the task's last stored run, the
+    environment variables whose values changed (never the values), and command, salt,
+    output or dependency changes. Runs nothing.
+    """
+    settings = load_settings(cwd=Path.cwd(), environ=os.environ, root=root, cache_dir=cache_dir)
+    graph = load_task_graph(settings, cwd=Path.cwd())
+    console = Console()
+    with Runner(settings, on_notice=console.warn) as runner:
+        current = plan_tasks(graph, [task_name], runner)[-1]
+        try:
+            explanation = _explain(current, runner.store, settings.cache_dir)
+        except StoreError as exc:
+            console.warn(f"{exc}; cannot compare with earlier runs")
+            explanation = _Explanation(task_name, current.prepared.key, "would-run", None)
+    if as_json:
+        print_json(explanation.to_json())
+    else:
+        _echo(explanation)

@@ -1,0 +1,437 @@
+"""``cachehook run``: named tasks from pyproject.toml, dependencies first, in parallel with -j.
+
+Exit codes of ``run``: 0 when every task ran or hit; else the exit code of the first task that
+failed (2 when cachehook could not run it: an unreadable input, a command not found); 2 for a
+malformed task table or an unknown task; 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+import click
+
+from cachehook import __version__
+from cachehook.cli._output import Console, format_duration, print_json, short_key
+from cachehook.config import OUTPUT_LOG_MODES, Settings, load_settings
+from cachehook.errors import ConfigError
+from cachehook.logs import STDOUT, decode
+from cachehook.runner import Runner
+from cachehook.tasks import (
+    PlannedTask,
+    RunReport,
+    TaskGraph,
+    TaskOutcome,
+    load_task_graph,
+    plan_tasks,
+    run_tasks,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    Keys = Mapping[str, str | None]
+
+__all__ = ["run"]
+
+_EPILOG = """\b
+Examples:
+  cachehook run lint docs -j 2      run both (and what they depend on), two at a time
+  cachehook run docs --dry-run      show each task's key, inputs and cache state; run nothing
+  cachehook run test --continue     after a failure, still run what does not depend on it
+
+Tasks are [tool.cachehook.tasks.NAME] tables in pyproject.toml; `cachehook tasks` lists them.
+"""
+_MAX_PARTIAL_LINE = 1 << 16
+
+
+class _PrefixedLines:
+    """A sink that writes whole lines only, each with a prefix, under a lock shared by all tasks.
+
+    Parallel tasks' output therefore never interleaves within a line. A line longer than 64 KiB
+    is cut; a last line without a newline is written by ``finish``.
+    """
+
+    def __init__(self, stream: BinaryIO, prefix: bytes, lock: threading.Lock) -> None:
+        self._stream = stream
+        self._prefix = prefix
+        self._lock = lock
+        self._partial = b""
+
+    def write(self, data: bytes) -> int:
+        text = self._partial + data
+        head, newline, tail = text.rpartition(b"\n")
+        if len(tail) > _MAX_PARTIAL_LINE:
+            head, newline, tail = text, b"\n", b""
+        self._partial = tail
+        if newline:
+            self._emit(head.split(b"\n"))
+        return len(data)
+
+    def flush(self) -> None:
+        """Lines are flushed as they complete; a partial line waits for its end."""
+
+    def finish(self) -> None:
+        if self._partial:
+            partial, self._partial = self._partial, b""
+            self._emit([partial])
+
+    def _emit(self, lines: list[bytes]) -> None:
+        block = b"".join(self._prefix + line + b"\n" for line in lines)
+        with self._lock:
+            try:
+                self._stream.write(block)
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # our own stdout went away: the task keeps running and is still recorded
+
+
+class _Reporter:
+    """Shows a run as it goes: task output (prefixed when several tasks run), then a status line."""
+
+    def __init__(self, console: Console, *, output_logs: str, names: Sequence[str]) -> None:
+        self.console = console
+        self.output_logs = output_logs
+        self.lock = threading.Lock()
+        self.is_prefixed = len(names) > 1
+        self.width = max(map(len, names), default=0)
+        self.sinks: dict[str, tuple[_PrefixedLines, _PrefixedLines]] = {}
+
+    def _streams(self, name: str) -> tuple[BinaryIO, BinaryIO]:
+        if not self.is_prefixed:
+            return sys.stdout.buffer, sys.stderr.buffer
+        with self.lock:
+            if name not in self.sinks:
+                prefix = f"{name:<{self.width}} | ".encode()
+                self.sinks[name] = (
+                    _PrefixedLines(sys.stdout.buffer, prefix, self.lock),
+                    _PrefixedLines(sys.stderr.buffer, prefix, self.lock),
+                )
+            return cast("tuple[BinaryIO, BinaryIO]", self.sinks[name])
+
+    def live(self, name: str) -> tuple[BinaryIO, BinaryIO] | None:
+        return self._streams(name) if self.output_logs == "full" else None
+
+    def started(self, name: str, key: str) -> None:
+        self.info(f"{name}: cache miss {short_key(key)}, running")
+
+    def info(self, message: str) -> None:
+        with self.lock:
+            self.console.info(message)
+
+    def warn(self, message: str) -> None:
+        with self.lock:
+            self.console.warn(message)
+
+    def error(self, message: str) -> None:
+        with self.lock:
+            click.echo(f"{self.console.prefix}: error: {message}", err=True)
+
+    def finished(self, outcome: TaskOutcome) -> None:
+        name, result = outcome.name, outcome.result
+        if outcome.prepared is not None:
+            for pattern in outcome.prepared.unmatched_inputs:
+                self.warn(f"{name}: input glob {pattern!r} matched no file")
+        if result is not None and result.log and self._shows_log(outcome):
+            stdout, stderr = self._streams(name)
+            for stream, chunk in decode(result.log):
+                (stdout if stream == STDOUT else stderr).write(chunk)
+        for sink in self.sinks.get(name, ()):
+            sink.finish()
+        self._status(outcome)
+
+    def _shows_log(self, outcome: TaskOutcome) -> bool:
+        if self.output_logs == "full":
+            return outcome.state == "cached"  # a miss streamed live
+        return self.output_logs == "errors-only" and outcome.state == "failed"
+
+    def _status(self, outcome: TaskOutcome) -> None:
+        name, result, state = outcome.name, outcome.result, outcome.state
+        if state == "error":
+            self.error(f"{name}: {outcome.message}")
+        elif state == "skipped":
+            self.info(f"{name}: skipped: {outcome.message}")
+        elif result is None:
+            return
+        elif state == "cached":
+            where = "local" if result.source == "LOCAL" else "remote"
+            saved = format_duration(result.saved_ms)
+            self.info(f"{name}: {where} hit {short_key(result.key)} (saved {saved})")
+        elif state == "failed":
+            took = format_duration(result.duration_ms)
+            self.info(f"{name}: failed with exit code {result.exit_code} after {took}; not cached")
+        elif result.status == "BYPASS":
+            self.info(f"{name}: ran in {format_duration(result.duration_ms)} (cache disabled)")
+        else:
+            stored = "cached" if result.stored else "not cached"
+            self.info(f"{name}: ran in {format_duration(result.duration_ms)}, {stored}")
+
+
+class _RunCommand(click.Command):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # A bare '--dry-run' must not swallow the next argument as its value ('--dry-run lint').
+        args = ["--dry-run=text" if arg == "--dry-run" else arg for arg in args]
+        return super().parse_args(ctx, args)
+
+
+@click.command("run", cls=_RunCommand, epilog=_EPILOG)
+@click.argument("task_names", nargs=-1, metavar="TASK...")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="How many tasks may run at once.",
+)
+@click.option(
+    "--continue",
+    "keep_going",
+    is_flag=True,
+    help="After a failure, still run every task that does not depend on it.",
+)
+@click.option("--force", is_flag=True, help="Run every task even on a hit; overwrite the cache.")
+@click.option(
+    "--dry-run",
+    type=click.Choice(["text", "json"]),
+    is_flag=False,
+    flag_value="text",
+    default=None,
+    help="Show each task's key, inputs and cache state; run nothing. --dry-run=json.",
+)
+@click.option(
+    "--summarize",
+    is_flag=True,
+    help="Write a JSON summary of the run (under the cache dir) and print its path.",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Project root (default: nearest ancestor with pyproject.toml or .git).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local cache directory (default: $CACHEHOOK_CACHE_DIR or ~/.cache/cachehook).",
+)
+@click.option(
+    "--cache",
+    "cache_modes",
+    metavar="MODES",
+    help="Which caches to read/write, as turbo spells it: 'local:rw,remote:r'.",
+)
+@click.option("--remote-only", is_flag=True, help="Use only the remote cache.")
+@click.option("--no-cache", is_flag=True, help="Just run the tasks (also CACHEHOOK_DISABLE=1).")
+@click.option(
+    "--output-logs",
+    type=click.Choice(OUTPUT_LOG_MODES),
+    default=None,
+    help="What of the tasks' output to show: full (default), errors-only, hash-only, none.",
+)
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No status lines (warnings and errors still show)."
+)
+def run(
+    task_names: tuple[str, ...],
+    jobs: int,
+    keep_going: bool,
+    force: bool,
+    dry_run: str | None,
+    summarize: bool,
+    root: Path | None,
+    cache_dir: Path | None,
+    cache_modes: str | None,
+    remote_only: bool,
+    no_cache: bool,
+    output_logs: str | None,
+    quiet: bool,
+) -> int:
+    """Run the named TASKs and what they depend on, or restore them from the cache."""
+    settings = load_settings(
+        cwd=Path.cwd(),
+        environ=os.environ,
+        root=root,
+        cache_dir=cache_dir,
+        cache=cache_modes,
+        remote_only=remote_only,
+        no_cache=no_cache,
+        output_logs=output_logs,
+    )
+    graph = load_task_graph(settings, cwd=Path.cwd())
+    if not task_names:
+        names = ", ".join(graph.names()) or "none yet"
+        msg = f"name the tasks to run; the tasks in {graph.source} are: {names}"
+        raise ConfigError(msg)
+    plan = graph.select(task_names)
+    console = Console(quiet=quiet or settings.output_logs == "none")
+    reporter = _Reporter(console, output_logs=settings.output_logs, names=plan)
+    with Runner(settings, on_notice=reporter.warn) as runner:
+        if dry_run:
+            _print_dry_run(
+                plan_tasks(graph, task_names, runner), settings, as_json=dry_run == "json"
+            )
+            return 0
+        started_at = time.time()
+        report = run_tasks(
+            graph,
+            task_names,
+            runner,
+            reporter=reporter,
+            jobs=jobs,
+            keep_going=keep_going,
+            force=force,
+        )
+    _print_summary(report, reporter)
+    if summarize:
+        path = _write_summary(report, settings, graph, targets=task_names, started_at=started_at)
+        if path is not None:
+            click.echo(f"cachehook: run summary written to {path}", err=True)
+    return report.exit_code
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summary_line(report: RunReport) -> str:
+    """``3 tasks: 2 cached, 1 ran · saved 1m12s``."""
+    counts: collections.Counter[str] = collections.Counter(
+        outcome.state for outcome in report.outcomes
+    )
+    parts = [f"{counts['cached']} cached", f"{counts['ran']} ran"]
+    labels = (("failed", "failed"), ("error", "errored"), ("skipped", "skipped"))
+    parts += [f"{counts[state]} {label}" for state, label in labels if counts[state]]
+    if counts["cancelled"]:
+        parts.append(f"{counts['cancelled']} not started")
+    saved = sum(o.result.saved_ms for o in report.outcomes if o.result and o.state == "cached")
+    total = len(report.outcomes)
+    return f"{total} task{'s' * (total != 1)}: {', '.join(parts)} · saved {format_duration(saved)}"
+
+
+def _print_summary(report: RunReport, reporter: _Reporter) -> None:
+    reporter.info(summary_line(report))
+    failed = [
+        f"{o.name} (exit {o.exit_code})" if o.state == "failed" else f"{o.name} (error)"
+        for o in report.outcomes
+        if o.state in ("failed", "error")
+    ]
+    if failed:
+        reporter.error(f"failed: {', '.join(failed)}")
+    if report.is_interrupted:
+        reporter.error("interrupted: no new task was started")
+
+
+def _task_summary(outcome: TaskOutcome, depends_on: Sequence[str], keys: Keys) -> dict[str, Any]:
+    result, prepared = outcome.result, outcome.prepared
+    manifest = prepared.manifest if prepared is not None else None
+    return {
+        "name": outcome.name,
+        "state": outcome.state,
+        "key": outcome.key,
+        "command": list(manifest.command) if manifest else None,
+        "cwd": manifest.cwd if manifest else None,
+        "inputs": [{"path": f.path, "digest": f.digest} for f in manifest.inputs]
+        if manifest
+        else [],
+        "outputs": list(manifest.outputs) if manifest else [],
+        "env": [name for name, _ in manifest.env] if manifest else [],
+        "dependencies": {name: keys.get(name) for name in depends_on},
+        "cache": {
+            "status": result.status if result else None,
+            "source": result.source if result else None,
+            "local_hit": result.local_hit if result else None,
+            "remote_hit": result.remote_hit if result else None,
+        },
+        "saved_ms": result.saved_ms if result and outcome.state == "cached" else 0,
+        "duration_ms": result.duration_ms if result else 0,
+        "exit_code": outcome.exit_code,
+        "stored": result.stored if result else False,
+        "message": outcome.message or None,
+    }
+
+
+def _write_summary(
+    report: RunReport,
+    settings: Settings,
+    graph: TaskGraph,
+    *,
+    targets: Sequence[str],
+    started_at: float,
+) -> Path | None:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started_at))
+    path = settings.cache_dir / "runs" / f"{stamp}-{secrets.token_hex(3)}.json"
+    counts: collections.Counter[str] = collections.Counter(
+        outcome.state for outcome in report.outcomes
+    )
+    keys = {outcome.name: outcome.key for outcome in report.outcomes}
+    data = {
+        "cachehook_version": __version__,
+        "root": str(settings.root),
+        "targets": list(targets),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
+        "duration_ms": report.duration_ms,
+        "exit_code": report.exit_code,
+        "interrupted": report.is_interrupted,
+        "summary": summary_line(report),
+        "counts": {state: counts[state] for state in sorted(counts)},
+        "saved_ms": sum(
+            o.result.saved_ms for o in report.outcomes if o.result and o.state == "cached"
+        ),
+        "tasks": [
+            _task_summary(outcome, graph.tasks[outcome.name].depends_on, keys)
+            for outcome in report.outcomes
+        ],
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as exc:
+        click.echo(f"cachehook: warning: cannot write the run summary {path}: {exc}", err=True)
+        return None
+    return path
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+def _planned_json(item: PlannedTask) -> dict[str, Any]:
+    manifest = item.prepared.manifest
+    return {
+        "name": item.task.name,
+        "key": item.prepared.key,
+        "cached": item.is_cached,
+        "command": list(manifest.command),
+        "cwd": manifest.cwd,
+        "dependencies": dict(item.dependency_keys),
+        "inputs": [{"path": f.path, "digest": f.digest} for f in manifest.inputs],
+        "outputs": list(manifest.outputs),
+        "env": [name for name, _ in manifest.env],
+    }
+
+
+def _print_dry_run(planned: list[PlannedTask], settings: Settings, *, as_json: bool) -> None:
+    if as_json:
+        print_json({"root": str(settings.root), "tasks": [_planned_json(p) for p in planned]})
+        return
+    for item in planned:
+        manifest = item.prepared.manifest
+        state = "cached (local)" if item.is_cached else "would run"
+        click.echo(f"{item.task.name}  {state}  key {item.prepared.key}")
+        click.echo(f"  command  {' '.join(manifest.command)}")
+        if manifest.cwd != ".":
+            click.echo(f"  cwd      {manifest.cwd}")
+        for name, key in item.dependency_keys.items():
+            click.echo(f"  depends  {name} ({short_key(key)})")
+        for name, _ in manifest.env:
+            click.echo(f"  env      {name}")
+        for entry in manifest.inputs:
+            click.echo(f"  input    {entry.digest}  {entry.path}")
+        for pattern in manifest.outputs:
+            click.echo(f"  output   {pattern}")

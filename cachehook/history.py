@@ -1,0 +1,166 @@
+"""The run history: one compact JSON line per task run, for ``stats`` and ``explain``.
+
+The file is ``<cache dir>/history.jsonl``. Each run appends one line with a single ``write``
+on an ``O_APPEND`` descriptor, so concurrent runs never interleave within a line, and it costs
+one ``open``/``write``/``close`` on the hit path. A line cut short (a crash, a full disk) is
+skipped when read; the record appended after it is still found.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from cachehook.runner import RunResult
+
+__all__ = ["HISTORY_FILE", "HistoryEntry", "append_result", "history_path", "read_history"]
+
+HISTORY_FILE = "history.jsonl"
+_START = b'{"at":'  # every record starts so: a torn line glued to the next one is recoverable
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+
+logger = logging.getLogger("cachehook")
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One task run as the history keeps it.
+
+    Attributes:
+        at: when it ended (epoch seconds).
+        key: the task key.
+        status: ``HIT`` or ``MISS``.
+        source: ``LOCAL`` or ``REMOTE`` for a hit.
+        exit_code: the command's exit code (0 for a hit).
+        duration_ms: how long the run took.
+        saved_ms: the time a hit saved.
+        task: the task's name, for a named task.
+        local_hit: whether the local cache had it (None: not asked).
+        remote_hit: whether the remote cache had it (None: not asked).
+    """
+
+    at: float
+    key: str
+    status: str
+    source: str | None
+    exit_code: int
+    duration_ms: int
+    saved_ms: int
+    task: str | None = None
+    local_hit: bool | None = None
+    remote_hit: bool | None = None
+
+    def to_line(self) -> bytes:
+        record = {
+            "at": round(self.at, 3),
+            "task": self.task,
+            "key": self.key,
+            "status": self.status,
+            "source": self.source,
+            "local": self.local_hit,
+            "remote": self.remote_hit,
+            "code": self.exit_code,
+            "ms": self.duration_ms,
+            "saved": self.saved_ms,
+        }
+        return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: Any) -> HistoryEntry | None:
+        """The entry a parsed line holds, or None if it is not one."""
+        try:
+            entry = cls(
+                at=float(data["at"]),
+                key=str(data["key"]),
+                status=str(data["status"]),
+                source=data.get("source"),
+                exit_code=int(data["code"]),
+                duration_ms=int(data["ms"]),
+                saved_ms=int(data["saved"]),
+                task=data.get("task"),
+                local_hit=data.get("local"),
+                remote_hit=data.get("remote"),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        return entry
+
+
+def history_path(cache_dir: Path) -> Path:
+    """Where the history of the cache at ``cache_dir`` lives."""
+    return cache_dir / HISTORY_FILE
+
+
+def append_result(cache_dir: Path, result: RunResult, *, task: str | None) -> None:
+    """Append one run to the history; never raises (the history must not fail a task).
+
+    A run with the cache disabled (``BYPASS``) is not recorded.
+    """
+    if result.status not in ("HIT", "MISS"):
+        return
+    entry = HistoryEntry(
+        at=time.time(),
+        key=result.key,
+        status=result.status,
+        source=result.source,
+        exit_code=result.exit_code,
+        duration_ms=result.duration_ms,
+        saved_ms=result.saved_ms,
+        task=task,
+        local_hit=result.local_hit,
+        remote_hit=result.remote_hit,
+    )
+    path = history_path(cache_dir)
+    try:
+        try:
+            fd = os.open(path, _FLAGS, 0o600)
+        except FileNotFoundError:
+            cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, _FLAGS, 0o600)
+        try:
+            os.write(fd, entry.to_line())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        logger.debug("cannot append to the run history %s: %s", path, exc)
+
+
+def _parse(line: bytes) -> HistoryEntry | None:
+    try:
+        return HistoryEntry.from_json(json.loads(line))
+    except ValueError:
+        # A torn record followed by a whole one on the same line: keep the whole one.
+        start = line.rfind(_START)
+        if start <= 0:
+            return None
+        return _parse(line[start:])
+
+
+def read_history(cache_dir: Path, *, since: float | None = None) -> Iterator[HistoryEntry]:
+    """Every readable entry, oldest first; malformed or torn lines are skipped.
+
+    Args:
+        cache_dir: the cache directory.
+        since: only entries that ended at or after this time (epoch seconds).
+    """
+    try:
+        data = history_path(cache_dir).read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        logger.debug("cannot read the run history: %s", exc)
+        return
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        entry = _parse(line)
+        if entry is not None and (since is None or entry.at >= since):
+            yield entry

@@ -1,0 +1,85 @@
+"""``cachehook explain``: checked against real runs of the example project."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.cli.test_run import EXAMPLE, cachehook
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    project = tmp_path / "example"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("build", "models.py"))
+    return project
+
+
+def test_no_stored_run_yet(example: Path) -> None:
+    result = cachehook("explain", "docs", cwd=example)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("docs would run (key ")
+    assert "no stored run of it to compare with" in result.stdout
+    data = json.loads(cachehook("explain", "docs", "--json", cwd=example).stdout)
+    assert (data["verdict"], data["compared_with"], data["changes"]) == ("would-run", None, [])
+
+
+def test_lists_changed_added_and_removed_inputs_and_env_names_never_values(example: Path) -> None:
+    assert cachehook("run", "docs", cwd=example).returncode == 0
+    (example / "docs" / "index.md").write_text("# Changed\n")
+    (example / "docs" / "extra.md").write_text("# New page\n")
+    (example / "src" / "app" / "util.py").unlink()
+    shutil.rmtree(example / "build")
+    secret = "hunter2-very-secret"
+    result = cachehook("explain", "docs", cwd=example, env={"DOCS_TOKEN": secret})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("docs would run (key ")
+    assert "Since its last stored run" in lines[0]
+    assert lines[1:] == [
+        "  input added: docs/extra.md",
+        "  input changed: docs/index.md",
+        "  input removed: src/app/util.py",
+        "  env changed: DOCS_TOKEN",
+    ]
+    assert secret not in result.stdout + result.stderr
+    assert not (example / "build").exists(), "explain runs nothing"
+
+
+def test_names_the_dependency_whose_key_changed(example: Path) -> None:
+    assert cachehook("run", "docs", cwd=example).returncode == 0
+    (example / "tools" / "gen_models.py").write_text(
+        (example / "tools" / "gen_models.py").read_text() + "\n# touched\n"
+    )
+    result = cachehook("explain", "docs", cwd=example)
+    assert "  dependency changed: gen (see `cachehook explain gen`)" in result.stdout
+    assert "  input changed: tools/gen_models.py" in cachehook("explain", "gen", cwd=example).stdout
+
+
+def test_after_a_rerun_explains_why_that_run_missed(example: Path) -> None:
+    assert cachehook("run", "docs", cwd=example).returncode == 0
+    toml = example / "pyproject.toml"
+    toml.write_text(
+        toml.read_text().replace('"--out", "build/docs"]', '"--out", "build/docs"]\nsalt = "2"')
+    )
+    assert cachehook("run", "docs", cwd=example).returncode == 0
+    result = cachehook("explain", "docs", "--json", cwd=example)
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "would-hit"
+    assert data["changes"] == ["salt changed"]
+    assert data["compared_with"]["key"] != data["key"]
+    text = cachehook("explain", "docs", cwd=example).stdout
+    assert "docs would hit: key " in text
+    assert "  salt changed" in text
+
+
+def test_unknown_task(example: Path) -> None:
+    result = cachehook("explain", "lnt", cwd=example)
+    assert result.returncode == 2
+    assert "unknown task 'lnt' (did you mean 'lint'?)" in result.stderr

@@ -1,0 +1,460 @@
+"""``cachehook run`` end to end: real task tables, real child processes, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tasks"
+PYTHON = sys.executable
+
+
+def cachehook(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a child process, with ``python`` on PATH being this interpreter."""
+    path = os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "")])
+    return subprocess.run(
+        [PYTHON, "-m", "cachehook", *args],
+        cwd=cwd,
+        env={**os.environ, "PATH": path, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def write_project(root: Path, tasks_toml: str, files: dict[str, str] | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(
+        "[project]\nname = 'p'\nversion = '0'\n\n" + textwrap.dedent(tasks_toml)
+    )
+    for name, text in (files or {}).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(textwrap.dedent(text))
+    return root
+
+
+def summary_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    match = re.search(r"run summary written to (.+\.json)$", result.stderr, re.MULTILINE)
+    assert match, result.stderr
+    data: dict[str, Any] = json.loads(Path(match.group(1)).read_text())
+    return data
+
+
+def states(summary: dict[str, Any]) -> dict[str, str]:
+    return {task["name"]: task["state"] for task in summary["tasks"]}
+
+
+def run_summarized(project: Path, *args: str, **kwargs: Any) -> dict[str, Any]:
+    result = cachehook("run", "--summarize", *args, cwd=project, **kwargs)
+    assert result.returncode == 0, result.stderr
+    return summary_of(result)
+
+
+# --------------------------------------------------------------------------- the example
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    project = tmp_path / "example"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("build", "models.py"))
+    return project
+
+
+def test_example_first_run_misses_second_hits_and_an_edit_reruns_its_dependents(
+    example: Path,
+) -> None:
+    first = run_summarized(example, "docs", "lint", "-j", "2")
+    assert states(first) == {"gen": "ran", "docs": "ran", "lint": "ran"}
+    assert [t["name"] for t in first["tasks"]].index("gen") < [
+        t["name"] for t in first["tasks"]
+    ].index("docs")
+    page = (example / "build" / "docs" / "index.html").read_text()
+    assert "<h2>User</h2><p>id, email, display_name</p>" in page
+
+    shutil.rmtree(example / "build")
+    second = run_summarized(example, "docs", "lint", "-j", "2")
+    assert states(second) == {"gen": "cached", "docs": "cached", "lint": "cached"}
+    assert (example / "build" / "docs" / "index.html").read_text() == page
+    assert second["summary"].startswith("3 tasks: 3 cached, 0 ran · saved ")
+
+    schema = example / "schema" / "user.json"
+    schema.write_text(schema.read_text().replace('"display_name": "str"', '"nick": "str"'))
+    third = run_summarized(example, "docs", "lint", "-j", "2")
+    assert states(third) == {"gen": "ran", "docs": "ran", "lint": "cached"}
+    assert "<p>id, email, nick</p>" in (example / "build" / "docs" / "index.html").read_text()
+
+    (example / "docs" / "index.md").write_text("# Changed\n")
+    fourth = run_summarized(example, "docs", "lint", "-j", "2")
+    assert states(fourth) == {"gen": "cached", "docs": "ran", "lint": "cached"}
+
+
+def test_summary_line_and_summary_file_describe_each_task(example: Path) -> None:
+    result = cachehook("run", "docs", "--summarize", cwd=example)
+    assert result.returncode == 0, result.stderr
+    assert "cachehook: 2 tasks: 0 cached, 2 ran · saved 0.00s" in result.stderr
+    again = cachehook("run", "docs", "--summarize", cwd=example)
+    assert re.search(r"2 tasks: 2 cached, 0 ran · saved 0\.[3-9]\ds", again.stderr)
+    summary = summary_of(again)
+    docs = next(task for task in summary["tasks"] if task["name"] == "docs")
+    gen = next(task for task in summary["tasks"] if task["name"] == "gen")
+    assert docs["cache"] == {
+        "status": "HIT",
+        "source": "LOCAL",
+        "local_hit": True,
+        "remote_hit": None,
+    }
+    assert docs["dependencies"] == {"gen": gen["key"]}
+    assert docs["saved_ms"] >= 300
+    assert docs["exit_code"] == 0
+    assert {"path": "docs/index.md", "digest": docs["inputs"][0]["digest"]} in docs["inputs"]
+    assert docs["env"] == []
+    assert docs["command"][:2] == ["python", "tools/build_docs.py"]
+    assert summary["exit_code"] == 0
+    assert summary["targets"] == ["docs"]
+
+
+def test_a_dependency_key_change_reruns_the_dependent(example: Path) -> None:
+    run_summarized(example, "docs")
+    toml = example / "pyproject.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            'command = "python tools/gen_models.py"',
+            ('command = "python tools/gen_models.py"\nsalt = "v2"'),
+        )
+    )
+    # gen writes the very same models.py; docs re-runs because gen's key is part of its own.
+    assert states(run_summarized(example, "docs")) == {"gen": "ran", "docs": "ran"}
+
+
+def test_hit_replays_each_task_log_with_its_prefix(example: Path) -> None:
+    assert cachehook("run", "docs", "lint", cwd=example).returncode == 0
+    result = cachehook("run", "docs", "lint", cwd=example)
+    lines = result.stdout.splitlines()
+    assert "gen  | gen: wrote src/app/models.py (2 models)" in lines
+    assert "lint | lint: 5 files, 0 problems" in lines
+
+
+def test_force_reruns_every_task(example: Path) -> None:
+    run_summarized(example, "docs")
+    assert states(run_summarized(example, "docs", "--force")) == {"gen": "ran", "docs": "ran"}
+
+
+# --------------------------------------------------------------------------- failures
+
+FAILING = """
+[tool.cachehook.tasks.bad]
+command = ["{py}", "-c", "import sys; print('bad ran'); sys.exit(3)"]
+
+[tool.cachehook.tasks.other]
+command = ["{py}", "-c", "open('other.txt', 'w').write('x')"]
+
+[tool.cachehook.tasks.after]
+command = ["{py}", "-c", "open('after.txt', 'w').write('x')"]
+depends-on = ["bad"]
+"""
+
+
+@pytest.fixture
+def failing(tmp_path: Path) -> Path:
+    return write_project(tmp_path / "failing", FAILING.replace("{py}", PYTHON))
+
+
+def test_no_new_task_starts_after_a_failure(failing: Path) -> None:
+    result = cachehook("run", "bad", "after", "other", "--summarize", cwd=failing)
+    assert result.returncode == 3, result.stderr
+    assert states(summary_of(result)) == {"bad": "failed", "after": "skipped", "other": "cancelled"}
+    assert not (failing / "other.txt").exists()
+    assert not (failing / "after.txt").exists()
+    assert "bad: failed with exit code 3" in result.stderr
+    assert "1 failed, 1 skipped, 1 not started" in result.stderr
+
+
+def test_continue_runs_everything_that_does_not_depend_on_the_failure(failing: Path) -> None:
+    result = cachehook("run", "bad", "after", "other", "--continue", "--summarize", cwd=failing)
+    assert result.returncode == 3
+    assert states(summary_of(result)) == {"bad": "failed", "after": "skipped", "other": "ran"}
+    assert (failing / "other.txt").exists()
+    assert not (failing / "after.txt").exists()
+    assert "after: skipped: it depends on 'bad', which failed" in result.stderr
+
+
+def test_exit_code_is_the_first_failing_tasks(tmp_path: Path) -> None:
+    project = write_project(
+        tmp_path / "p",
+        f"""
+        [tool.cachehook.tasks.slow]
+        command = ["{PYTHON}", "-c", "import sys, time; time.sleep(1.0); sys.exit(5)"]
+        [tool.cachehook.tasks.fast]
+        command = ["{PYTHON}", "-c", "import sys; sys.exit(4)"]
+        """,
+    )
+    result = cachehook("run", "slow", "fast", "-j", "2", cwd=project)
+    assert result.returncode == 4, result.stderr
+    assert "failed: fast (exit 4), slow (exit 5)" in result.stderr or (
+        "failed: slow (exit 5), fast (exit 4)" in result.stderr
+    )
+
+
+def test_a_command_that_cannot_start_is_an_error_of_that_task(tmp_path: Path) -> None:
+    project = write_project(
+        tmp_path / "p",
+        """
+        [tool.cachehook.tasks.ghost]
+        command = "no-such-program-cachehook --version"
+        """,
+    )
+    result = cachehook("run", "ghost", cwd=project)
+    assert result.returncode == 2
+    assert "ghost: cannot run 'no-such-program-cachehook'" in result.stderr
+    assert "1 errored" in result.stderr
+
+
+# --------------------------------------------------------------------------- parallel
+
+
+def test_parallel_output_is_prefixed_and_never_split_mid_line(tmp_path: Path) -> None:
+    script = """
+        import sys, time
+        name = sys.argv[1]
+        for i in range(200):
+            sys.stdout.write(f"{name}-{i}-" + "x" * 50)
+            sys.stdout.flush()
+            if i % 20 == 0:
+                time.sleep(0.01)
+            sys.stdout.write("-end\\n")
+            sys.stdout.flush()
+        """
+    project = write_project(
+        tmp_path / "p",
+        f"""
+        [tool.cachehook.tasks.one]
+        command = ["{PYTHON}", "talk.py", "one"]
+        inputs = ["talk.py"]
+        [tool.cachehook.tasks.second]
+        command = ["{PYTHON}", "talk.py", "two"]
+        inputs = ["talk.py"]
+        """,
+        {"talk.py": script},
+    )
+    result = cachehook("run", "one", "second", "-j", "2", cwd=project)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 400
+    pattern = re.compile(r"(one    \| one|second \| two)-\d+-x{50}-end")
+    assert all(pattern.fullmatch(line) for line in lines), [
+        line for line in lines if not pattern.fullmatch(line)
+    ][:3]
+
+
+def test_independent_tasks_run_in_parallel(tmp_path: Path) -> None:
+    sleep = f'["{PYTHON}", "-c", "import time; time.sleep(1.5)"]'
+    project = write_project(
+        tmp_path / "p",
+        "".join(
+            f"[tool.cachehook.tasks.s{i}]\ncommand = {sleep}\nsalt = '{i}'\n" for i in range(4)
+        ),
+    )
+    started = time.monotonic()
+    result = cachehook("run", "s0", "s1", "s2", "s3", "-j", "4", cwd=project)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 4.5, f"4 x 1.5 s with -j 4 took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("jobs", "target"), [("1", "group"), ("2", "group"), ("1", "cachehook alone")]
+)
+def test_interrupt_stops_the_run_and_caches_nothing(tmp_path: Path, jobs: str, target: str) -> None:
+    sleep = f'["{PYTHON}", "-c", "import time; time.sleep(30)"]'
+    project = write_project(
+        tmp_path / "p",
+        f"""
+        [tool.cachehook.tasks.a]
+        command = {sleep}
+        [tool.cachehook.tasks.b]
+        command = {sleep}
+        salt = "b"
+        [tool.cachehook.tasks.c]
+        command = ["{PYTHON}", "-c", "open('c.txt', 'w')"]
+        depends-on = ["a", "b"]
+        """,
+    )
+    path = os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "")])
+    child = subprocess.Popen(
+        [PYTHON, "-m", "cachehook", "run", "c", "-j", jobs],
+        cwd=project,
+        env={**os.environ, "PATH": path},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    time.sleep(2.0)
+    if target == "group":
+        os.killpg(child.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    else:
+        os.kill(child.pid, signal.SIGINT)  # forwarded to the running child (one job)
+    started = time.monotonic()
+    _, stderr = child.communicate(timeout=20)
+    assert time.monotonic() - started < 10
+    assert child.returncode == 130, stderr
+    assert not (project / "c.txt").exists()
+    dry = cachehook("run", "c", "--dry-run=json", cwd=project)
+    assert [task["cached"] for task in json.loads(dry.stdout)["tasks"]] == [False, False, False]
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+def test_dry_run_shows_keys_and_inputs_and_runs_nothing(example: Path) -> None:
+    result = cachehook("run", "--dry-run", "docs", cwd=example)
+    assert result.returncode == 0, result.stderr
+    assert not (example / "src" / "app" / "models.py").exists()
+    assert re.search(r"^gen  would run  key [0-9a-f]{32}$", result.stdout, re.MULTILINE)
+    assert "  input    " in result.stdout
+    assert "schema/user.json" in result.stdout
+    run_summarized(example, "docs")
+    data = json.loads(cachehook("run", "docs", "--dry-run=json", cwd=example).stdout)
+    gen, docs = data["tasks"]
+    assert (gen["name"], gen["cached"], docs["name"], docs["cached"]) == ("gen", True, "docs", True)
+    assert docs["dependencies"] == {"gen": gen["key"]}
+    assert docs["env"] == []
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (
+            "[tool.cachehook.tasks.gen]\ncommand = 'true'\n"
+            "[tool.cachehook.tasks.docs]\ncommand = 'true'\ndepends-on = ['gen2']\n",
+            "pyproject.toml: [tool.cachehook.tasks.docs] depends-on: unknown task 'gen2' "
+            "(did you mean 'gen'?)",
+        ),
+        (
+            "[tool.cachehook.tasks.a]\ncommand = 'true'\ndepends-on = ['b']\n"
+            "[tool.cachehook.tasks.b]\ncommand = 'true'\ndepends-on = ['c']\n"
+            "[tool.cachehook.tasks.c]\ncommand = 'true'\ndepends-on = ['a']\n",
+            "pyproject.toml: [tool.cachehook.tasks.a] depends-on: cycle a -> b -> c -> a",
+        ),
+        (
+            "[tool.cachehook.tasks.a]\ncommand = 'true'\ninputs = 'src/*.py'\n",
+            "pyproject.toml: [tool.cachehook.tasks.a] inputs: expected an array of strings, "
+            'got a string (write ["src/*.py"])',
+        ),
+        (
+            "[tool.cachehook.tasks.a]\ncommand = 3\n",
+            "pyproject.toml: [tool.cachehook.tasks.a] command: expected a string or an array "
+            "of strings, got an integer",
+        ),
+        (
+            "[tool.cachehook.tasks.a]\ncommand = 'true'\ndependsOn = ['b']\n",
+            "pyproject.toml: [tool.cachehook.tasks.a] dependsOn: unknown key "
+            "(did you mean 'depends-on'?)",
+        ),
+        (
+            "[tool.cachehook.tasks.a]\ncommand = 'true'\noutputs = ['../out/*']\n",
+            "pyproject.toml: [tool.cachehook.tasks.a] outputs: '../out/*': must not contain '..'",
+        ),
+        (
+            "[tool.cachehook]\ntasks = ['a']\n",
+            "pyproject.toml: [tool.cachehook] tasks: expected a table of tasks, got an array",
+        ),
+        ("[tool.cachehook.tasks.a]\ncommand = 'true\n", "malformed TOML"),
+    ],
+    ids=["missing-dependency", "cycle", "wrong-type", "command-type", "unknown-key", "bad-glob",
+         "tasks-type", "malformed-toml"],
+)  # fmt: skip
+def test_a_malformed_task_table_is_exit_2_naming_file_table_and_key(
+    tmp_path: Path, toml: str, expected: str
+) -> None:
+    project = write_project(tmp_path / "p", toml)
+    for args in (["run", "a"], ["tasks"]):
+        result = cachehook(*args, cwd=project)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr
+        assert result.stderr.startswith("Error: ")
+
+
+def test_an_unknown_task_suggests_close_names(example: Path) -> None:
+    result = cachehook("run", "dosc", cwd=example)
+    assert result.returncode == 2
+    assert "Error: unknown task 'dosc' (did you mean 'docs'?)" in result.stderr
+    assert "the tasks in pyproject.toml are: docs, gen, lint" in result.stderr
+    assert not (example / "src" / "app" / "models.py").exists()
+
+
+def test_no_task_named_lists_the_tasks(example: Path) -> None:
+    result = cachehook("run", cwd=example)
+    assert result.returncode == 2
+    assert "name the tasks to run; the tasks in pyproject.toml are: docs, gen, lint" in (
+        result.stderr
+    )
+
+
+def test_message_names_the_file_from_a_subdirectory(example: Path) -> None:
+    toml = example / "pyproject.toml"
+    toml.write_text(toml.read_text().replace('depends-on = ["gen"]', 'depends-on = ["gne"]'))
+    result = cachehook("run", "docs", cwd=example / "docs")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"Error: {toml}: [tool.cachehook.tasks.docs] depends-on: unknown task 'gne' "
+        "(did you mean 'gen'?)\n"
+    )
+
+
+def test_a_second_interrupt_stops_waiting_for_children_that_ignore_the_first(
+    tmp_path: Path,
+) -> None:
+    stubborn = (
+        f'["{PYTHON}", "-c", "import signal, time; '
+        'signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(30)"]'
+    )
+    project = write_project(
+        tmp_path / "p",
+        f"""
+        [tool.cachehook.tasks.a]
+        command = {stubborn}
+        [tool.cachehook.tasks.b]
+        command = {stubborn}
+        salt = "b"
+        """,
+    )
+    path = os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "")])
+    child = subprocess.Popen(
+        [PYTHON, "-m", "cachehook", "run", "a", "b", "-j", "2"],
+        cwd=project,
+        env={**os.environ, "PATH": path},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(2.0)
+        os.killpg(child.pid, signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=1.0)  # the first ^C waits for the running tasks
+        os.kill(child.pid, signal.SIGINT)
+        _, stderr = child.communicate(timeout=10)
+        assert child.returncode == 130, stderr
+        assert "interrupted" in stderr
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)

@@ -1,0 +1,86 @@
+"""``cachehook stats``: checked against real runs recorded in the history."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.test_run import EXAMPLE, cachehook
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    project = tmp_path / "example"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("build", "models.py"))
+    toml = project / "pyproject.toml"
+    toml.write_text(toml.read_text().replace("[tool.cachehook.tasks.gen]", (
+        '[tool.cachehook]\nmax-size = "5GiB"\n\n[tool.cachehook.tasks.gen]'
+    )))  # fmt: skip
+    return project
+
+
+def stats(project: Path) -> dict[str, Any]:
+    result = cachehook("stats", "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def test_empty_cache(example: Path) -> None:
+    data = stats(example)
+    assert data["periods"]["all"]["runs"] == 0
+    assert data["periods"]["all"]["hit_rate"] is None
+    assert data["cache"]["entries"] == 0
+    assert data["cache"]["size"] == 0
+    text = cachehook("stats", cwd=example).stdout
+    assert "hit rate" in text
+    assert "cache: 0 B of 5.0 GiB" in text
+
+
+def test_counts_hits_misses_time_saved_and_cache_size(example: Path, cache_dir: Path) -> None:
+    assert cachehook("run", "docs", "lint", cwd=example).returncode == 0  # 3 misses
+    assert cachehook("run", "docs", "lint", cwd=example).returncode == 0  # 3 local hits
+    (example / "docs" / "index.md").write_text("# Changed\n")
+    assert cachehook("run", "docs", cwd=example).returncode == 0  # gen hits, docs misses
+    data = stats(example)
+    for period in ("today", "7d", "all"):
+        counts = data["periods"][period]
+        assert counts["runs"] == 8
+        assert (counts["local_hits"], counts["local_misses"]) == (4, 4)
+        assert (counts["remote_hits"], counts["remote_misses"]) == (0, 0)
+        assert (counts["hits"], counts["misses"]) == (4, 4)
+        assert counts["hit_rate"] == 0.5
+        assert counts["saved_ms"] >= 3 * 300  # gen twice and docs once sleep 0.3 s
+    cache = data["cache"]
+    assert cache["entries"] == 4
+    assert cache["max_size"] == 5 * 1024**3
+    assert cache["size"] > 0
+    assert Path(data["history"]) == cache_dir / "history.jsonl"
+    text = cachehook("stats", cwd=example).stdout
+    assert "hit rate" in text
+    assert "50%" in text
+    assert "4 entries" in text
+
+
+def test_old_entries_count_only_all_time_and_a_torn_line_is_skipped(
+    example: Path, cache_dir: Path
+) -> None:
+    assert cachehook("run", "lint", cwd=example).returncode == 0
+    history = cache_dir / "history.jsonl"
+    old = json.loads(history.read_text().splitlines()[0])
+    old.update(at=old["at"] - 30 * 86400, status="HIT", source="LOCAL", saved=60_000)
+    with history.open("a") as file:
+        file.write(json.dumps(old) + "\n")
+        file.write('{"at": 1, "task": "li')  # a run killed mid-write
+    os.utime(history)
+    assert cachehook("run", "lint", cwd=example).returncode == 0  # appended after the torn line
+    data = stats(example)
+    assert data["periods"]["all"]["runs"] == 3
+    assert data["periods"]["all"]["saved_ms"] >= 60_000
+    assert data["periods"]["7d"]["runs"] == 2
+    assert data["periods"]["today"]["hits"] == 1
