@@ -84,3 +84,25 @@ def test_old_entries_count_only_all_time_and_a_torn_line_is_skipped(
     assert data["periods"]["all"]["saved_ms"] >= 60_000
     assert data["periods"]["7d"]["runs"] == 2
     assert data["periods"]["today"]["hits"] == 1
+
+
+@pytest.mark.integration
+def test_remote_hits_and_misses_against_a_real_server(
+    example: Path, cache_dir: Path, tmp_path: Path, remote_env: dict[str, str]
+) -> None:
+    first = cachehook("run", "docs", "lint", cwd=example, env=remote_env)
+    assert first.returncode == 0, first.stderr
+    mine = stats(example)["periods"]["all"]
+    assert (mine["local_misses"], mine["remote_misses"], mine["misses"]) == (3, 3, 3)
+    # A second machine: an empty local cache, the same remote.
+    other = {**remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "other-cache")}
+    shutil.rmtree(example / "build")
+    second = cachehook("run", "docs", "lint", "--summarize", cwd=example, env=other)
+    assert second.returncode == 0, second.stderr
+    assert "docs: remote hit " in second.stderr
+    result = cachehook("stats", "--json", cwd=example, env=other)
+    theirs = json.loads(result.stdout)["periods"]["all"]
+    assert (theirs["remote_hits"], theirs["local_misses"], theirs["misses"]) == (3, 3, 0)
+    assert theirs["hit_rate"] == 1.0
+    assert theirs["saved_ms"] >= 600
+    assert (example / "build" / "docs" / "index.html").exists()
