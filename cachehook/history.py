@@ -9,7 +9,6 @@ skipped when read; the record appended after it is still found.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from dataclasses import dataclass
@@ -27,7 +26,11 @@ HISTORY_FILE = "history.jsonl"
 _START = b'{"at":'  # every record starts so: a torn line glued to the next one is recoverable
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
-logger = logging.getLogger("cachehook")
+
+def _debug(message: str, *args: object) -> None:
+    import logging  # not on the hit path
+
+    logging.getLogger("cachehook").debug(message, *args)
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def append_result(cache_dir: Path, result: RunResult, *, task: str | None) -> No
         finally:
             os.close(fd)
     except OSError as exc:
-        logger.debug("cannot append to the run history %s: %s", path, exc)
+        _debug("cannot append to the run history %s: %s", path, exc)
 
 
 def _parse(line: bytes) -> HistoryEntry | None:
@@ -156,7 +159,7 @@ def read_history(cache_dir: Path, *, since: float | None = None) -> Iterator[His
     except FileNotFoundError:
         return
     except OSError as exc:
-        logger.debug("cannot read the run history: %s", exc)
+        _debug("cannot read the run history: %s", exc)
         return
     for line in data.splitlines():
         if not line.strip():

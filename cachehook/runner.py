@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -124,11 +125,19 @@ class Runner:
         self._stat_cache = StatCache.load(settings.cache_dir / "stat" / f"{stat_name}.json")
         self._remote: RemoteSession | None = None
         self._events: EventSender | None = None
+        # Tasks of one graph run on several threads (issue 4): open each resource once.
+        self._opening = threading.Lock()
 
     # -- resources, opened on first use -------------------------------------------------
 
     @property
     def store(self) -> LocalStore | None:
+        if self._store is None and not self._store_failed:
+            with self._opening:
+                return self._open_store()
+        return self._store
+
+    def _open_store(self) -> LocalStore | None:
         if self._store is None and not self._store_failed:
             try:
                 self._store = LocalStore(
@@ -147,10 +156,11 @@ class Runner:
         modes = self.settings.modes
         if remote is None or not (modes.remote_read or modes.remote_write):
             return None
-        if self._remote is None:
-            from cachehook.remote import RemoteSession
+        with self._opening:
+            if self._remote is None:
+                from cachehook.remote import RemoteSession
 
-            self._remote = RemoteSession(remote, modes=modes, on_warning=self._notice)
+                self._remote = RemoteSession(remote, modes=modes, on_warning=self._notice)
         return self._remote
 
     def _record_event(
@@ -161,8 +171,9 @@ class Runner:
             return
         from cachehook.events import Event, EventSender, session_id
 
-        if self._events is None:
-            self._events = EventSender(remote, spool_dir=self.settings.cache_dir / "events")
+        with self._opening:
+            if self._events is None:
+                self._events = EventSender(remote, spool_dir=self.settings.cache_dir / "events")
         record = Event(session_id=session_id(), source=source, event=event, hash=key, duration=ms)
         self._events.record(record)
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import threading
 from pathlib import Path
-
-import pytest
 
 from cachehook.history import HistoryEntry, append_result, history_path, read_history
 from cachehook.runner import RunResult
@@ -103,9 +100,7 @@ def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
     assert all(json.loads(line)["key"].startswith(("p", "t")) for line in lines)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
-def test_a_read_only_history_does_not_fail_the_append(tmp_path: Path) -> None:
+def test_an_unwritable_history_does_not_fail_the_append(tmp_path: Path) -> None:
+    history_path(tmp_path).mkdir()  # even root cannot open a directory for writing
     append_result(tmp_path, hit(), task="a")
-    history_path(tmp_path).chmod(0o400)
-    append_result(tmp_path, hit(), task="b")
-    assert [entry.task for entry in read_history(tmp_path)] == ["a"]
+    assert list(read_history(tmp_path)) == []
