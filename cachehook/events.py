@@ -57,6 +57,7 @@ __all__ = [
     "flush_spool",
     "reset",
     "session_id",
+    "spool_events",
 ]
 
 logger = logging.getLogger("cachehook")
@@ -296,6 +297,26 @@ class EventSender:
             return
         if claimed is not None:
             self._spool.delete(claimed)
+
+
+def spool_events(settings: RemoteSettings, spool_dir: Path, events: Sequence[Event]) -> int:
+    """Keep valid ``events`` in the spool for a later (or detached) flush; returns how many.
+
+    The hit path of ``cachehook exec`` uses this instead of an ``EventSender``: a single task
+    should not pay httpx's import (~100 ms) to report itself (issue 3).
+    """
+    valid: list[Event] = []
+    for event in events:
+        try:
+            event.validate()
+        except ValueError as exc:
+            logger.warning("cache event dropped: %s", exc)
+            continue
+        valid.append(event)
+    spool = _Spool(spool_dir, settings)
+    for start in range(0, len(valid), BATCH_SIZE):
+        spool.write(valid[start : start + BATCH_SIZE])
+    return len(valid)
 
 
 def flush_spool(

@@ -33,8 +33,8 @@ from cachehook.logs import LogRecorder
 from cachehook.store import LocalStore
 
 if TYPE_CHECKING:
-    from cachehook.config import Settings
-    from cachehook.events import EventSender
+    from cachehook.config import RemoteSettings, Settings
+    from cachehook.events import Event, EventSender
     from cachehook.remote import RemoteSession
 
 __all__ = ["Execute", "Prepared", "RunResult", "Runner", "TaskSpec"]
@@ -114,10 +114,21 @@ class Runner:
     Args:
         settings: the resolved settings.
         on_notice: receives each warning as a plain sentence.
+        detach_events: hand events to a detached sender at ``close`` instead of a thread.
     """
 
-    def __init__(self, settings: Settings, *, on_notice: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_notice: Callable[[str], None],
+        detach_events: bool = False,
+    ) -> None:
         self.settings = settings
+        # One task per process (``cachehook exec``): spool events and let a detached
+        # ``cachehook events flush`` send them, so a hit never imports httpx (issue 3).
+        self._detach_events = detach_events
+        self._detached: list[Event] = []
         self._notice = on_notice
         self._store: LocalStore | None = None
         self._store_failed = False
@@ -171,6 +182,11 @@ class Runner:
             return
         from cachehook.events import Event, EventSender, session_id
 
+        if self._detach_events:
+            self._detached.append(
+                Event(session_id=session_id(), source=source, event=event, hash=key, duration=ms)
+            )
+            return
         with self._opening:
             if self._events is None:
                 self._events = EventSender(remote, spool_dir=self.settings.cache_dir / "events")
@@ -182,10 +198,33 @@ class Runner:
         self._stat_cache.save()
         if self._events is not None:
             self._events.close()
+        if self._detached and self.settings.remote is not None:
+            self._hand_off_events(self.settings.remote)
         if self._remote is not None:
             self._remote.close()
         if self._store is not None:
             self._store.close()
+
+    def _hand_off_events(self, remote: RemoteSettings) -> None:
+        import subprocess
+        import sys
+
+        from cachehook.events import default_spool_dir, spool_events
+
+        events, self._detached = self._detached, []
+        if not spool_events(remote, default_spool_dir(self.settings.cache_dir), events):
+            return
+        flush = ["events", "flush", "--cache-dir", str(self.settings.cache_dir)]
+        # Detached: it outlives us; what it cannot send waits in the spool for the next run.
+        with contextlib.suppress(OSError):
+            subprocess.Popen(
+                [sys.executable, "-m", "cachehook", *flush],
+                cwd=self.settings.root,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def __enter__(self) -> Runner:
         return self

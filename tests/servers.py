@@ -379,9 +379,17 @@ class FaultServer:
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock: socket.socket) -> None:
+        if self.kind == "blackhole":
+            if self._is_closed:  # accepted while closing: close() has already run
+                sock.close()
+            return  # held open until close(), never read
+        try:
+            self._answer(sock)
+        finally:
+            sock.close()
+
+    def _answer(self, sock: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            if self.kind == "blackhole":
-                return  # held open until close(), never read
             head = _read_request(sock, with_body=self.kind != "reset")
             if self.kind == "reset":
                 sock.setsockopt(
@@ -404,7 +412,6 @@ class FaultServer:
                 for start in range(0, len(body), step):
                     time.sleep(self.delay)
                     sock.sendall(body[start : start + step])
-            sock.close()
 
 
 def _read_request(sock: socket.socket, *, with_body: bool) -> bytes:

@@ -214,7 +214,7 @@ def run_exec(
     spec = TaskSpec(
         command=command, inputs=inputs, outputs=outputs, env=env, salt=salt, cwd=Path.cwd()
     )
-    with Runner(settings, on_notice=console.warn) as runner:
+    with Runner(settings, on_notice=console.warn, detach_events=True) as runner:
         prepared = runner.prepare(spec)
         for pattern in prepared.unmatched_inputs:
             console.warn(f"input glob {pattern!r} matched no file")

@@ -30,11 +30,16 @@ events = click.Group("events", help="Cache usage events (POST /v8/artifacts/even
 
 @events.command("flush")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def flush(as_json: bool) -> None:
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The cache directory whose spool to send (default: as for exec).",
+)
+def flush(as_json: bool, cache_dir: Path | None) -> None:
     """Send the cache events that earlier runs left in the spool."""
     from cachehook.events import default_spool_dir, flush_spool
 
-    settings = load_settings(cwd=Path.cwd(), environ=os.environ)
+    settings = load_settings(cwd=Path.cwd(), environ=os.environ, cache_dir=cache_dir)
     if settings.remote is None:
         msg = "no remote cache configured: set CACHEHOOK_API (or TURBO_API)"
         raise ConfigError(msg)

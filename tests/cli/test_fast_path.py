@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
@@ -73,3 +74,21 @@ def test_a_hit_does_not_import_click_or_httpx(tmp_path: Path) -> None:
         [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert second.stdout.split() == ["0", "False", "False", "False"], second.stderr
+
+
+def test_a_local_hit_with_a_remote_configured_does_not_import_httpx(tmp_path: Path) -> None:
+    """Its events go to the spool and a detached ``events flush`` sends them (issue 3)."""
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "in.txt").write_text("x")
+    probe = (
+        "import sys\n"
+        "from cachehook.cli import main\n"
+        "code = main(['exec', '-q', '-i', 'in.txt', '--', sys.executable, '-c', 'pass'])\n"
+        "print(code, 'httpx' in sys.modules)\n"
+    )
+    env = {**os.environ, "CACHEHOOK_API": "http://127.0.0.1:9", "CACHEHOOK_TOKEN": "t"}
+    env["CACHEHOOK_TEAM"] = "team"
+    run = [sys.executable, "-c", probe]
+    subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    hit = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert hit.stdout.split() == ["0", "False"], hit.stderr
