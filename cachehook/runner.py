@@ -483,7 +483,7 @@ class Runner:
             saved = info.duration_ms or int(meta.get("duration_ms", 0))
             if self.settings.modes.local_write and self.store is not None:
                 try:
-                    self.store.put(prepared.key, artifact, meta=meta, log=contents.log)
+                    self.store.put(prepared.key, artifact, meta=meta, log=contents.log, move=True)
                 except StoreError as exc:
                     self._notice(f"{exc}; the remote hit is not kept locally")
         return RunResult(
@@ -562,7 +562,8 @@ class Runner:
                 return False
             if store is not None:
                 try:
-                    store.put(prepared.key, artifact, meta=meta, log=log)
+                    # Renamed into the store unless the remote still needs to read it.
+                    store.put(prepared.key, artifact, meta=meta, log=log, move=remote is None)
                     if prepared.spec.name:
                         store.set_record(f"task/{prepared.spec.name}", prepared.key)
                     stored = True

@@ -11,6 +11,7 @@ once can interleave freely: whichever metadata lands last names complete blobs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sqlite3
@@ -76,7 +77,13 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
         """Rename a finished file into the cache instead of copying it (``cachehook serve``)."""
         filename, full_path = self.filename(key, value)
         os.makedirs(os.path.dirname(full_path), exist_ok=True)
-        os.rename(value.path, full_path)  # same file system: the uploads sit beside the cache
+        try:
+            os.rename(value.path, full_path)  # same file system: scratch files sit beside it
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            with value.path.open("rb") as handle:  # another file system after all: copy
+                self._write(full_path, iter(lambda: handle.read(_CHUNK), b""), "xb")
         return value.size, diskcache.core.MODE_BINARY, filename, None
 
     def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> Any:
@@ -211,8 +218,13 @@ class LocalStore:
             return False
         return True
 
-    def put(self, key: str, artifact: Path, *, meta: dict[str, Any], log: bytes) -> None:
+    def put(
+        self, key: str, artifact: Path, *, meta: dict[str, Any], log: bytes, move: bool = False
+    ) -> None:
         """Store an artifact file with its metadata and log.
+
+        With ``move``, ``artifact`` (on the store's file system) is renamed into the store
+        rather than copied, and is gone afterwards.
 
         Raises:
             StoreError: the write failed (disk full, lock timeout); nothing partial is kept.
@@ -225,8 +237,13 @@ class LocalStore:
                 "log_checksum": digest_bytes(log),
                 "stored_at": time.time(),
             }
-            with artifact.open("rb") as handle:
-                self._cache.set(f"a/{record['checksum']}", handle, read=True, retry=True)
+            blob = f"a/{record['checksum']}"
+            if move:
+                adopted = _AdoptedFile(artifact, record["size"])
+                self._cache.set(blob, adopted, read=True, retry=True)
+            else:
+                with artifact.open("rb") as handle:
+                    self._cache.set(blob, handle, read=True, retry=True)
             self._cache.set(f"l/{record['log_checksum']}", log, retry=True)
             self._cache.set(f"m/{key}", json.dumps(record, sort_keys=True), retry=True)
             self._enforce_cap()

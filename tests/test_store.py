@@ -145,3 +145,14 @@ def test_failed_write_keeps_nothing_partial(
     monkeypatch.setattr(type(store._cache.disk).__mro__[1], "_write", real_write)
     assert store.get_meta("k1") is None
     assert list((tmp_path / "store").rglob("*.val")) == []
+
+
+def test_put_can_move_the_artifact_in(store: LocalStore, tmp_path: Path) -> None:
+    scratch = store.directory.parent / "scratch.bin"
+    scratch.write_bytes(b"M" * 100_000)
+    store.put("k1", scratch, meta={}, log=b"", move=True)
+    assert not scratch.exists(), "renamed into the store, not copied"
+    meta = store.get_meta("k1")
+    assert meta is not None
+    assert store.copy_artifact("k1", meta, tmp_path / "out.bin")
+    assert (tmp_path / "out.bin").read_bytes() == b"M" * 100_000
