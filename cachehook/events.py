@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
     from types import TracebackType
 
@@ -55,6 +55,9 @@ __all__ = [
     "EventSender",
     "default_spool_dir",
     "flush_spool",
+    "flushing",
+    "is_flushing",
+    "pending_count",
     "reset",
     "session_id",
     "spool_events",
@@ -297,6 +300,39 @@ class EventSender:
             return
         if claimed is not None:
             self._spool.delete(claimed)
+
+
+_FLUSH_LOCK = ".flush.lock"
+
+
+@contextlib.contextmanager
+def flushing(spool_dir: Path) -> Iterator[None]:
+    """Hold the spool's flush lock (waiting for another flusher to finish first)."""
+    import fcntl
+
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    with open(spool_dir / _FLUSH_LOCK, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def is_flushing(spool_dir: Path) -> bool:
+    """Whether a flusher holds the spool's lock now (then it need not be started again)."""
+    import fcntl
+
+    try:
+        with open(spool_dir / _FLUSH_LOCK, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def pending_count(settings: RemoteSettings, spool_dir: Path) -> int:
+    """Events waiting in the spool for ``settings``'s remote, claimed or not."""
+    return _Spool(spool_dir, settings).count()
 
 
 def spool_events(settings: RemoteSettings, spool_dir: Path, events: Sequence[Event]) -> int:

@@ -209,11 +209,12 @@ class Runner:
         import subprocess
         import sys
 
-        from cachehook.events import default_spool_dir, spool_events
+        from cachehook.events import default_spool_dir, is_flushing, spool_events
 
         events, self._detached = self._detached, []
-        if not spool_events(remote, default_spool_dir(self.settings.cache_dir), events):
-            return
+        spool = default_spool_dir(self.settings.cache_dir)
+        if not spool_events(remote, spool, events) or is_flushing(spool):
+            return  # a running flusher, or the next run's, sends them
         flush = ["events", "flush", "--cache-dir", str(self.settings.cache_dir)]
         # Detached: it outlives us; what it cannot send waits in the spool for the next run.
         with contextlib.suppress(OSError):

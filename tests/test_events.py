@@ -507,3 +507,12 @@ def test_spooled_while_down_then_delivered_to_the_npm_server(
     posts = capture_proxy.find("POST", "/v8/artifacts/events")
     hashes = sorted(item["hash"] for post in posts for item in post.json())
     assert hashes == [f"{n:032x}" for n in range(12)]
+
+
+def test_one_flusher_at_a_time(tmp_path: Path) -> None:
+    from cachehook.events import flushing, is_flushing
+
+    assert not is_flushing(tmp_path)
+    with flushing(tmp_path):
+        assert is_flushing(tmp_path), "a run must not start a second flusher"
+    assert not is_flushing(tmp_path)

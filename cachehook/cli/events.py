@@ -37,7 +37,7 @@ events = click.Group("events", help="Cache usage events (POST /v8/artifacts/even
 )
 def flush(as_json: bool, cache_dir: Path | None) -> None:
     """Send the cache events that earlier runs left in the spool."""
-    from cachehook.events import default_spool_dir, flush_spool
+    from cachehook.events import default_spool_dir, flush_spool, flushing, pending_count
 
     settings = load_settings(cwd=Path.cwd(), environ=os.environ, cache_dir=cache_dir)
     if settings.remote is None:
@@ -45,7 +45,15 @@ def flush(as_json: bool, cache_dir: Path | None) -> None:
         raise ConfigError(msg)
     spool_dir = default_spool_dir(settings.cache_dir)
     problems: list[str] = []
-    sent, left = flush_spool(settings.remote, spool_dir, on_warning=problems.append)
+    sent = left = 0
+    for _ in range(5):
+        with flushing(spool_dir):  # one flusher at a time; runs check before starting one
+            count, _ = flush_spool(settings.remote, spool_dir, on_warning=problems.append)
+        sent += count
+        # A run that found us flushing left its events to us: look again after unlocking.
+        left = pending_count(settings.remote, spool_dir)
+        if problems or not left:
+            break
     exit_code = EXIT_LEFT if left else EXIT_SENT
     if as_json:
         data = {
