@@ -47,8 +47,9 @@ import re
 import struct
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import httpx
 
@@ -57,7 +58,7 @@ from cachehook.ci import detect_ci_vendor, is_interactive
 from cachehook.errors import RemoteAuthError, RemoteError, RemoteProtocolError, RemoteUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
     from types import TracebackType
 
@@ -69,6 +70,7 @@ __all__ = [
     "SIGNATURE_DOMAIN",
     "ArtifactInfo",
     "ArtifactSignatureError",
+    "Progress",
     "RemoteCache",
     "RemoteCachingDisabledError",
     "RemoteSession",
@@ -84,6 +86,9 @@ _CHUNK = 1 << 20
 _ACK_BYTES_PER_SECOND = 8 << 20
 _KEY_RE = re.compile(r"^[0-9a-fA-F]{1,256}$")
 _T = TypeVar("_T")
+
+# progress(what, done, total): "download" or "upload", bytes so far, bytes in all (or None).
+Progress: TypeAlias = Callable[[str, int, int | None], None]
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,7 @@ def artifact_tag(secret: bytes, key: str, team: str, path: Path) -> str:
     return base64.b64encode(mac.digest()).decode("ascii")
 
 
-def _read_chunks(file: IO[bytes], size: int) -> Iterator[bytes]:
+def _read_chunks(file: IO[bytes], size: int, progress: Progress | None = None) -> Iterator[bytes]:
     left = size
     while left > 0:
         chunk = file.read(min(_CHUNK, left))
@@ -136,6 +141,8 @@ def _read_chunks(file: IO[bytes], size: int) -> Iterator[bytes]:
             msg = f"{file.name} shrank while being read"
             raise OSError(msg)
         left -= len(chunk)
+        if progress is not None:
+            progress("upload", size - left, size)
         yield chunk
 
 
@@ -184,16 +191,24 @@ class RemoteCache:
         settings: where the server is and the credentials to use.
         transport: an httpx transport (tests pass ``httpx.MockTransport``).
 
+    ``progress``, when given, is called as ``progress(what, done, total)`` while an artifact
+    moves (``what`` is ``"download"`` or ``"upload"``; ``total`` is None when unknown).
+
     Every method raises ``RemoteUnavailable`` (connect, timeout, 5xx, broken connection),
     ``RemoteAuthError`` (401/403) or ``RemoteProtocolError`` (anything else unexpected).
     No message ever contains the token.
     """
 
     def __init__(
-        self, settings: RemoteSettings, *, transport: httpx.BaseTransport | None = None
+        self,
+        settings: RemoteSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self._settings = settings
         self._transport = transport
+        self._progress = progress
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self._has_answered = False
@@ -292,7 +307,7 @@ class RemoteCache:
                 "PUT",
                 path,
                 headers=headers,
-                content=_read_chunks(file, size),
+                content=_read_chunks(file, size, self._progress),
                 read=self._acknowledge_wait(size),
                 write=stall,
             ) as response:
@@ -465,6 +480,8 @@ class RemoteCache:
                     for chunk in response.iter_bytes():
                         file.write(chunk)
                         size += len(chunk)
+                        if self._progress is not None:
+                            self._progress("download", size, expected)
                 except httpx.HTTPError as exc:
                     raise self._translate(exc) from exc
             if expected is not None and size != expected:
@@ -612,8 +629,9 @@ class RemoteSession:
         modes: CacheModes,
         on_warning: Callable[[str], None],
         transport: httpx.BaseTransport | None = None,
+        progress: Progress | None = None,
     ) -> None:
-        self._cache = RemoteCache(settings, transport=transport)
+        self._cache = RemoteCache(settings, transport=transport, progress=progress)
         self._modes = modes
         self._on_warning = on_warning
         self._lock = threading.Lock()

@@ -35,7 +35,7 @@ from cachehook.store import LocalStore
 if TYPE_CHECKING:
     from cachehook.config import RemoteSettings, Settings
     from cachehook.events import Event, EventSender
-    from cachehook.remote import RemoteSession
+    from cachehook.remote import Progress, RemoteSession
 
 __all__ = ["Execute", "Prepared", "RunResult", "Runner", "TaskSpec"]
 
@@ -115,6 +115,7 @@ class Runner:
         settings: the resolved settings.
         on_notice: receives each warning as a plain sentence.
         detach_events: hand events to a detached sender at ``close`` instead of a thread.
+        on_progress: told ``(what, done, total)`` while an artifact moves to or from the remote.
     """
 
     def __init__(
@@ -123,8 +124,10 @@ class Runner:
         *,
         on_notice: Callable[[str], None],
         detach_events: bool = False,
+        on_progress: Progress | None = None,
     ) -> None:
         self.settings = settings
+        self._progress = on_progress
         # One task per process (``cachehook exec``): spool events and let a detached
         # ``cachehook events flush`` send them, so a hit never imports httpx (issue 3).
         self._detach_events = detach_events
@@ -171,7 +174,9 @@ class Runner:
             if self._remote is None:
                 from cachehook.remote import RemoteSession
 
-                self._remote = RemoteSession(remote, modes=modes, on_warning=self._notice)
+                self._remote = RemoteSession(
+                    remote, modes=modes, on_warning=self._notice, progress=self._progress
+                )
         return self._remote
 
     def _record_event(

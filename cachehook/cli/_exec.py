@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
-from cachehook.cli._output import Console, print_json
+from cachehook.cli._output import Console, ProgressLine, print_json
 from cachehook.config import OUTPUT_LOG_MODES, load_settings
 from cachehook.errors import ConfigError
 
@@ -214,7 +214,10 @@ def run_exec(
     spec = TaskSpec(
         command=command, inputs=inputs, outputs=outputs, env=env, salt=salt, cwd=Path.cwd()
     )
-    with Runner(settings, on_notice=console.warn, detach_events=True) as runner:
+    progress = None if console.quiet else ProgressLine()
+    with Runner(
+        settings, on_notice=console.warn, detach_events=True, on_progress=progress
+    ) as runner:
         prepared = runner.prepare(spec)
         for pattern in prepared.unmatched_inputs:
             console.warn(f"input glob {pattern!r} matched no file")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cachehook.runner import RunResult
 
-__all__ = ["Console", "format_duration", "print_json", "short_key"]
+__all__ = ["Console", "ProgressLine", "format_duration", "print_json", "short_key"]
 
 
 def short_key(key: str) -> str:
@@ -59,6 +60,39 @@ class Console:
         else:
             stored = "cached" if result.stored else "not cached"
             self.info(f"miss {key}, ran in {format_duration(result.task_ms)}, {stored}")
+
+
+class ProgressLine:
+    """A one-line transfer meter on a terminal, for artifacts of 8 MiB or more.
+
+    Called as ``progress(what, done, total)`` by the remote client; silent when stderr is
+    not a terminal, so logs and CI output stay clean.
+    """
+
+    MIN_BYTES = 8 << 20
+
+    def __init__(self, *, prefix: str = "cachehook", interval: float = 0.1) -> None:
+        self._is_enabled = sys.stderr.isatty()
+        self._prefix = prefix
+        self._interval = interval
+        self._last = 0.0
+
+    def __call__(self, what: str, done: int, total: int | None) -> None:
+        if not self._is_enabled or (total is not None and total < self.MIN_BYTES):
+            return
+        now = time.monotonic()
+        is_done = total is not None and done >= total
+        if not is_done and now - self._last < self._interval:
+            return
+        self._last = now
+        size = f"{done / 2**20:.1f}"
+        if total:
+            size += f" / {total / 2**20:.1f} MiB ({100 * done // total}%)"
+        else:
+            size += " MiB"
+        end = "\n" if is_done else ""
+        sys.stderr.write(f"\r{self._prefix}: {what}ing artifact {size}\x1b[K{end}")
+        sys.stderr.flush()
 
 
 def _has_colour() -> bool:

@@ -248,3 +248,62 @@ def test_a_failing_remote_never_fails_the_task(
     assert again.returncode == 0
     assert data2["status"] == "HIT"
     assert data2["source"] == "LOCAL"
+
+
+def _run_on_a_terminal(root: Path, env: dict[str, str]) -> str:
+    """Run ``exec`` with stderr on a real pseudo-terminal; return what the terminal showed."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cachehook", *ARGS[:-2], "--", sys.executable, "big.py"],
+            cwd=root,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+        )
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert process.wait(120) == 0, shown
+    finally:
+        os.close(master)
+    return shown.decode(errors="replace")
+
+
+def test_large_transfers_show_progress_on_a_terminal(
+    tmp_path: Path, remote_env: dict[str, str]
+) -> None:
+    big = "import os, pathlib\npathlib.Path('dist').mkdir(exist_ok=True)\n"
+    big += "pathlib.Path('dist/big.bin').write_bytes(os.urandom(24 << 20))\n"
+    machines = [make_clone(tmp_path, name) for name in ("a", "b")]
+    for machine in machines:
+        (machine / "big.py").write_text(big)
+    uploaded = _run_on_a_terminal(
+        machines[0], {**remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "ca")}
+    )
+    assert "uploading artifact" in uploaded
+    assert "MiB (100%)" in uploaded
+    downloaded = _run_on_a_terminal(
+        machines[1], {**remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "cb")}
+    )
+    assert "downloading artifact" in downloaded
+    assert "MiB (100%)" in downloaded
+    piped = subprocess.run(  # the same remote hit with stderr on a pipe: no meter in logs
+        [sys.executable, "-m", "cachehook", *ARGS[:-2], "--", sys.executable, "big.py"],
+        cwd=machines[1],
+        env={**os.environ, **remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "cc")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "remote hit" in piped.stderr
+    assert "ing artifact" not in piped.stderr
