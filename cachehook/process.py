@@ -8,6 +8,7 @@ SIGTERM sent to cachehook alone is forwarded, and the child is awaited before
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,10 +23,24 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import FrameType
 
-__all__ = ["run_command"]
+__all__ = ["run_command", "signal_children"]
 
 _CHUNK = 65536
 _FORWARD_DELAY = 0.2
+# Every child running now, so a signal caught on the main thread reaches children that
+# worker threads started (``cachehook run -j N``, issue 4).
+_children: set[subprocess.Popen[bytes]] = set()
+_children_lock = threading.Lock()
+
+
+def signal_children(signum: int) -> None:
+    """Send ``signum`` to every child this process is running now."""
+    with _children_lock:
+        children = list(_children)
+    for child in children:
+        if child.poll() is None:
+            with contextlib.suppress(OSError):
+                child.send_signal(signum)
 
 
 def _pump(fd: int, stream: int, recorder: LogRecorder, sink: BinaryIO | None) -> None:
@@ -60,6 +75,20 @@ def run_command(
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         msg = f"cannot run {argv[0]!r}: {exc.strerror or exc}"
         raise ConfigError(msg) from exc
+    with _children_lock:
+        _children.add(child)
+    try:
+        return _follow(child, recorder, live)
+    finally:
+        with _children_lock:
+            _children.discard(child)
+
+
+def _follow(
+    child: subprocess.Popen[bytes],
+    recorder: LogRecorder,
+    live: tuple[BinaryIO, BinaryIO] | None,
+) -> int:
     assert child.stdout is not None
     assert child.stderr is not None
     pumps = [

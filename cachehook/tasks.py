@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
 from cachehook.errors import CachehookError, ConfigError
 from cachehook.hashing import GlobSet
-from cachehook.process import run_command
+from cachehook.process import run_command, signal_children
 from cachehook.runner import TaskSpec
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ TASK_KEYS = ("command", "cwd", "depends-on", "description", "env", "inputs", "ou
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
+_FORWARD_DELAY = 0.2  # seconds, as in cachehook.process
 
 State = Literal["cached", "ran", "failed", "error", "skipped", "cancelled"]
 Live = tuple[BinaryIO, BinaryIO]
@@ -445,6 +446,7 @@ class _Scheduler:
         # Set on ^C: a worker past its cache lookup must not start a child the signal missed.
         self.is_interrupted = False
         self.is_aborted = False
+        self.previous_sigterm: Any = signal.SIG_DFL
         self.results: queue.SimpleQueue[tuple[str, TaskOutcome | BaseException] | None]
         self.results = queue.SimpleQueue()
         self.work: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -466,6 +468,7 @@ class _Scheduler:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+                signal.signal(signal.SIGTERM, self.previous_sigterm)
             for _ in self.workers:
                 self.work.put(None)
         reason = f"the run stopped after {self.first_failure!r}"
@@ -487,6 +490,7 @@ class _Scheduler:
         """
         if threading.current_thread() is not threading.main_thread():
             return None
+        self.previous_sigterm = signal.signal(signal.SIGTERM, self._on_interrupt)
         return signal.signal(signal.SIGINT, self._on_interrupt)
 
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
@@ -494,6 +498,12 @@ class _Scheduler:
             self.is_aborted = True
             raise KeyboardInterrupt
         self.is_stopped = self.is_interrupted = True
+        if signum == signal.SIGINT:
+            # A terminal's Ctrl-C reached the children through the process group already;
+            # forward it only to those still running a moment later (a SIGINT sent to us alone).
+            threading.Timer(_FORWARD_DELAY, signal_children, args=(signum,)).start()
+        else:
+            signal_children(signum)  # SIGTERM (a CI job cancelled): children must stop too
         self.results.put(None)  # wakes the loop; SimpleQueue.put is safe in a signal handler
 
     def _loop(self, keep_going: bool) -> None:

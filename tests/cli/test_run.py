@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -277,7 +278,8 @@ def test_independent_tasks_run_in_parallel(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("jobs", "target"), [("1", "group"), ("2", "group"), ("1", "cachehook alone")]
+    ("jobs", "target"),
+    [("1", "group"), ("2", "group"), ("1", "cachehook alone"), ("2", "cachehook alone")],
 )
 def test_interrupt_stops_the_run_and_caches_nothing(tmp_path: Path, jobs: str, target: str) -> None:
     sleep = f'["{PYTHON}", "-c", "import time; time.sleep(30)"]'
@@ -308,7 +310,7 @@ def test_interrupt_stops_the_run_and_caches_nothing(tmp_path: Path, jobs: str, t
     if target == "group":
         os.killpg(child.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     else:
-        os.kill(child.pid, signal.SIGINT)  # forwarded to the running child (one job)
+        os.kill(child.pid, signal.SIGINT)  # forwarded to every running child
     started = time.monotonic()
     _, stderr = child.communicate(timeout=20)
     assert time.monotonic() - started < 10
@@ -458,3 +460,39 @@ def test_a_second_interrupt_stops_waiting_for_children_that_ignore_the_first(
         assert "interrupted" in stderr
     finally:
         os.killpg(child.pid, signal.SIGKILL)
+
+
+def test_sigterm_stops_every_running_child(tmp_path: Path) -> None:
+    """A cancelled CI job sends SIGTERM to cachehook alone: no child may outlive it."""
+    marker = (
+        f'["{PYTHON}", "-c", "import pathlib, signal, sys, time\\n'
+        "def stop(*_):\\n    pathlib.Path(sys.argv[1]).write_text('x'); sys.exit(1)\\n"
+        'signal.signal(signal.SIGTERM, stop); time.sleep(30)", "{}"]'
+    )
+    project = write_project(
+        tmp_path / "p",
+        f"""
+        [tool.cachehook.tasks.a]
+        command = {marker.replace("{}", "a.stopped")}
+        [tool.cachehook.tasks.b]
+        command = {marker.replace("{}", "b.stopped")}
+        """,
+    )
+    child = subprocess.Popen(
+        [PYTHON, "-m", "cachehook", "run", "a", "b", "-j", "2"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(2.0)
+        os.kill(child.pid, signal.SIGTERM)
+        out, stderr = child.communicate(timeout=15)
+        assert child.returncode != 0, stderr
+        assert (project / "a.stopped").exists(), out + stderr
+        assert (project / "b.stopped").exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
