@@ -657,6 +657,16 @@ class RemoteSession:
             return None
         return self._guard(lambda: self._cache.fetch(key, dest), None)
 
+    def exists(self, key: str) -> bool | None:
+        """Whether the remote has ``key`` (a HEAD); None when reading is off or it failed."""
+        if not self._modes.remote_read or self._is_off:
+            return None
+
+        def head() -> bool | None:
+            return self._cache.exists(key) is not None
+
+        return self._guard(head, None)
+
     def store(self, key: str, src: Path, *, duration_ms: int) -> bool:
         """Upload ``src`` as ``key``; False when writing is off or the upload failed."""
         if not self._modes.remote_write or self._is_off:

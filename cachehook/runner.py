@@ -291,6 +291,19 @@ class Runner:
             unmatched_inputs=unmatched,
         )
 
+    def peek(self, prepared: Prepared) -> tuple[bool, bool | None]:
+        """Whether the local and the remote cache hold ``prepared`` now, without restoring.
+
+        The remote answer is None when no remote is read (or it failed).
+        """
+        store = self.store if self.settings.modes.local_read else None
+        try:
+            local = store is not None and store.get_meta(prepared.key) is not None
+        except StoreError:
+            local = False
+        remote = self.remote if self.settings.modes.remote_read else None
+        return local, (remote.exists(prepared.key) if remote is not None else None)
+
     # -- one task ----------------------------------------------------------------------------
 
     def run(

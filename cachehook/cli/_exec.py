@@ -222,7 +222,8 @@ def run_exec(
         for pattern in prepared.unmatched_inputs:
             console.warn(f"input glob {pattern!r} matched no file")
         if dry_run:
-            _print_dry_run(prepared, settings, as_json=dry_run == "json")
+            local, remote = runner.peek(prepared)
+            _print_dry_run(prepared, settings, (local, remote), as_json=dry_run == "json")
             return 0
         result = runner.run(prepared, force=force, live=_live_streams(settings, as_json=as_json))
     _show(result, settings, console, as_json=as_json)
@@ -252,13 +253,25 @@ def _show(result: RunResult, settings: Settings, console: Console, *, as_json: b
         console.result(result)
 
 
-def _print_dry_run(prepared: Prepared, settings: Settings, *, as_json: bool) -> None:
+def _print_dry_run(
+    prepared: Prepared,
+    settings: Settings,
+    cached: tuple[bool, bool | None],
+    *,
+    as_json: bool,
+) -> None:
     manifest = prepared.manifest
+    local, remote = cached
     if as_json:
-        print_json({"key": prepared.key, "root": str(settings.root), **manifest.to_json()})
+        cache = {"local": local, "remote": remote, "status": "HIT" if local or remote else "MISS"}
+        print_json(
+            {"key": prepared.key, "root": str(settings.root), "cache": cache, **manifest.to_json()}
+        )
         return
+    where = "local" if local else "remote" if remote else None
     lines = [
         f"key      {prepared.key}",
+        f"cache    {f'hit ({where})' if where else 'miss: it would run'}",
         f"command  {' '.join(manifest.command)}",
         f"cwd      {manifest.cwd}",
         *(f"env      {name}" for name, _ in manifest.env),

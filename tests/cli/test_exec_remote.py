@@ -307,3 +307,35 @@ def test_large_transfers_show_progress_on_a_terminal(
     )
     assert "remote hit" in piped.stderr
     assert "ing artifact" not in piped.stderr
+
+
+def test_dry_run_says_which_cache_holds_the_task(
+    tmp_path: Path, remote_env: dict[str, str]
+) -> None:
+    machine_a, machine_b = make_clone(tmp_path, "a"), make_clone(tmp_path, "b")
+    _, before = run_exec(machine_a, tmp_path / "ca", remote_env, "--dry-run=json")
+    assert before["cache"] == {"local": False, "remote": False, "status": "MISS"}
+    assert run_exec(machine_a, tmp_path / "ca", remote_env)[0].returncode == 0
+    _, on_a = run_exec(machine_a, tmp_path / "ca", remote_env, "--dry-run=json")
+    assert on_a["cache"] == {"local": True, "remote": True, "status": "HIT"}
+    _, on_b = run_exec(machine_b, tmp_path / "cb", remote_env, "--dry-run=json")
+    assert on_b["cache"] == {"local": False, "remote": True, "status": "HIT"}
+    assert not (machine_b / "dist").exists(), "a dry run restores nothing"
+    text = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cachehook",
+            *ARGS[:-2],
+            "--dry-run",
+            "--",
+            sys.executable,
+            "build.py",
+        ],
+        cwd=machine_b,
+        env={**os.environ, **remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "cb")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "cache    hit (remote)" in text.stdout
