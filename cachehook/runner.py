@@ -298,7 +298,8 @@ class Runner:
         """
         store = self.store if self.settings.modes.local_read else None
         try:
-            local = store is not None and store.get_meta(prepared.key) is not None
+            meta = store.get_meta(prepared.key) if store is not None else None
+            local = meta is not None and store is not None and store.has_artifact(meta)
         except StoreError:
             local = False
         remote = self.remote if self.settings.modes.remote_read else None

@@ -302,6 +302,8 @@ class PlannedTask:
     prepared: Prepared
     is_cached: bool
     dependency_keys: Mapping[str, str]
+    # Whether the remote holds it: None when no remote is read (or it did not answer).
+    is_remote: bool | None = None
 
 
 def plan_tasks(graph: TaskGraph, names: Sequence[str], runner: Runner) -> list[PlannedTask]:
@@ -321,10 +323,8 @@ def plan_tasks(graph: TaskGraph, names: Sequence[str], runner: Runner) -> list[P
         dependency_keys = {dependency: keys[dependency] for dependency in task.depends_on}
         prepared = runner.prepare(task.spec(runner.settings.root, list(dependency_keys.values())))
         keys[name] = prepared.key
-        store = runner.store
-        meta = store.get_meta(prepared.key) if store is not None else None
-        is_cached = meta is not None and store is not None and store.has_artifact(meta)
-        planned.append(PlannedTask(task, prepared, is_cached, dependency_keys))
+        is_cached, is_remote = runner.peek(prepared)
+        planned.append(PlannedTask(task, prepared, is_cached, dependency_keys, is_remote))
     return planned
 
 

@@ -406,7 +406,8 @@ def _planned_json(item: PlannedTask) -> dict[str, Any]:
     return {
         "name": item.task.name,
         "key": item.prepared.key,
-        "cached": item.is_cached,
+        "cached": item.is_cached or bool(item.is_remote),
+        "cache": {"local": item.is_cached, "remote": item.is_remote},
         "command": list(manifest.command),
         "cwd": manifest.cwd,
         "dependencies": dict(item.dependency_keys),
@@ -422,7 +423,13 @@ def _print_dry_run(planned: list[PlannedTask], settings: Settings, *, as_json: b
         return
     for item in planned:
         manifest = item.prepared.manifest
-        state = "cached (local)" if item.is_cached else "would run"
+        state = (
+            "cached (local)"
+            if item.is_cached
+            else "cached (remote)"
+            if item.is_remote
+            else "would run"
+        )
         click.echo(f"{item.task.name}  {state}  key {item.prepared.key}")
         click.echo(f"  command  {' '.join(manifest.command)}")
         if manifest.cwd != ".":

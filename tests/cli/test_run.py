@@ -496,3 +496,28 @@ def test_sigterm_stops_every_running_child(tmp_path: Path) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
+
+
+@pytest.mark.integration
+def test_dry_run_asks_the_remote_too(tmp_path: Path, remote_env: dict[str, str]) -> None:
+    tasks = f"""
+        [tool.cachehook.tasks.make]
+        command = ["{PYTHON}", "-c", "open('out.txt', 'w').write('made')"]
+        inputs = ["in.txt"]
+        outputs = ["out.txt"]
+        """
+    machines = [write_project(tmp_path / name, tasks, {"in.txt": "same"}) for name in ("a", "b")]
+    env_a = {**remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "cache-a")}
+    env_b = {**remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "cache-b")}
+    before = json.loads(
+        cachehook("run", "make", "--dry-run=json", cwd=machines[1], env=env_b).stdout
+    )
+    assert before["tasks"][0]["cache"] == {"local": False, "remote": False}
+    assert cachehook("run", "make", cwd=machines[0], env=env_a).returncode == 0
+    after = cachehook("run", "make", "--dry-run=json", cwd=machines[1], env=env_b)
+    task = json.loads(after.stdout)["tasks"][0]
+    assert task["cache"] == {"local": False, "remote": True}
+    assert task["cached"] is True
+    assert not (machines[1] / "out.txt").exists(), "a dry run restores nothing"
+    text = cachehook("run", "make", "--dry-run", cwd=machines[1], env=env_b).stdout
+    assert "cached (remote)" in text
