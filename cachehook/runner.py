@@ -420,10 +420,17 @@ class Runner:
 
         return allowed
 
-    def _unpack(self, prepared: Prepared, artifact: Path, meta: dict[str, Any]) -> list[str] | None:
+    def _unpack(
+        self,
+        prepared: Prepared,
+        artifact: Path,
+        meta: dict[str, Any],
+        skip: set[str] | None = None,
+    ) -> list[str] | None:
         from cachehook import archive
 
-        skip = self._unchanged_outputs(meta)
+        if skip is None:
+            skip = self._unchanged_outputs(meta)
         try:
             contents = archive.unpack(
                 artifact, self.settings.root, allowed=self._allowed(prepared), skip=skip
@@ -452,11 +459,12 @@ class Runner:
                 return None
             outputs = {e["path"] for e in meta.get("outputs", ())}
             restored: list[str] = []
-            if outputs - self._unchanged_outputs(meta):
+            unchanged = self._unchanged_outputs(meta)
+            if outputs - unchanged:
                 with self._scratch_file() as artifact:
                     if not store.copy_artifact(prepared.key, meta, artifact):
                         return None
-                    unpacked = self._unpack(prepared, artifact, meta)
+                    unpacked = self._unpack(prepared, artifact, meta, unchanged)
                 if unpacked is None:
                     store.evict(prepared.key, reason="its contents were refused")
                     return None
