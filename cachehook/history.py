@@ -20,9 +20,19 @@ if TYPE_CHECKING:
 
     from cachehook.runner import RunResult
 
-__all__ = ["HISTORY_FILE", "HistoryEntry", "append_result", "history_path", "read_history"]
+__all__ = [
+    "HISTORY_FILE",
+    "MAX_HISTORY_BYTES",
+    "HistoryEntry",
+    "append_result",
+    "history_path",
+    "read_history",
+]
 
 HISTORY_FILE = "history.jsonl"
+# About 100,000 runs; past this the oldest half is dropped (``stats`` "all time" is then
+# "since the oldest kept run").
+MAX_HISTORY_BYTES = 16 * 1024**2
 _START = b'{"at":'  # every record starts so: a torn line glued to the next one is recoverable
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
@@ -130,10 +140,33 @@ def append_result(cache_dir: Path, result: RunResult, *, task: str | None) -> No
             fd = os.open(path, _FLAGS, 0o600)
         try:
             os.write(fd, entry.to_line())
+            size = os.fstat(fd).st_size
         finally:
             os.close(fd)
+        if size > MAX_HISTORY_BYTES:
+            _compact(path)
     except OSError as exc:
         _debug("cannot append to the run history %s: %s", path, exc)
+
+
+def _compact(path: Path) -> None:
+    """Keep the newest half of an overgrown history (the cache must not grow without bound).
+
+    A run appending while this rewrites the file may lose its one line: the history feeds
+    ``stats``, never a cache decision.
+    """
+    keep = MAX_HISTORY_BYTES // 2
+    with open(path, "rb") as file:
+        file.seek(max(0, os.fstat(file.fileno()).st_size - keep))
+        tail = file.read()
+    start = tail.find(b"\n") + 1  # drop the partial first line
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_bytes(tail[start:])
+        partial.chmod(0o600)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _parse(line: bytes) -> HistoryEntry | None:

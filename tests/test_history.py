@@ -6,9 +6,13 @@ import json
 import multiprocessing
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cachehook.history import HistoryEntry, append_result, history_path, read_history
 from cachehook.runner import RunResult
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def hit(key: str = "k" * 32, saved: int = 1500) -> RunResult:
@@ -104,3 +108,20 @@ def test_an_unwritable_history_does_not_fail_the_append(tmp_path: Path) -> None:
     history_path(tmp_path).mkdir()  # even root cannot open a directory for writing
     append_result(tmp_path, hit(), task="a")
     assert list(read_history(tmp_path)) == []
+
+
+def test_an_overgrown_history_keeps_its_newest_half(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cachehook import history
+
+    monkeypatch.setattr(history, "MAX_HISTORY_BYTES", 4096)
+    for index in range(200):
+        append_result(tmp_path, hit(), task=f"t{index}")
+    size = history_path(tmp_path).stat().st_size
+    assert size <= 4096 + 200, "the file stays near its cap"
+    tasks = [entry.task for entry in read_history(tmp_path)]
+    assert tasks[-1] == "t199", "the newest run is kept"
+    assert "t0" not in tasks, "the oldest runs are dropped"
+    assert all(task is not None for task in tasks), "no torn line survives"
+    assert history_path(tmp_path).stat().st_mode & 0o777 == 0o600
