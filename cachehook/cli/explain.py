@@ -45,6 +45,7 @@ class _Explanation:
     verdict: Verdict
     compared_with: _StoredRun | None
     changes: list[str] = field(default_factory=list)
+    source: str = "local"  # where a would-hit comes from: "local" or "remote"
 
     def to_json(self) -> dict[str, Any]:
         before = self.compared_with
@@ -52,6 +53,7 @@ class _Explanation:
             "task": self.task,
             "key": self.key,
             "verdict": self.verdict,
+            "source": self.source if self.verdict == "would-hit" else None,
             "compared_with": None
             if before is None
             else {"key": before.key, "stored_at": before.stored_at},
@@ -97,16 +99,18 @@ def _changes(before: Manifest, current: PlannedTask) -> list[str]:
 
 def _explain(current: PlannedTask, store: LocalStore | None, cache_dir: Path) -> _Explanation:
     name, key = current.task.name, current.prepared.key
-    verdict: Verdict = "would-hit" if current.is_cached else "would-run"
+    verdict: Verdict = "would-hit" if current.is_cached or current.is_remote else "would-run"
+    source = "local" if current.is_cached else "remote"
     if store is None:
-        return _Explanation(name, key, verdict, None)
+        return _Explanation(name, key, verdict, None, source=source)
     for earlier in _stored_keys(store, name, cache_dir):
         if earlier == key and current.is_cached:
             continue  # explain how this key came to be: compare with the run before it
         run = _stored_run(store, earlier)
         if run is not None:
-            return _Explanation(name, key, verdict, run, _changes(run.manifest, current))
-    return _Explanation(name, key, verdict, None)
+            changes = _changes(run.manifest, current)
+            return _Explanation(name, key, verdict, run, changes, source=source)
+    return _Explanation(name, key, verdict, None, source=source)
 
 
 def _age(stored_at: float | None) -> str:
@@ -122,7 +126,7 @@ def _age(stored_at: float | None) -> str:
 def _echo(explanation: _Explanation) -> None:
     name, key, before = explanation.task, short_key(explanation.key), explanation.compared_with
     if explanation.verdict == "would-hit":
-        click.echo(f"{name} would hit: key {key} is in the local cache.")
+        click.echo(f"{name} would hit: key {key} is in the {explanation.source} cache.")
         if before is None:
             click.echo("No earlier stored run to compare it with.")
             return

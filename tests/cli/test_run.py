@@ -521,3 +521,6 @@ def test_dry_run_asks_the_remote_too(tmp_path: Path, remote_env: dict[str, str])
     assert not (machines[1] / "out.txt").exists(), "a dry run restores nothing"
     text = cachehook("run", "make", "--dry-run", cwd=machines[1], env=env_b).stdout
     assert "cached (remote)" in text
+    explained = cachehook("explain", "make", cwd=machines[1], env=env_b).stdout
+    assert "make would hit" in explained
+    assert "in the remote cache" in explained
