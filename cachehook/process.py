@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import FrameType
 
-__all__ = ["run_command", "signal_children"]
+__all__ = ["forward_to_children", "run_command", "signal_children"]
 
 _CHUNK = 65536
 _FORWARD_DELAY = 0.2
@@ -31,6 +31,19 @@ _FORWARD_DELAY = 0.2
 # worker threads started (``cachehook run -j N``, issue 4).
 _children: set[subprocess.Popen[bytes]] = set()
 _children_lock = threading.Lock()
+
+
+def forward_to_children(signum: int) -> None:
+    """Pass a signal that reached cachehook on to every running child.
+
+    A terminal's Ctrl-C reaches the children through the process group already, so a SIGINT is
+    forwarded only to those still running a moment later (a SIGINT sent to cachehook alone);
+    any other signal (SIGTERM: a CI job cancelled) is forwarded at once.
+    """
+    if signum == signal.SIGINT:
+        threading.Timer(_FORWARD_DELAY, signal_children, args=(signum,)).start()
+    else:
+        signal_children(signum)
 
 
 def signal_children(signum: int) -> None:
@@ -119,18 +132,9 @@ def _wait(child: subprocess.Popen[bytes]) -> bool:
     """Wait for the child, forwarding SIGINT/SIGTERM; True if one arrived."""
     received: list[int] = []
 
-    def send(signum: int) -> None:
-        if child.poll() is None:
-            child.send_signal(signum)
-
     def forward(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
-        if signum == signal.SIGINT:
-            # A terminal's Ctrl-C already reached the child through the process group;
-            # forward only if it is still running a moment later (a SIGINT sent to us alone).
-            threading.Timer(_FORWARD_DELAY, send, args=(signum,)).start()
-        else:
-            send(signum)
+        forward_to_children(signum)  # the child is registered in _children while it runs
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = {}

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
 from cachehook.errors import CachehookError, ConfigError
 from cachehook.hashing import GlobSet
-from cachehook.process import run_command, signal_children
+from cachehook.process import forward_to_children, run_command
 from cachehook.runner import TaskSpec
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ TASK_KEYS = ("command", "cwd", "depends-on", "description", "env", "inputs", "ou
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
-_FORWARD_DELAY = 0.2  # seconds, as in cachehook.process
 
 State = Literal["cached", "ran", "failed", "error", "skipped", "cancelled"]
 Live = tuple[BinaryIO, BinaryIO]
@@ -498,12 +497,7 @@ class _Scheduler:
             self.is_aborted = True
             raise KeyboardInterrupt
         self.is_stopped = self.is_interrupted = True
-        if signum == signal.SIGINT:
-            # A terminal's Ctrl-C reached the children through the process group already;
-            # forward it only to those still running a moment later (a SIGINT sent to us alone).
-            threading.Timer(_FORWARD_DELAY, signal_children, args=(signum,)).start()
-        else:
-            signal_children(signum)  # SIGTERM (a CI job cancelled): children must stop too
+        forward_to_children(signum)
         self.results.put(None)  # wakes the loop; SimpleQueue.put is safe in a signal handler
 
     def _loop(self, keep_going: bool) -> None:
