@@ -7,6 +7,7 @@ reaches the caller through ``on_notice`` (warnings) and the result itself.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import threading
@@ -247,8 +248,16 @@ class Runner:
         self, inputs: GlobSet, outputs: GlobSet
     ) -> tuple[tuple[FileDigest, ...], tuple[str, ...]]:
         root = self.settings.root
-        found = expand_globs(root, inputs, exclude=outputs, skip_dirs=self._skip_dirs())
-        return hash_files(root, found.files, self._stat_cache), found.unmatched
+        # Tens of thousands of small objects and not one cycle among them: the collector
+        # would only re-scan them (~5 ms of a 10,000-input hit, issue 2).
+        was_collecting = gc.isenabled()
+        gc.disable()
+        try:
+            found = expand_globs(root, inputs, exclude=outputs, skip_dirs=self._skip_dirs())
+            return hash_files(root, found.files, self._stat_cache), found.unmatched
+        finally:
+            if was_collecting:
+                gc.enable()
 
     def prepare(self, spec: TaskSpec) -> Prepared:
         """Hash the task's inputs and compute its key.
