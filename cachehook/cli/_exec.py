@@ -216,7 +216,10 @@ def run_exec(
     )
     progress = None if console.quiet else ProgressLine()
     with Runner(
-        settings, on_notice=console.warn, detach_events=True, on_progress=progress
+        settings,
+        on_notice=console.warn,
+        detach_events=_may_detach_events(settings),
+        on_progress=progress,
     ) as runner:
         prepared = runner.prepare(spec)
         for pattern in prepared.unmatched_inputs:
@@ -228,6 +231,19 @@ def run_exec(
         result = runner.run(prepared, force=force, live=_live_streams(settings, as_json=as_json))
     _show(result, settings, console, as_json=as_json)
     return result.exit_code
+
+
+def _may_detach_events(settings: Settings) -> bool:
+    """Hand events to a detached sender, rather than wait up to the flush bound at exit?
+
+    On a developer's machine, yes: a hit should not pay for httpx. Not in CI: a job's runner
+    may be torn down right after this step, taking a detached sender and the spool with it.
+    """
+    if settings.remote is None:
+        return False
+    from cachehook.ci import is_ci
+
+    return not is_ci(os.environ)
 
 
 def _live_streams(settings: Settings, *, as_json: bool) -> tuple[BinaryIO, BinaryIO] | None:

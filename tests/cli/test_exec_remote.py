@@ -339,3 +339,16 @@ def test_dry_run_says_which_cache_holds_the_task(
         check=True,
     )
     assert "cache    hit (remote)" in text.stdout
+
+
+def test_in_ci_events_are_sent_before_exec_exits(
+    tmp_path: Path, capture_proxy: CaptureProxy, remote_env: dict[str, str]
+) -> None:
+    """A CI runner may be torn down right after the step: no detached sender there."""
+    machine = make_clone(tmp_path, "ci")
+    ci = {**remote_env, "CI": "true", "GITHUB_ACTIONS": "true"}
+    result, data = run_exec(machine, tmp_path / "cache", ci)
+    assert result.returncode == 0, result.stderr
+    delivered = [e for r in capture_proxy.find("POST", "/v8/artifacts/events") for e in r.json()]
+    assert [(e["source"], e["event"]) for e in delivered] == [("LOCAL", "MISS"), ("REMOTE", "MISS")]
+    assert all(e["hash"] == data["key"] for e in delivered)
