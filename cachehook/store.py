@@ -229,28 +229,7 @@ class LocalStore:
         Raises:
             StoreError: the write failed (disk full, lock timeout); nothing partial is kept.
         """
-        try:
-            record = {
-                **meta,
-                "checksum": digest_file(artifact),
-                "size": artifact.stat().st_size,
-                "log_checksum": digest_bytes(log),
-                "stored_at": time.time(),
-            }
-            blob = f"a/{record['checksum']}"
-            if move:
-                adopted = _AdoptedFile(artifact, record["size"])
-                self._cache.set(blob, adopted, read=True, retry=True)
-            else:
-                with artifact.open("rb") as handle:
-                    self._cache.set(blob, handle, read=True, retry=True)
-            self._cache.set(f"l/{record['log_checksum']}", log, retry=True)
-            self._cache.set(f"m/{key}", json.dumps(record, sort_keys=True), retry=True)
-            self._enforce_cap()
-        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
-            self._delete(f"m/{key}")
-            msg = f"cannot store artifact {key} in {self.directory}: {exc}"
-            raise StoreError(msg) from exc
+        self._put(key, artifact, meta=meta, log=log, move=move)
 
     def put_file(
         self, key: str, src: Path, *, meta: dict[str, Any], move: bool = False
@@ -267,6 +246,11 @@ class LocalStore:
         Raises:
             StoreError: the write failed; ``key`` then reads as a miss.
         """
+        return self._put(key, src, meta=meta, log=None, move=move)
+
+    def _put(
+        self, key: str, src: Path, *, meta: dict[str, Any], log: bytes | None, move: bool
+    ) -> dict[str, Any]:
         try:
             record = {
                 **meta,
@@ -274,18 +258,22 @@ class LocalStore:
                 "size": src.stat().st_size,
                 "stored_at": time.time(),
             }
+            if log is not None:
+                record["log_checksum"] = digest_bytes(log)
             blob = f"a/{record['checksum']}"
             if move:
-                adopted = _AdoptedFile(src, record["size"])
-                self._cache.set(blob, adopted, read=True, retry=True)
+                self._cache.set(blob, _AdoptedFile(src, record["size"]), read=True, retry=True)
             else:
                 with src.open("rb") as handle:
                     self._cache.set(blob, handle, read=True, retry=True)
+            if log is not None:
+                self._cache.set(f"l/{record['log_checksum']}", log, retry=True)
+            # Last, so a reader that finds the metadata finds complete blobs.
             self._cache.set(f"m/{key}", json.dumps(record, sort_keys=True), retry=True)
             self._enforce_cap()
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             self._delete(f"m/{key}")
-            msg = f"cannot store {key} in {self.directory}: {exc}"
+            msg = f"cannot store artifact {key} in {self.directory}: {exc}"
             raise StoreError(msg) from exc
         return record
 
