@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["cache", "format_size", "open_store"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+_BARE_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
 
 
 def format_size(size: float) -> str:
@@ -209,6 +211,17 @@ def _select(
     return doomed
 
 
+def _parse_age(text: str) -> float:
+    # A bare number once meant seconds: "--older-than 7" removed a week's cache (issue 9).
+    if _BARE_NUMBER.match(text):
+        msg = (
+            f"--older-than {text}: give a unit, e.g. {text.strip()}d (days); "
+            "units are w, d, h, m, s (2w, 7d, 12h, 30m, 45s)"
+        )
+        raise ConfigError(msg)
+    return parse_duration(text, name="--older-than")
+
+
 @cache.command("prune")
 @click.option("--max-size", metavar="SIZE", help="Remove least recently used until under SIZE.")
 @click.option("--older-than", metavar="AGE", help="Remove what was stored more than AGE ago.")
@@ -223,7 +236,7 @@ def prune(
         msg = "say what to prune: --max-size SIZE (e.g. 2GiB), --older-than AGE (e.g. 7d), or both"
         raise ConfigError(msg)
     limit = parse_size(max_size, name="--max-size") if max_size is not None else None
-    age = parse_duration(older_than, name="--older-than") if older_than is not None else None
+    age = _parse_age(older_than) if older_than is not None else None
     store = open_store(_settings(cache_dir), create=False)
     if store is None:
         click.echo("nothing to prune: the local cache is empty")

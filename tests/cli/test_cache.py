@@ -122,3 +122,22 @@ def test_clear_asks_unless_yes(example: Path) -> None:
     assert "removed 3 artifacts" in result.stdout
     assert listing(example) == []
     assert cachehook("cache", "clear", "--yes", cwd=example).returncode == 0
+
+
+def test_prune_refuses_an_age_without_a_unit(tmp_path: Path, cli: Any) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("")
+    (project / "in.txt").write_text("x")
+    ran = cli("exec", "-i", "in.txt", "--", "python3", "-c", "pass", cwd=project)
+    assert ran.returncode == 0, ran.stderr
+    for bare in ("7", "0", "1.5"):
+        refused = cli("cache", "prune", "--older-than", bare, "--yes", cwd=project)
+        assert refused.returncode == 2, refused
+        assert f"--older-than {bare}: give a unit, e.g. {bare}d" in refused.stderr
+        assert "2w, 7d, 12h, 30m, 45s" in refused.stderr
+    kept = cli("cache", "ls", "--json", cwd=project)
+    assert len(json.loads(kept.stdout)["artifacts"]) == 1
+    pruned = cli("cache", "prune", "--older-than", "0s", "--yes", cwd=project)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "removed 1 artifacts" in pruned.stdout
