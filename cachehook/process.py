@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import FrameType
 
-__all__ = ["forward_to_children", "run_command", "signal_children"]
+__all__ = ["forward_to_children", "reset", "run_command", "signal_children"]
 
 _CHUNK = 65536
 _FORWARD_DELAY = 0.2
@@ -31,6 +31,17 @@ _FORWARD_DELAY = 0.2
 # worker threads started (``cachehook run -j N``, issue 4).
 _children: set[subprocess.Popen[bytes]] = set()
 _children_lock = threading.Lock()
+# The stop signal that reached cachehook, if any. A child started after it (a worker that
+# had passed its check when ^C came) never got it from the terminal's process group, nor
+# from the forwarding, which had already looked at ``_children``: it gets it at start
+# (issue 9: under load such a task ran on and the run hung).
+_stop_signal: int | None = None
+
+
+def reset() -> None:
+    """Forget a stop signal that reached this process (tests, long-lived callers)."""
+    global _stop_signal
+    _stop_signal = None
 
 
 def forward_to_children(signum: int) -> None:
@@ -38,8 +49,11 @@ def forward_to_children(signum: int) -> None:
 
     A terminal's Ctrl-C reaches the children through the process group already, so a SIGINT is
     forwarded only to those still running a moment later (a SIGINT sent to cachehook alone);
-    any other signal (SIGTERM: a CI job cancelled) is forwarded at once.
+    any other signal (SIGTERM: a CI job cancelled) is forwarded at once. A child started
+    from now on is sent ``signum`` as soon as it exists.
     """
+    global _stop_signal
+    _stop_signal = signum  # before the forwarding looks at _children; see run_command
     if signum == signal.SIGINT:
         threading.Timer(_FORWARD_DELAY, signal_children, args=(signum,)).start()
     else:
@@ -90,6 +104,10 @@ def run_command(
         raise ConfigError(msg) from exc
     with _children_lock:
         _children.add(child)
+        stop = _stop_signal  # read after registering: either this or the forwarding sends it
+    if stop is not None:
+        with contextlib.suppress(OSError):
+            child.send_signal(stop)
     try:
         return _follow(child, recorder, live)
     finally:
@@ -146,4 +164,6 @@ def _wait(child: subprocess.Popen[bytes]) -> bool:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if received:
+            reset()  # this run is over; the caller sees KeyboardInterrupt
     return bool(received)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 from cachehook.errors import CachehookError, ConfigError
 from cachehook.hashing import GlobSet
 from cachehook.process import forward_to_children, run_command
+from cachehook.process import reset as reset_stop_signal
 from cachehook.runner import TaskSpec
 
 if TYPE_CHECKING:
@@ -468,6 +469,7 @@ class _Scheduler:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
                 signal.signal(signal.SIGTERM, self.previous_sigterm)
+                reset_stop_signal()  # every child of this run has been awaited
             for _ in self.workers:
                 self.work.put(None)
         reason = f"the run stopped after {self.first_failure!r}"

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from cachehook import process
+
 pytest_plugins = ["tests.servers"]
 
 _STRIPPED_PREFIXES = ("CACHEHOOK_", "TURBO_")
@@ -45,3 +47,9 @@ def _isolated_environment(
 @pytest.fixture
 def cache_dir() -> Path:
     return Path(os.environ["CACHEHOOK_CACHE_DIR"])
+
+
+@pytest.fixture(autouse=True)
+def _reset_registries() -> None:
+    """A stop signal one test sent must not reach the children of the next."""
+    process.reset()

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import io
+import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
 from cachehook.errors import ConfigError
 from cachehook.logs import STDERR, STDOUT, LogRecorder, decode
-from cachehook.process import run_command
+from cachehook.process import forward_to_children, run_command, signal_children
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -79,3 +81,26 @@ def test_large_output_does_not_deadlock(tmp_path: Path) -> None:
     for stream, chunk in decode(recorder.getvalue()):
         sizes[stream] += len(chunk)
     assert sizes == {STDOUT: 5_000_000, STDERR: 5_000_000}
+
+
+def test_a_child_started_after_a_stop_signal_still_gets_it(tmp_path: Path) -> None:
+    """The race of issue 9: a worker past its interrupt check starts its child just after
+    the signal was forwarded; that child must be stopped too, not run on."""
+    forward_to_children(signal.SIGTERM)  # nothing is running yet
+    codes: list[int] = []
+    worker = threading.Thread(
+        target=lambda: codes.append(
+            run_command(
+                [sys.executable, "-c", "import time; time.sleep(60)"],
+                cwd=tmp_path,
+                recorder=LogRecorder(),
+                live=None,
+            )
+        )
+    )
+    worker.start()
+    worker.join(timeout=45)
+    if worker.is_alive():  # the defect: the child sleeps on; stop it so the test ends
+        signal_children(signal.SIGKILL)
+        worker.join()
+    assert codes == [128 + signal.SIGTERM]
