@@ -358,10 +358,12 @@ class FaultServer:
         self.port = int(self._listener.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self._is_closed = False
+        self._closing = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
         self._is_closed = True
+        self._closing.set()
         with contextlib.suppress(OSError):
             self._listener.close()
         for sock in self._sockets:
@@ -410,7 +412,8 @@ class FaultServer:
                 sock.sendall(_response_head(200, len(body)))
                 step = -(-len(body) // self.chunks)
                 for start in range(0, len(body), step):
-                    time.sleep(self.delay)
+                    if self._closing.wait(self.delay):
+                        return
                     sock.sendall(body[start : start + step])
 
 
