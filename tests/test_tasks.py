@@ -114,13 +114,27 @@ class Reporter:
 
     def finished(self, outcome: TaskOutcome) -> None:
         self.outcomes.append(outcome)
+        if self.markers is not None:  # for commands that wait for the scheduler to see it
+            (self.markers / f"{outcome.name}.recorded").touch()
+
+    markers: Path | None = None
 
 
-def stamp_command(name: str, sleep: float = 0.0, code: int = 0) -> list[str]:
-    """A command that logs its start and end times to runs.jsonl."""
+def stamp_command(
+    name: str, sleep: float = 0.0, code: int = 0, *, wait_for: tuple[str, ...] = ()
+) -> list[str]:
+    """A command that logs its start and end times to runs.jsonl.
+
+    ``wait_for``: files (relative to the cwd) it waits for, generously, after it starts and
+    before it ends, so that an order of events holds however slow the machine is (issue 9).
+    """
     script = (
-        "import json, sys, time\n"
-        f"t0 = time.time(); time.sleep({sleep})\n"
+        "import json, pathlib, sys, time\n"
+        f"t0 = time.time(); pathlib.Path({name + '.started'!r}).touch(); time.sleep({sleep})\n"
+        f"deadline = time.monotonic() + 60\n"
+        f"while not all(pathlib.Path(f).exists() for f in {list(wait_for)!r}):\n"
+        "    time.sleep(0.02)\n"
+        "    if time.monotonic() > deadline: sys.exit(99)\n"
         "with open('runs.jsonl', 'a') as f:\n"
         f"    f.write(json.dumps({{'name': {name!r}, 'start': t0, 'end': time.time()}}) + '\\n')\n"
         f"sys.exit({code})\n"
@@ -145,8 +159,8 @@ def test_dependencies_finish_before_dependents_start_and_feed_their_keys(
 ) -> None:
     graph = graph_of(
         {
-            "a": {"command": stamp_command("a", 0.3)},
-            "b": {"command": stamp_command("b", 0.3)},
+            "a": {"command": stamp_command("a", wait_for=("b.started",))},
+            "b": {"command": stamp_command("b", wait_for=("a.started",))},
             "c": {"command": stamp_command("c"), "depends-on": ["a", "b"]},
         },
         tmp_path,
@@ -193,7 +207,7 @@ def test_never_more_than_jobs_at_once(tmp_path: Path, runner: Runner) -> None:
     assert report.exit_code == 0
     spans = runs(tmp_path)
     most = max(sum(1 for o in spans if o["start"] <= s["start"] < o["end"]) for s in spans)
-    assert most == 2
+    assert most <= 2  # that two do run at once: test_dependencies_finish_before_...
 
 
 @pytest.mark.parametrize("jobs", [1, 3])
@@ -204,13 +218,16 @@ def test_a_failure_stops_new_tasks_unless_keep_going(
         {
             "bad": {"command": stamp_command("bad", code=7)},
             "dep": {"command": stamp_command("dep"), "depends-on": ["bad"]},
-            "late": {"command": stamp_command("late", 0.2), "depends-on": ["slow"]},
-            "slow": {"command": stamp_command("slow", 0.5)},
+            "late": {"command": stamp_command("late"), "depends-on": ["slow"]},
+            # slow ends only once the scheduler has recorded bad's failure
+            "slow": {"command": stamp_command("slow", wait_for=("bad.recorded",))},
         },
         tmp_path,
     )
+    reporter = Reporter()
+    reporter.markers = tmp_path
     with runner:
-        stopped = run_tasks(graph, ["bad", "dep", "late"], runner, reporter=Reporter(), jobs=jobs)
+        stopped = run_tasks(graph, ["bad", "dep", "late"], runner, reporter=reporter, jobs=jobs)
         states = {o.name: o.state for o in stopped.outcomes}
         assert states["bad"] == "failed"
         assert states["dep"] == "skipped"
@@ -239,10 +256,14 @@ def test_keyboard_interrupt_from_a_child_stops_the_run(
     tmp_path: Path, runner: Runner, jobs: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = process.run_command
+    reporter = Reporter()
 
     def interrupted(argv: Any, **kwargs: Any) -> int:
         if "'b'" in argv[-1]:
-            time.sleep(0.2)
+            deadline = time.monotonic() + 60
+            while jobs == 2 and "a" not in reporter.started_names:  # a runs when ^C comes
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
             raise KeyboardInterrupt  # what process.run_command raises after ^C
         return real(argv, **kwargs)
 
@@ -257,7 +278,7 @@ def test_keyboard_interrupt_from_a_child_stops_the_run(
         tmp_path,
     )
     with runner:
-        report = run_tasks(graph, ["d", "c"], runner, reporter=Reporter(), jobs=jobs)
+        report = run_tasks(graph, ["d", "c"], runner, reporter=reporter, jobs=jobs)
     assert report.is_interrupted
     assert report.exit_code == 130
     states = {o.name: o.state for o in report.outcomes}
