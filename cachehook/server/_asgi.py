@@ -159,4 +159,6 @@ async def send_error(send: Send, error: ApiError, *, is_head: bool = False) -> N
     headers: Headers = []
     if error.status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="cachehook"'))
+    if error.allow:
+        headers.append((b"allow", ", ".join(error.allow).encode("ascii")))
     await send_json(send, error.status, error.to_json(), headers=headers, is_head=is_head)

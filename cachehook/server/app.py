@@ -5,8 +5,9 @@ Routes::
     GET  /v8/artifacts/status          {"status": "enabled"}                       any scope
     HEAD /v8/artifacts/{hash}          200 + headers, or 404                       read
     GET  /v8/artifacts/{hash}          the artifact, streamed                      read
-    PUT  /v8/artifacts/{hash}          store it (streamed to disk)                 write
+    PUT  /v8/artifacts/{hash}          store it (streamed to disk), 202            write
     POST /v8/artifacts                 {"hashes": [...]} -> {hash: {...} | null}   read
+    DELETE /v8/artifacts               remove all of the team's artifacts           admin
     POST /v8/artifacts/events          record cache events                         any scope
     OPTIONS /v8/...                    CORS preflight (turbo's ``--preflight``)
     GET  /                             the dashboard (HTML)
@@ -14,9 +15,11 @@ Routes::
     GET  /healthz                      {"status": "ok"}, no token
 
 Every ``/v8`` route but OPTIONS needs ``Authorization: Bearer <token>``; the team is the
-``teamId`` query parameter, else ``slug``, and the token must be allowed it. Refusals are
+``teamId`` query parameter, else ``slug``, else the token's ``default-team``, and the token
+must be allowed it. Refusals are
 ``{"error": {"code", "message"}}``: 400 ``bad_request`` (with ``field``), 401 ``unauthorized``,
-403 ``forbidden``, 404 ``not_found``, 405, 413 ``payload_too_large``, 503 when storage fails.
+403 ``forbidden``, 404 ``not_found``, 405 (with ``Allow``), 413 ``payload_too_large``, 503
+when storage fails.
 
 An upload is read chunk by chunk (uvicorn pauses the socket while a chunk waits), written to a
 temporary file in batches of up to 1 MiB from a worker thread, and stored only once complete:
@@ -52,6 +55,7 @@ from cachehook.server.storage import ArtifactStorage
 from cachehook.server.tokens import Token, TokenTable, load_tokens
 from cachehook.server.validation import (
     HASH_RE,
+    HASH_RULE,
     TEAM_RE,
     ApiError,
     parse_artifact_headers,
@@ -165,16 +169,19 @@ class CacheServer:
             if method == "OPTIONS":
                 await self._preflight(send)
             elif len(segments) == 2:
-                self._allow(request, "POST")
-                await self._query(request, send)
+                self._allow(request, "POST", "DELETE", "OPTIONS")
+                if method == "DELETE":
+                    await self._delete_all(request, send)
+                else:
+                    await self._query(request, send)
             elif segments[2:] == ("status",):
-                self._allow(request, "GET")
+                self._allow(request, "GET", "OPTIONS")
                 await self._status(request, send)
             elif segments[2:] == ("events",):
-                self._allow(request, "POST")
+                self._allow(request, "POST", "OPTIONS")
                 await self._record_events(request, send)
             else:
-                self._allow(request, "GET", "HEAD", "PUT")
+                self._allow(request, "GET", "HEAD", "PUT", "OPTIONS")
                 # A %2F in the hash decodes to more segments: join them so the check sees it.
                 await self._artifact(request, send, SLASH.join(segments[2:]))
         elif segments == ("healthz",):
@@ -194,7 +201,7 @@ class CacheServer:
     def _allow(request: Request, *methods: str) -> None:
         if request.method not in methods:
             msg = f"{request.path} takes {', '.join(methods)}, not {request.method}"
-            raise ApiError(405, "method_not_allowed", msg)
+            raise ApiError(405, "method_not_allowed", msg, allow=methods)
 
     # -- credentials -----------------------------------------------------------------------
 
@@ -212,14 +219,16 @@ class CacheServer:
         token = self.tokens.find(secret.strip()) if kind.lower() == "bearer" else None
         if token is None:
             raise ApiError(401, "unauthorized", "invalid token")
-        team = self._team(request)
+        team = self._team(request) or token.default_team
         if team is None and needs_team:
             msg = "the teamId or slug query parameter is required"
             raise ApiError(400, "bad_request", msg, field="slug")
         if team is not None and not token.may_use(team):
             raise ApiError(403, "forbidden", f"token {token.name!r} may not use team {team!r}")
         if scope is not None and scope not in token.scopes:
-            raise ApiError(403, "forbidden", f"token {token.name!r} may not {scope} artifacts")
+            verb = "delete" if scope == "admin" else scope
+            msg = f"token {token.name!r} may not {verb} artifacts (no {scope!r} scope)"
+            raise ApiError(403, "forbidden", msg)
         parse_client_headers(request.headers)
         return token, team
 
@@ -238,7 +247,7 @@ class CacheServer:
     async def _preflight(self, send: Send) -> None:
         headers = [
             (b"access-control-allow-origin", b"*"),
-            (b"access-control-allow-methods", b"GET, HEAD, PUT, POST, OPTIONS"),
+            (b"access-control-allow-methods", b"GET, HEAD, PUT, POST, DELETE, OPTIONS"),
             (b"access-control-allow-headers", _PREFLIGHT_HEADERS.encode()),
             (b"access-control-max-age", b"600"),
         ]
@@ -253,7 +262,7 @@ class CacheServer:
         _, team = self._authorize(request, scope=scope, needs_team=True)
         assert team is not None
         if not HASH_RE.match(hash_):
-            msg = "the artifact hash must be 1-256 hex digits"
+            msg = f"the artifact hash must be {HASH_RULE}"
             raise ApiError(400, "bad_request", msg, field="hash")
         if request.method == "PUT":
             await self._put(request, send, team, hash_)
@@ -329,7 +338,16 @@ class CacheServer:
             raise
         param = "teamId" if request.single_query("teamId") else "slug"
         url = f"{SLASH}v8{SLASH}artifacts{SLASH}{hash_}?{param}={team}"
-        await send_json(send, 200, {"urls": [url]})
+        # 202, as Vercel answers: @vercel/sdk refuses anything else; turbo and cachehook take
+        # any 2xx (issue 12).
+        await send_json(send, 202, {"urls": [url]})
+
+    async def _delete_all(self, request: Request, send: Send) -> None:
+        _, team = self._authorize(request, scope="admin", needs_team=True)
+        assert team is not None
+        deleted = await asyncio.to_thread(self.storage.delete_team, team)
+        logger.info("deleted %d artifacts of team %s", deleted, team)
+        await send_json(send, 200, {"deletedCount": deleted})
 
     async def _receive_into(self, request: Request, upload: Upload) -> list[bytes]:
         """Read the body into ``upload`` in batches of ``_CHUNK``; returns the last batch."""

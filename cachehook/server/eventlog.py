@@ -45,10 +45,15 @@ CREATE TABLE IF NOT EXISTS events (
     interactive INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_by_day ON events (day, team);
+DELETE FROM events WHERE id NOT IN
+    (SELECT MIN(id) FROM events GROUP BY team, session_id, hash, source, event);
+CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events (team, session_id, hash, source, event);
 """
+# A retried batch (the answer was lost, the flusher was killed mid-send) must count once: an
+# event is one (team, sessionId, hash, source, event), and a repeat is dropped (issue 12).
 _INSERT = (
     "INSERT INTO events (received_at, day, team, session_id, source, event, hash, duration_ms,"
-    " ci, interactive) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ci, interactive) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 _BY_SOURCE = (
     "SELECT team, day, source, event, COUNT(*), TOTAL(duration_ms) FROM events"

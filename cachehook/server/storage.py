@@ -186,6 +186,29 @@ class ArtifactStorage:
         handle.close()
         return info
 
+    def delete_team(self, team: str) -> int:
+        """Remove every artifact of ``team`` (``DELETE /v8/artifacts``); returns how many.
+
+        Blobs another team's records still name stay (artifacts are content-addressed).
+        """
+        prefix = f"v8/{team}/"
+        keys = [entry.key for entry in self.store.entries() if entry.key.startswith(prefix)]
+        for key in keys:
+            self.store.discard(key)
+        if keys:
+            self.store.sweep()
+        return len(keys)
+
+    def used_by_team(self) -> dict[str, int]:
+        """Artifact bytes per team (what the dashboard shows against the cap)."""
+        used: dict[str, int] = {}
+        for entry in self.store.entries():
+            kind, _, rest = entry.key.partition("/")
+            team = rest.partition("/")[0]
+            if kind == "v8" and team:
+                used[team] = used.get(team, 0) + entry.size
+        return used
+
     def remove_stale_uploads(self, *, older_than: float = _STALE_UPLOAD_SECONDS) -> int:
         """Delete temporary files left by killed workers; returns how many were removed."""
         removed = 0

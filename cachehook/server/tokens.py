@@ -7,12 +7,16 @@ The tokens file is TOML, one ``[[token]]`` table per token::
     token = "s3cr3t-at-least-16-chars"
     scopes = ["read", "write"]
     teams = ["acme", "team_abc123"]   # "*" allows every team
+    default-team = "acme"             # for requests with no teamId or slug (optional)
 
     [[token]]
     name = "laptops"
     sha256 = "9f86d0…"                # hex SHA-256 of the token: the file holds no secret
     scopes = ["read"]
     teams = ["acme"]
+
+Scopes: ``read`` (GET, HEAD, the batch query), ``write`` (PUT), ``admin`` (``DELETE
+/v8/artifacts``: remove all of a team's artifacts).
 
 A request's token is hashed with SHA-256 and looked up by digest, so the comparison never
 runs over the secret itself.
@@ -35,13 +39,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ALL_TEAMS", "SCOPES", "Token", "TokenTable", "load_tokens"]
 
-SCOPES = frozenset({"read", "write"})
+SCOPES = frozenset({"admin", "read", "write"})
 ALL_TEAMS = "*"
 _MIN_TOKEN_LENGTH = 16
 _TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: what fits in an Authorization header
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-_KEYS = frozenset({"name", "token", "sha256", "scopes", "teams"})
+_KEYS = frozenset({"name", "token", "sha256", "scopes", "teams", "default-team"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Token:
     name: str
     scopes: frozenset[str]
     teams: frozenset[str]
+    default_team: str | None = None  # the team of a request that names none
 
     def may_use(self, team: str) -> bool:
         """Whether this token may touch the artifacts and events of ``team``."""
@@ -129,7 +134,7 @@ def _parse_entry(entry: object, where: str) -> tuple[str, Token]:
     digest = _parse_secret(entry, where)
     scopes = _string_set(entry, "scopes", where)
     if not scopes or not scopes <= SCOPES:
-        msg = f"{where}: 'scopes' must be a non-empty subset of ['read', 'write']"
+        msg = f"{where}: 'scopes' must be a non-empty subset of {sorted(SCOPES)}"
         raise ConfigError(msg)
     teams = _string_set(entry, "teams", where)
     if not teams:
@@ -139,7 +144,21 @@ def _parse_entry(entry: object, where: str) -> tuple[str, Token]:
         if not TEAM_RE.match(team):
             msg = f"{where}: {team!r} is not a valid team (letters, digits, '_' and '-')"
             raise ConfigError(msg)
-    return digest, Token(name=name, scopes=scopes, teams=teams)
+    default_team = _parse_default_team(entry, teams, where)
+    return digest, Token(name=name, scopes=scopes, teams=teams, default_team=default_team)
+
+
+def _parse_default_team(entry: dict[str, Any], teams: frozenset[str], where: str) -> str | None:
+    team = entry.get("default-team")
+    if team is None:
+        return None
+    if not isinstance(team, str) or not TEAM_RE.match(team):
+        msg = f"{where}: 'default-team' must be a team name (letters, digits, '_' and '-')"
+        raise ConfigError(msg)
+    if ALL_TEAMS not in teams and team not in teams:
+        msg = f"{where}: 'default-team' {team!r} is not one of its 'teams'; add it there"
+        raise ConfigError(msg)
+    return team
 
 
 def _parse_secret(entry: dict[str, Any], where: str) -> str:

@@ -1,7 +1,8 @@
 """What ``cachehook serve`` accepts: names, headers and event bodies, checked strictly.
 
-Hashes and team names become storage keys, so they are held to patterns that cannot spell a
-path (no ``/``, no ``.``); every header the API defines is checked against the spec's limits;
+Artifact ids and team names become storage keys, so they are held to patterns that cannot spell
+a path (no ``/``; an id may hold a ``.`` but never start with one, so ``.`` and ``..`` are out);
+every header the API defines is checked against the spec's limits;
 an events body is checked item by item against the schema of ``POST /v8/artifacts/events``,
 and a refusal names the field (``[2].source``).
 """
@@ -22,8 +23,11 @@ if TYPE_CHECKING:
 __all__ = [
     "CI_MAX_LENGTH",
     "HASH_RE",
+    "HASH_RULE",
     "MAX_DURATION_MS",
     "MAX_EVENTS",
+    "MAX_JSON_DEPTH",
+    "SESSION_MAX_LENGTH",
     "TAG_MAX_LENGTH",
     "TEAM_RE",
     "ApiError",
@@ -34,7 +38,10 @@ __all__ = [
     "parse_hashes",
 ]
 
-HASH_RE = re.compile(r"^[0-9a-fA-F]{1,256}\Z")
+# Artifact ids: turbo's are hex, Nx's remote-nx sends ``<digits>.tar.gz``, Vercel's docs show
+# base62 (issue 12). Never a path: no ``/``, and no leading ``.`` (so neither ``.`` nor ``..``).
+HASH_RE = re.compile(r"^(?![.])[A-Za-z0-9._-]{1,256}\Z")
+HASH_RULE = "1-256 letters, digits, '.', '_' or '-', not starting with '.'"
 TEAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}\Z")
 _EVENT_HASH_RE = re.compile(r"^[\x21-\x7e]{1,256}\Z")  # the spec's example is not hex
 _CI_RE = re.compile(r"^[\x20-\x7e]*\Z")
@@ -43,6 +50,8 @@ _SCM_RE = re.compile(r"^[0-9a-fA-F]{1,128}\Z")
 CI_MAX_LENGTH = 50
 TAG_MAX_LENGTH = 600
 MAX_EVENTS = 1000
+MAX_JSON_DEPTH = 32  # an event is an object of scalars; unknown fields may nest a little
+SESSION_MAX_LENGTH = 128
 MAX_HASHES = 1000
 MAX_DURATION_MS = 365 * 24 * 3600 * 1000  # a year: more is a broken clock, not a build
 _SOURCES = ("LOCAL", "REMOTE")
@@ -52,12 +61,21 @@ _KINDS = ("HIT", "MISS")
 class ApiError(Exception):
     """A request the server refuses: answered ``{"error": {"code", "message"}}``."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        allow: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.allow = allow  # the methods a 405 names in its ``Allow`` header
 
     def to_json(self) -> dict[str, object]:
         error: dict[str, object] = {"code": self.code, "message": self.message}
@@ -129,10 +147,35 @@ def parse_artifact_headers(headers: Mapping[str, str]) -> dict[str, object]:
 
 def _load_json(body: bytes) -> object:
     try:
-        return json.loads(body)
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         msg = f"the body is not valid JSON: {exc}"
         raise _bad(msg, "body") from None
+    except RecursionError:  # the C decoder counts its depth against the recursion limit
+        data = None
+        is_deep = True
+    else:
+        is_deep = _is_deeper(data, MAX_JSON_DEPTH)
+    if is_deep:
+        msg = f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
+        raise _bad(msg, "body")
+    return data
+
+
+def _is_deeper(data: object, limit: int) -> bool:
+    """Whether ``data`` nests more than ``limit`` arrays and objects (iterative: no recursion)."""
+    level: list[object] = [data]
+    for _ in range(limit + 1):
+        nested = [
+            child
+            for item in level
+            if isinstance(item, list | dict)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not any(isinstance(item, list | dict) for item in level):
+            return False
+        level = nested
+    return True
 
 
 def parse_hashes(body: bytes) -> list[str]:
@@ -151,7 +194,7 @@ def parse_hashes(body: bytes) -> list[str]:
         raise _bad(msg, "hashes")
     for index, value in enumerate(hashes):
         if not isinstance(value, str) or not HASH_RE.match(value):
-            msg = f"hashes[{index}] must be 1-256 hex digits"
+            msg = f"hashes[{index}] must be {HASH_RULE}"
             raise _bad(msg, f"hashes[{index}]")
     return list(dict.fromkeys(hashes))
 
@@ -184,8 +227,13 @@ def _parse_event(item: object, where: str) -> Event:
             msg = f"{where}.{key} is required"
             raise _bad(msg, f"{where}.{key}")
     session = item["sessionId"]
-    if not isinstance(session, str) or not _is_uuid(session):
-        msg = f"{where}.sessionId must be a UUID"
+    # The spec says UUID, but its own example sends "<id>" and the npm server takes anything:
+    # any printable string identifies a run well enough (issue 12). A UUID is kept lower-case.
+    if not isinstance(session, str) or not 0 < len(session) <= SESSION_MAX_LENGTH:
+        msg = f"{where}.sessionId must be a string of 1-{SESSION_MAX_LENGTH} characters"
+        raise _bad(msg, f"{where}.sessionId")
+    if not session.isprintable():
+        msg = f"{where}.sessionId must be printable (no control characters)"
         raise _bad(msg, f"{where}.sessionId")
     source, kind, hash_ = item["source"], item["event"], item["hash"]
     if source not in _SOURCES:
@@ -198,14 +246,8 @@ def _parse_event(item: object, where: str) -> Event:
         msg = f"{where}.hash must be 1-256 printable ASCII characters without spaces"
         raise _bad(msg, f"{where}.hash")
     duration = _duration(item.get("duration", 0), f"{where}.duration")
-    event = Event(
-        session_id=session.lower(), source=source, event=kind, hash=hash_, duration=duration
-    )
-    try:
-        event.validate()  # the client's own rules, as a second line
-    except ValueError as exc:
-        raise _bad(str(exc), where) from None
-    return event
+    session = session.lower() if _is_uuid(session) else session
+    return Event(session_id=session, source=source, event=kind, hash=hash_, duration=duration)
 
 
 def _duration(value: object, field: str) -> int:

@@ -88,14 +88,28 @@ name = "alpha-only"
 token = "{alpha}"
 scopes = ["read", "write"]
 teams = ["alpha"]
+default-team = "alpha"
+
+[[token]]
+name = "admin"
+token = "{admin}"
+scopes = ["read", "write", "admin"]
+teams = ["*"]
 """
 
 
 def write_tokens(path: Path) -> dict[str, str]:
-    """A tokens file with ``rw`` (all teams), ``reader`` (read only) and ``alpha-only``."""
-    tokens = {name: f"chk-{name}-{uuid.uuid4().hex}" for name in ("rw", "reader", "alpha-only")}
+    """Tokens ``rw`` (all teams), ``reader`` (read only), ``alpha-only`` (its default team
+    is ``alpha``) and ``admin`` (may delete a team's artifacts)."""
+    names = ("rw", "reader", "alpha-only", "admin")
+    tokens = {name: f"chk-{name}-{uuid.uuid4().hex}" for name in names}
     path.write_text(
-        TOKENS_TOML.format(rw=tokens["rw"], reader=tokens["reader"], alpha=tokens["alpha-only"])
+        TOKENS_TOML.format(
+            rw=tokens["rw"],
+            reader=tokens["reader"],
+            alpha=tokens["alpha-only"],
+            admin=tokens["admin"],
+        )
     )
     return tokens
 

@@ -55,7 +55,7 @@ def test_a_1_gib_upload_and_download_keep_memory_flat(
             sent.update(chunk)
             connection.send(chunk)
         response = connection.getresponse()
-        assert response.status == 200, response.read()
+        assert response.status == 202, response.read()
         response.read()
         after_upload = memory_kib(serve.pid)
 

@@ -58,6 +58,24 @@ teams = ["*"]
     assert table.find(SECRET + " ") is None
 
 
+def test_default_team_and_admin_scope(tmp_path: Path) -> None:
+    text = entry(scopes='["read", "admin"]', teams='["acme", "beta"]', **{"default-team": '"beta"'})
+    text += entry(name='"any"', token='"any-team-token-0123456"', teams='["*"]')
+    text += entry(name='"wild"', token='"wild-team-token-0123456"', teams='["*"]')
+    text = text.replace('name = "wild"', 'name = "wild"\ndefault-team = "zeta"')
+    table = load_tokens(write(tmp_path, text))
+    ci = table.find(SECRET)
+    assert ci is not None
+    assert ci.default_team == "beta"
+    assert ci.scopes == {"read", "admin"}
+    any_team = table.find("any-team-token-0123456")
+    assert any_team is not None
+    assert any_team.default_team is None
+    wild = table.find("wild-team-token-0123456")
+    assert wild is not None
+    assert wild.default_team == "zeta"
+
+
 def entry(**fields: str) -> str:
     base = {
         "name": '"ci"',
@@ -85,7 +103,6 @@ def entry(**fields: str) -> str:
         (entry(token='"has a space in it 0123"'), "printable ASCII"),
         (entry(token="-", sha256='"xyz"'), "64 hex digits"),
         (entry(scopes="[]"), "'scopes'"),
-        (entry(scopes='["read", "admin"]'), "'scopes'"),
         (entry(scopes='"read"'), "'scopes' must be a list"),
         (entry(teams="[]"), "'teams'"),
         (entry(teams='["../etc"]'), "not a valid team"),

@@ -31,8 +31,26 @@ def test_team_names_that_fail(name: str) -> None:
     assert not TEAM_RE.match(name)
 
 
-@pytest.mark.parametrize("value", ["", "g", "..", "ab/cd", "ab\n", "a" * 257, "0x12"])
-def test_hashes_that_fail(value: str) -> None:
+@pytest.mark.parametrize(
+    "value",
+    [
+        "86cc3cbba4671cb6",  # turbo
+        "13488902816378295538.tar.gz",  # Nx with @vercel/remote-nx
+        "12HKQaOmR5t5Uy6vdcQsNIiZgHGB",  # the example in Vercel's docs
+        "a_b-c.d",
+        "g",
+        "a" * 256,
+    ],
+)
+def test_artifact_ids_that_pass(value: str) -> None:
+    assert HASH_RE.match(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", ".", "..", ".hidden", "ab/cd", "ab\\cd", "ab\n", "a b", "a%2F", "é", "a" * 257, "a:b"],
+)
+def test_artifact_ids_that_fail(value: str) -> None:
     assert not HASH_RE.match(value)
 
 
@@ -54,17 +72,58 @@ def test_events_are_parsed_with_defaults_and_rounding() -> None:
     assert parse_events(b"[]") == []
 
 
+def _event(session: object) -> bytes:
+    return json.dumps(
+        [{"sessionId": session, "source": "LOCAL", "event": "HIT", "hash": "a"}]
+    ).encode()
+
+
+@pytest.mark.parametrize("session", ["<id>", "x", "run 42 / ci", "s" * 128, "é-ü"])
+def test_any_printable_session_id_is_accepted(session: str) -> None:
+    (event,) = parse_events(_event(session))
+    assert event.session_id == session
+
+
 def test_a_refusal_names_the_field_and_has_the_spec_shape() -> None:
     with pytest.raises(ApiError) as caught:
-        parse_events(b'[{"sessionId":"x","source":"LOCAL","event":"HIT","hash":"a"}]')
+        parse_events(_event(""))
     assert caught.value.status == 400
     assert caught.value.to_json() == {
         "error": {
             "code": "bad_request",
-            "message": "[0].sessionId must be a UUID",
+            "message": "[0].sessionId must be a string of 1-128 characters",
             "field": "[0].sessionId",
         }
     }
+
+
+@pytest.mark.parametrize("session", ["s" * 129, "tab\there", "nul\x00", 42, None])
+def test_bad_session_ids_are_refused(session: object) -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_events(_event(session))
+    assert caught.value.field == "[0].sessionId"
+
+
+@pytest.mark.parametrize("depth", [33, 5000, 100_000])
+def test_deep_json_is_a_400_not_a_crash(depth: int) -> None:
+    body = b"[" * depth + b"]" * depth
+    for parse in (parse_events, parse_hashes):
+        with pytest.raises(ApiError) as caught:
+            parse(body)
+        assert caught.value.status == 400
+        assert "nests deeper than 32" in caught.value.message
+
+
+def test_json_nesting_up_to_the_limit_is_parsed() -> None:
+    extra: object = "leaf"
+    for _ in range(30):  # the array and the event are two levels more: 32 in all
+        extra = [extra]
+    body = json.dumps(
+        [{"sessionId": "s", "source": "LOCAL", "event": "HIT", "hash": "a", "x": extra}]
+    ).encode()
+    assert len(parse_events(body)) == 1
+    with pytest.raises(ApiError):
+        parse_events(body.replace(b'"leaf"', b'["leaf"]'))
 
 
 def test_client_headers() -> None:
