@@ -7,13 +7,15 @@ slower", so a busy machine cannot fail the test.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Callable
 
-__all__ = ["GENEROUS", "finishes"]
+__all__ = ["GENEROUS", "finishes", "reap"]
 
 T = TypeVar("T")
 GENEROUS = 60.0
@@ -37,3 +39,13 @@ def finishes(call: Callable[[], T], *, within: float = GENEROUS) -> T:
     if errors:
         raise errors[0]
     return outcome[0]
+
+
+def reap(*processes: subprocess.Popen[Any]) -> None:
+    """Kill what still runs, wait for it and close its pipes: no test leaves a process or an
+    open pipe behind (a ResourceWarning at collection would fail an unrelated test)."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        process.communicate()

@@ -11,11 +11,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from cachehook.store import LocalStore
+from tests.waiting import GENEROUS, reap
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -356,7 +357,10 @@ def test_concurrent_runs_all_succeed_and_leave_one_valid_artifact(
         )
         for _ in range(4)
     ]
-    results = [p.communicate(timeout=120) for p in procs]
+    try:
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        reap(*procs)
     assert all(p.returncode == 0 for p in procs), [r[1] for r in results]
     keys = {json.loads(out)["key"] for out, _ in results}
     assert len(keys) == 1
@@ -394,12 +398,16 @@ def test_ctrl_c_reaches_the_child_and_nothing_is_stored(project: Path, cache_dir
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while not (project / "started").exists():
-        assert time.monotonic() < deadline, "the child never started"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + GENEROUS
+        while not (project / "started").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=GENEROUS)
+    finally:
+        reap(proc)
     assert proc.returncode == 130
     assert (project / "got-sigint").read_text() == "yes"
     assert "interrupted" in err
@@ -422,3 +430,41 @@ def test_corrupt_artifact_is_evicted_reported_and_a_miss(project: Path, cache_di
     assert runs(project) == 2, "a corrupt artifact is a miss: the task runs"
     assert (project / "dist" / "site.txt").read_text() == "ALPHA\nBETA\n"
     assert "local hit" in build(project).stderr, "the fresh result was stored again"
+
+
+def test_an_unquoted_glob_says_what_the_shell_did(project: Path, cli: Any) -> None:
+    # What bash makes of: cachehook exec -i src/*.txt -i build.py -- python build.py
+    expanded = ["-i", "src/a.txt", "src/b.txt", "-i", "build.py", "--", sys.executable, "build.py"]
+    ran = cli("exec", *expanded, cwd=project)
+    assert ran.returncode == 2, ran
+    assert "the command to run is 'src/b.txt', a file without the executable bit" in ran.stderr
+    assert "the shell expanded an unquoted glob" in ran.stderr
+    assert "quote every glob, e.g. -i 'src/*.txt', and put '--' before the command" in ran.stderr
+    assert not (project / "runs.log").exists()
+    script = cli("exec", "-i", "build.py", "--", "build.py", cwd=project)
+    assert script.returncode == 2
+    assert "run it through its interpreter (-- python3 build.py)" in script.stderr
+
+
+def test_a_program_on_path_or_executable_is_not_taken_for_a_glob(project: Path, cli: Any) -> None:
+    (project / "python3").write_text("not the interpreter\n")  # PATH wins over the cwd
+    assert cli("exec", "-i", "build.py", "--", "python3", "build.py", cwd=project).returncode == 0
+    tool = project / "tool.sh"
+    tool.write_text("#!/bin/sh\necho tool ran\n")
+    tool.chmod(0o755)
+    ran = cli("exec", "-i", "tool.sh", "--", "./tool.sh", cwd=project)
+    assert ran.returncode == 0, ran.stderr
+    assert "tool ran" in ran.stdout
+
+
+def test_a_forgotten_double_dash_is_pointed_out(project: Path, cli: Any) -> None:
+    ran = cli("exec", "-i", "build.py", "python", "-u", "build.py", cwd=project)
+    assert ran.returncode == 2
+    assert "No such option '-u'" in ran.stderr
+    assert (
+        "If -u belongs to the command, put '--' before the command: "
+        "cachehook exec -i build.py -- python -u build.py"
+    ) in ran.stderr
+    typo = cli("exec", "--inptu", "x", "--", "true", cwd=project)
+    assert typo.returncode == 2
+    assert "put '--'" not in typo.stderr

@@ -20,6 +20,7 @@ import zstandard
 
 from cachehook.remote import RemoteCache
 from tests.servers import UNRESOLVABLE_URL, CaptureProxy, FaultServer, NpmServer
+from tests.waiting import reap
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -259,7 +260,12 @@ def _run_on_a_terminal(root: Path, env: dict[str, str]) -> str:
             stdout=subprocess.DEVNULL,
             stderr=slave,
         )
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
         os.close(slave)
+    try:
         shown = b""
         while True:
             try:
@@ -272,6 +278,7 @@ def _run_on_a_terminal(root: Path, env: dict[str, str]) -> str:
         assert process.wait(120) == 0, shown
     finally:
         os.close(master)
+        reap(process)
     return shown.decode(errors="replace")
 
 
