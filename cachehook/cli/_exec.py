@@ -8,6 +8,7 @@ click command in ``cli/exec.py``, built from the same ``OPTIONS`` table, for its
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from dataclasses import dataclass
@@ -19,12 +20,20 @@ from cachehook.config import OUTPUT_LOG_MODES, load_settings
 from cachehook.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from cachehook.config import Settings
     from cachehook.runner import Prepared, RunResult
 
-__all__ = ["OPTIONS", "Option", "parse_exec_fast", "run_exec"]
+__all__ = [
+    "OPTIONS",
+    "Option",
+    "check_command",
+    "parse_exec_fast",
+    "run_exec",
+    "split_command",
+    "stray_words",
+]
 
 Kind = Literal["multiple", "value", "flag", "path", "choice", "optional-choice"]
 
@@ -191,8 +200,12 @@ def run_exec(
     quiet: bool,
     as_json: bool,
     command: tuple[str, ...],
+    stray: int = 0,
 ) -> int:
-    """Run one command through the cache and return its exit code."""
+    """Run one command through the cache and return its exit code.
+
+    ``stray`` counts the command's words that were given before ``--`` (for messages).
+    """
     from cachehook.runner import Runner, TaskSpec
 
     if not command:
@@ -200,6 +213,7 @@ def run_exec(
             "nothing to run: put the command after '--', e.g. cachehook exec -i 'src/**' -- pytest"
         )
         raise ConfigError(msg)
+    check_command(command, cwd=Path.cwd(), stray=stray)
     settings = load_settings(
         cwd=Path.cwd(),
         environ=os.environ,
@@ -231,6 +245,99 @@ def run_exec(
         result = runner.run(prepared, force=force, live=_live_streams(settings, as_json=as_json))
     _show(result, settings, console, as_json=as_json)
     return result.exit_code
+
+
+def check_command(command: Sequence[str], *, cwd: Path, stray: int = 0) -> None:
+    """Refuse a command that is a file of the project, not a program: an unquoted glob.
+
+    The shell expands ``-i src/*.txt`` into ``-i src/a.txt src/b.txt``, and every file after
+    the first becomes the command (issue 9). Only a command that could not run anyway is
+    refused: a directory, a file without the executable bit, or a bare name found in the
+    working directory but not on PATH. ``stray`` counts the command's first words that were
+    given before ``--``.
+
+    Raises:
+        ConfigError: the command names such a file; the message says how to quote the glob.
+    """
+    import shutil
+
+    program = command[0]
+    path = cwd / program
+    if not (path.is_file() or path.is_dir()):
+        return
+    if os.sep in program or "/" in program:
+        if path.is_file() and os.access(path, os.X_OK):
+            return
+    elif shutil.which(program) is not None:
+        return
+    files = list(itertools.takewhile(_is_relative_file_name(cwd), command))
+    if stray:
+        files = files[:stray]
+    what = "a directory" if path.is_dir() else "a file without the executable bit"
+    if len(files) > 1 or stray:
+        msg = (
+            f"the command to run is {program!r}, {what}, not a program: the shell expanded an "
+            f"unquoted glob into file names ({', '.join(files[:3])}"
+            f"{', …' if len(files) > 3 else ''}) and the names after the first became the "
+            f"command; quote every glob, e.g. -i {_glob_guess(files)!r}, and put '--' before "
+            "the command"
+        )
+    else:
+        msg = (
+            f"the command to run is {program!r}, {what}, not a program"
+            + ("" if path.is_dir() else f": run it through its interpreter (-- python3 {program})")
+            + "; if it came from an unquoted glob (-i src/*.txt), quote the glob (-i 'src/*.txt')"
+        )
+    raise ConfigError(msg)
+
+
+def _is_relative_file_name(cwd: Path) -> Callable[[str], bool]:
+    return lambda word: not os.path.isabs(word) and (cwd / word).exists()
+
+
+def _glob_guess(files: Sequence[str]) -> str:
+    """``src/*.txt`` for ``src/a.txt src/b.txt``: what the user probably typed."""
+    paths = [Path(name) for name in files]
+    parents = {path.parent.as_posix() for path in paths}
+    suffixes = {path.suffix for path in paths}
+    parent = parents.pop() if len(parents) == 1 else "**"
+    suffix = suffixes.pop() if len(suffixes) == 1 else ""
+    return f"{parent}/*{suffix}" if parent != "." else f"*{suffix}"
+
+
+def stray_words(args: Sequence[str]) -> tuple[list[int], bool]:
+    """The positions of the words before ``--`` that are no option nor an option's value.
+
+    Returns them and whether the walk reached ``--``; it stops at an unknown option. Used only
+    for messages: such words are a command given without ``--``, or a glob the shell expanded.
+    """
+    found: list[int] = []
+    index = 0
+    while index < len(args):
+        token = args[index]
+        if token == "--":
+            return found, True
+        option = _BY_FLAG.get(token.partition("=")[0] if token.startswith("--") else token)
+        if option is None:
+            if token.startswith("-") and token != "-":
+                return found, False
+            found.append(index)
+            index += 1
+            continue
+        takes_value = option.kind in ("multiple", "value", "path", "choice")
+        index += 2 if takes_value and "=" not in token else 1
+    return found, False
+
+
+def split_command(args: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """Split ``exec`` arguments given without ``--`` into (options, command), or None.
+
+    Used only for a message: ``cachehook exec -i x python -u t.py`` fails on ``-u``.
+    """
+    found, has_dashes = stray_words(args)
+    if has_dashes or not found:
+        return None
+    return list(args[: found[0]]), list(args[found[0] :])
 
 
 def _may_detach_events(settings: Settings) -> bool:

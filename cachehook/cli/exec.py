@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cachehook.cli._exec import OPTIONS, Option, run_exec
+from cachehook.cli._exec import OPTIONS, Option, run_exec, split_command, stray_words
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,15 +51,37 @@ def _click_option(option: Option) -> Callable[[Any], Any]:
     return click.option(*flags, default="" if option.dest == "salt" else None, **common)
 
 
+class _ExecCommand(click.Command):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)  # click consumes the list it parses
+        found, has_dashes = stray_words(given)
+        ctx.meta["cachehook.stray"] = len(found) if has_dashes else 0
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            split = split_command(given)
+            if split is None:
+                raise
+            options, command = split
+            fixed = " ".join(["cachehook exec", *options, "--", *command])
+            hint = (
+                f"{exc.format_message()}\n"
+                f"If {exc.option_name} belongs to the command, put '--' before the command: "
+                f"{fixed}"
+            )
+            raise click.UsageError(hint, ctx=ctx) from exc
+
+
 def _build() -> click.Command:
     def callback(**values: Any) -> int:
-        return run_exec(**values)
+        return run_exec(**values, stray=click.get_current_context().meta.get("cachehook.stray", 0))
 
     command: Any = click.argument("command", nargs=-1, type=click.UNPROCESSED)(callback)
     for option in reversed(OPTIONS):
         command = _click_option(option)(command)
     return click.command(
         "exec",
+        cls=_ExecCommand,
         epilog=_EPILOG,
         help="Run COMMAND, or restore its outputs and log when its inputs are unchanged.\n\n"
         "Put the command after `--`.",
