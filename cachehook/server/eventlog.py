@@ -1,7 +1,10 @@
-"""The event log of ``cachehook serve``: every accepted cache event, in SQLite, and its stats.
+"""The event log of ``cachehook serve``: every accepted cache event, and its stats.
 
-One row per event (``events.sqlite3`` in the storage directory, WAL mode, so several workers
-append at once). Rows older than ``retention_days`` are dropped once a day.
+One row per event, in SQLite (``events.sqlite3`` in the storage directory, WAL mode, so
+several workers append at once) or in PostgreSQL (``--events-db postgresql://...``, so several
+servers share it; issue 13). Both run the same queries (``_database.py``). Rows older than
+``retention_days`` are dropped once a day. The same database holds the leases that let one
+server at a time sweep a shared object store.
 
 How the stats count (per team and per UTC day of receipt):
 
@@ -14,41 +17,52 @@ How the stats count (per team and per UTC day of receipt):
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-import threading
+import os
+import socket
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
-from cachehook.errors import StoreError
+from cachehook.server._database import Database, is_database_url
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
     from pathlib import Path
 
     from cachehook.events import Event
+    from cachehook.server._database import Transaction
 
-__all__ = ["EventLog", "day_of"]
+__all__ = ["EventLog", "day_of", "is_database_url"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    received_at REAL NOT NULL,
+# The schema, one step per statement, each applied once (``_database.py``): append new steps,
+# never edit one that has shipped. Portable SQL only: these run on SQLite and PostgreSQL.
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS events (
+    id {id},
+    received_at DOUBLE PRECISION NOT NULL,
     day TEXT NOT NULL,
     team TEXT NOT NULL,
     session_id TEXT NOT NULL,
     source TEXT NOT NULL,
     event TEXT NOT NULL,
     hash TEXT NOT NULL,
-    duration_ms INTEGER NOT NULL,
+    duration_ms BIGINT NOT NULL,
     ci TEXT,
     interactive INTEGER
-);
-CREATE INDEX IF NOT EXISTS events_by_day ON events (day, team);
-DELETE FROM events WHERE id NOT IN
-    (SELECT MIN(id) FROM events GROUP BY team, session_id, hash, source, event);
-CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events (team, session_id, hash, source, event);
-"""
+)""",
+    "CREATE INDEX IF NOT EXISTS events_by_day ON events (day, team)",
+    # Several servers share one sweep of the object store; a lease names who runs it, until
+    # when (issue 13).
+    """CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+)""",
+    "DELETE FROM events WHERE id NOT IN"
+    " (SELECT MIN(id) FROM events GROUP BY team, session_id, hash, source, event)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_once"
+    " ON events (team, session_id, hash, source, event)",
+)
 # A retried batch (the answer was lost, the flusher was killed mid-send) must count once: an
 # event is one (team, sessionId, hash, source, event), and a repeat is dropped (issue 12).
 _INSERT = (
@@ -56,14 +70,21 @@ _INSERT = (
     " ci, interactive) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 _BY_SOURCE = (
-    "SELECT team, day, source, event, COUNT(*), TOTAL(duration_ms) FROM events"
+    "SELECT team, day, source, event, COUNT(*), COALESCE(SUM(duration_ms), 0) FROM events"
     " WHERE day >= ? GROUP BY team, day, source, event"
 )
 _LOOKUPS = (
-    "SELECT team, day, COUNT(*), TOTAL(hit) FROM (SELECT team, day, MAX(event = 'HIT') AS hit"
-    " FROM events WHERE day >= ? GROUP BY team, day, session_id, hash) GROUP BY team, day"
+    "SELECT team, day, COUNT(*), COALESCE(SUM(hit), 0) FROM"
+    " (SELECT team, day, MAX(CASE WHEN event = 'HIT' THEN 1 ELSE 0 END) AS hit"
+    " FROM events WHERE day >= ? GROUP BY team, day, session_id, hash) AS lookups"
+    " GROUP BY team, day"
 )
-_TIMEOUT = 10.0
+_TAKE_LEASE = (
+    "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+    " WHERE leases.expires_at < ? OR leases.holder = excluded.holder"
+)
+_DROP_LEASE = "DELETE FROM leases WHERE name = ? AND holder = ?"
 
 
 def day_of(timestamp: float) -> str:
@@ -72,44 +93,32 @@ def day_of(timestamp: float) -> str:
 
 
 class EventLog:
-    """Cache events in a SQLite file, shared safely by several processes.
+    """Cache events in SQLite (a file) or PostgreSQL (a URL), shared safely by several processes.
 
     Args:
-        path: the database file (created with its table on first use).
+        location: the SQLite file (created on first use), or a ``postgresql://`` URL; the
+            schema is created or brought up to date either way.
         retention_days: rows older than this many days are removed.
 
     Raises:
-        StoreError: the database cannot be opened or created.
+        StoreError: the database cannot be reached, opened, created or migrated.
     """
 
-    def __init__(self, path: Path, *, retention_days: int = 400) -> None:
-        self.path = path
+    def __init__(self, location: str | Path, *, retention_days: int = 400) -> None:
+        self.location = location
         self.retention_days = retention_days
-        self._local = threading.local()
         self._pruned_day = ""
-        with self._connection() as db:
-            db.executescript(_SCHEMA)
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._db = Database(location, schema=_SCHEMA, what="the event log")
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        try:
-            db = getattr(self._local, "db", None)
-            if db is None:
-                db = sqlite3.connect(self.path, timeout=_TIMEOUT, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                self._local.db = db
-            yield db
-        except sqlite3.Error as exc:
-            msg = f"the event log {self.path} is unusable: {exc}"
-            raise StoreError(msg) from exc
+    @property
+    def is_shared(self) -> bool:
+        """Whether the log lives on a database server (several hosts can share it)."""
+        return self._db.is_postgres
 
     def close(self) -> None:
-        """Close this thread's connection."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        """Close the connections."""
+        self._db.close()
 
     def record(
         self,
@@ -120,7 +129,7 @@ class EventLog:
         interactive: int | None,
         now: float | None = None,
     ) -> None:
-        """Append ``events`` of ``team`` in one transaction."""
+        """Append ``events`` of ``team`` in one transaction (a repeated event is dropped)."""
         received = time.time() if now is None else now
         day = day_of(received)
         rows = [
@@ -138,23 +147,34 @@ class EventLog:
             )
             for e in events
         ]
-        with self._connection() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(_INSERT, rows)
-                if day != self._pruned_day:
-                    cutoff = day_of(received - self.retention_days * 86400.0)
-                    db.execute("DELETE FROM events WHERE day < ?", (cutoff,))
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        prune = day != self._pruned_day
+
+        def append(tx: Transaction) -> None:
+            tx.executemany(_INSERT, rows)
+            if prune:
+                cutoff = day_of(received - self.retention_days * 86400.0)
+                tx.execute("DELETE FROM events WHERE day < ?", (cutoff,))
+
+        self._db.run(append)
         self._pruned_day = day
 
     def count(self) -> int:
         """How many events are kept."""
-        with self._connection() as db:
-            return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        return int(self._db.query("SELECT COUNT(*) FROM events")[0][0])
+
+    def take_lease(self, name: str, *, seconds: float, now: float | None = None) -> bool:
+        """Hold ``name`` for ``seconds`` unless another holder's lease on it is still running.
+
+        Taking a lease this log already holds extends it. A server killed while holding one
+        blocks the others until it expires, never longer.
+        """
+        start = time.time() if now is None else now
+        params = (name, self._holder, start + seconds, start)
+        return bool(self._db.run(lambda tx: tx.execute(_TAKE_LEASE, params).rowcount) > 0)
+
+    def drop_lease(self, name: str) -> None:
+        """Give up ``name`` if this log holds it."""
+        self._db.run(lambda tx: tx.execute(_DROP_LEASE, (name, self._holder)))
 
     def stats(self, *, days: int = 30, now: float | None = None) -> dict[str, Any]:
         """Hits, misses, hit rate and time saved: in total, per day and per team.
@@ -164,9 +184,8 @@ class EventLog:
         """
         today = time.time() if now is None else now
         since = day_of(today - (days - 1) * 86400.0)
-        with self._connection() as db:
-            by_source = db.execute(_BY_SOURCE, (since,)).fetchall()
-            lookups = db.execute(_LOOKUPS, (since,)).fetchall()
+        by_source = self._db.query(_BY_SOURCE, (since,))
+        lookups = self._db.query(_LOOKUPS, (since,))
         total = _Tally()
         per_day: dict[str, _Tally] = {}
         per_team: dict[str, _Tally] = {}
