@@ -514,6 +514,9 @@ class RemoteCache:
         data = _parse_json(body)
         detail = _error_detail(data, body)
         said = f"{self._settings.api} answered {code} {response.reason_phrase} to {what}{detail}"
+        if code == 401 and not self._settings.token:
+            msg = f"{said}: no token is set; set CACHEHOOK_TOKEN (or TURBO_TOKEN)"
+            raise RemoteAuthError(msg)
         if code == 401:
             msg = f"{said}: the token was refused; check CACHEHOOK_TOKEN (or TURBO_TOKEN)"
             raise RemoteAuthError(self._scrub(msg))

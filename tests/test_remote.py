@@ -430,6 +430,15 @@ def test_401_names_the_token_variable_and_hides_the_token() -> None:
     assert TOKEN not in text
 
 
+def test_401_without_a_token_says_that_none_is_set() -> None:
+    cache, recorder = client(answer(401, json={"message": "missing authorization"}), token=None)
+    with pytest.raises(RemoteAuthError) as caught:
+        cache.exists(KEY)
+    assert "Authorization" not in recorder.last.headers
+    assert "no token is set; set CACHEHOOK_TOKEN (or TURBO_TOKEN)" in str(caught.value)
+    assert "refused" not in str(caught.value)
+
+
 def test_403_names_the_team() -> None:
     cache, _ = client(
         answer(403, json={"error": {"code": "forbidden", "message": "Not authorized"}}),
