@@ -17,7 +17,7 @@ import shlex
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from cachehook.config import Settings
     from cachehook.logs import LogRecorder
     from cachehook.runner import Prepared, Runner, RunResult
+    from cachehook.workspace import Workspace
 
 __all__ = [
     "TASK_KEYS",
@@ -45,6 +46,7 @@ __all__ = [
     "TaskOutcome",
     "load_task_graph",
     "load_tasks",
+    "parse_task",
     "plan_tasks",
     "run_tasks",
 ]
@@ -154,7 +156,12 @@ def _cwd(value: str, where: str, root: Path) -> str:
     return relative
 
 
-def _parse_task(name: str, body: object, *, source: str, root: Path) -> Task:
+def parse_task(name: str, body: object, *, source: str, root: Path) -> Task:
+    """One ``[tool.cachehook.tasks.NAME]`` table, checked; ``root`` is what ``cwd`` is under.
+
+    Raises:
+        ConfigError: the message names ``source``, the table and the key.
+    """
     where = f"{source}: {_table_name(name)}"
     if not _NAME.fullmatch(name):
         msg = f"{where}: a task name is letters, digits, '_', '.', ':' and '-'"
@@ -209,17 +216,27 @@ def load_tasks(table: Mapping[str, Any], *, source: str, root: Path) -> TaskGrap
     if not isinstance(raw, dict):
         msg = f"{source}: [tool.cachehook] tasks: expected a table of tasks, got {_type_name(raw)}"
         raise ConfigError(msg)
-    tasks = {name: _parse_task(name, body, source=source, root=root) for name, body in raw.items()}
+    tasks = {name: parse_task(name, body, source=source, root=root) for name, body in raw.items()}
     graph = TaskGraph(tasks=tasks, source=source)
     graph.check()
     return graph
 
 
 def load_task_graph(settings: Settings, *, cwd: Path) -> TaskGraph:
-    """The tasks of the project ``settings`` describe, naming its pyproject.toml from ``cwd``."""
+    """The tasks of the project ``settings`` describe, naming its pyproject.toml from ``cwd``.
+
+    At the root of a uv workspace, the graph has a ``member#task`` node per member (issue 14).
+    """
     path = settings.root / "pyproject.toml"
     relative = os.path.relpath(path, cwd)
     source = str(path) if relative.startswith("..") else relative
+    from cachehook.workspace import load_workspace
+
+    workspace = load_workspace(settings.root)
+    if workspace is not None:
+        from cachehook.members import load_workspace_tasks
+
+        return load_workspace_tasks(settings.table, workspace, source=source)
     return load_tasks(settings.table, source=source, root=settings.root)
 
 
@@ -228,10 +245,17 @@ def load_task_graph(settings: Settings, *, cwd: Path) -> TaskGraph:
 
 @dataclass(frozen=True)
 class TaskGraph:
-    """Tasks by name; ``check`` has rejected unknown dependencies and cycles."""
+    """Tasks by name; ``check`` has rejected unknown dependencies and cycles.
+
+    In a uv workspace (issue 14), ``groups`` maps a bare task name to its ``member#task``
+    nodes, ``member_of`` each node to its member, and ``workspace`` is the workspace read.
+    """
 
     tasks: Mapping[str, Task]
     source: str
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    member_of: Mapping[str, str] = field(default_factory=dict)
+    workspace: Workspace | None = None
 
     def names(self) -> list[str]:
         return sorted(self.tasks)
@@ -275,10 +299,15 @@ class TaskGraph:
             raise ConfigError(msg)
         order: dict[str, None] = {}
         for name in names:
+            if name not in self.tasks and name in self.groups:
+                for node in self.groups[name]:
+                    self._visit(node, order)
+                continue
             if name not in self.tasks:
-                hint = _suggest(name, self.names())
+                known = sorted({*self.tasks, *self.groups})
+                hint = _suggest(name, known)
                 msg = f"unknown task {name!r}{hint}; the tasks in {self.source} are: "
-                msg += ", ".join(self.names())
+                msg += ", ".join(known)
                 raise ConfigError(msg)
             self._visit(name, order)
         return list(order)

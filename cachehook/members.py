@@ -1,0 +1,216 @@
+"""The task graph of a uv workspace: a ``member#task`` node for each task of each member.
+
+A root task with ``per-member = true`` runs in every member: its ``cwd`` is the member's
+directory, its globs are relative to it (``//`` starts one relative to the workspace root), and
+without ``inputs`` it reads every file of the member. A member's own ``[tool.cachehook.tasks]``
+adds tasks, or overrides a root or preset task key by key. In ``depends-on``, ``build`` is the
+member's own ``build`` (else the root task), ``^build`` is ``build`` in each member it depends on
+(those that have one), ``lib#build`` names one node.
+
+A member task's key also holds (issue 14): the root's ``global-inputs``; the files of the
+members it depends on, transitively (they are on its import path as editable installs; a task
+opts out with ``upstream-inputs = false``); and its locked closure from ``uv.lock``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+from typing import TYPE_CHECKING, Any
+
+from cachehook.errors import ConfigError
+from cachehook.presets import preset_tasks
+from cachehook.tasks import Task, TaskGraph, parse_task
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from cachehook.workspace import Member, Workspace
+
+__all__ = ["MEMBER_TASK_KEYS", "load_workspace_tasks", "rebase_glob"]
+
+MEMBER_TASK_KEYS = ("per-member", "upstream-inputs")
+_LOCK_SALT = "\x1fuv.lock closure "
+
+
+def rebase_glob(pattern: str, base: str, *, where: str) -> str:
+    """A member-relative glob as a root-relative one (``//x`` is already root-relative).
+
+    Raises:
+        ConfigError: the glob leaves the workspace root.
+    """
+    negated = pattern.startswith("!")
+    body = pattern[1:] if negated else pattern
+    is_rooted = body.startswith("//") or base == "."
+    joined = body.removeprefix("//") if is_rooted else f"{base}/{body}"
+    normal = posixpath.normpath(joined) if joined else joined
+    if normal == ".." or normal.startswith("../") or posixpath.isabs(normal):
+        msg = f"{where}: {pattern!r} leaves the workspace root"
+        raise ConfigError(msg)
+    return ("!" if negated else "") + normal
+
+
+def _globs(body: Mapping[str, Any], key: str, where: str) -> list[str] | None:
+    if key not in body:
+        return None
+    value = body[key]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        msg = f"{where} {key}: expected an array of strings"
+        raise ConfigError(msg)
+    return list(value)
+
+
+def _flag(body: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        msg = f"{where} {key}: expected true or false, got {value!r}"
+        raise ConfigError(msg)
+    return value
+
+
+def _tables(table: Mapping[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    raw = table.get("tasks", {})
+    if not isinstance(raw, dict) or not all(isinstance(b, dict) for b in raw.values()):
+        msg = f"{source}: [tool.cachehook.tasks]: expected a table of task tables"
+        raise ConfigError(msg)
+    return {name: dict(body) for name, body in raw.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    workspace: Workspace
+    global_inputs: tuple[str, ...]
+    source: str
+
+
+def _member_task(
+    name: str, body: dict[str, Any], member: Member, ctx: _Context, source: str
+) -> Task:
+    """Parse one merged task table of ``member`` into a root-relative Task (depends-on raw)."""
+    where = f"{source}: [tool.cachehook.tasks.{name}]"
+    upstream = _flag(body, "upstream-inputs", where, True)
+    body = {k: v for k, v in body.items() if k not in MEMBER_TASK_KEYS}
+    base = member.path
+    declared = _globs(body, "inputs", where)
+    inputs = ["**"] if declared is None else declared
+    inputs = [rebase_glob(p, base, where=f"{where} inputs") for p in inputs]
+    if upstream:
+        deps = ctx.workspace.dependencies(member.name)
+        inputs += [f"{ctx.workspace.members[d].path}/**" for d in deps]
+    inputs += ctx.global_inputs
+    declared_outputs = _globs(body, "outputs", where) or []
+    outputs = [rebase_glob(p, base, where=f"{where} outputs") for p in declared_outputs]
+    cwd = body.get("cwd", ".")
+    if not isinstance(cwd, str) or posixpath.isabs(cwd) or ".." in cwd.split("/"):
+        msg = f"{where} cwd: {cwd!r} must be a relative POSIX path inside the member"
+        raise ConfigError(msg)
+    body |= {"inputs": inputs, "outputs": outputs, "cwd": posixpath.normpath(f"{base}/{cwd}")}
+    body.pop("depends-on", None)
+    task = parse_task(name, body, source=source, root=ctx.workspace.root)
+    closure = ctx.workspace.closure_digest(member.name)
+    salt = task.salt if closure is None else f"{task.salt}{_LOCK_SALT}{closure}"
+    return dataclasses.replace(task, name=f"{member.name}#{name}", salt=salt)
+
+
+def _member_bodies(
+    member: Member, templates: Mapping[str, dict[str, Any]], presets: object, ctx: _Context
+) -> dict[str, tuple[dict[str, Any], str]]:
+    """Each task of ``member``: its merged table and the file that last shaped it."""
+    where = f"{ctx.source}: [tool.cachehook]"
+    root = ctx.workspace.root
+    bodies = {
+        n: (b, ctx.source)
+        for n, b in preset_tasks(presets, member.name, root=root, where=where).items()
+    }
+    for name, body in templates.items():
+        bodies[name] = ({**bodies.get(name, ({}, ""))[0], **body}, ctx.source)
+    if member.path != ".":  # the root member's own table is the root's
+        source = f"{member.path}/pyproject.toml"
+        for name, body in _tables(member.table, source).items():
+            bodies[name] = ({**bodies.get(name, ({}, ""))[0], **body}, source)
+    return bodies
+
+
+def _resolve(
+    ref: str, *, member: Member | None, nodes: Mapping[str, Task], where: str
+) -> list[str]:
+    if ref.startswith("^"):
+        if member is None:
+            msg = f"{where} depends-on: {ref!r}: '^' is for per-member tasks only"
+            raise ConfigError(msg)
+        task = ref[1:]
+        return [f"{d}#{task}" for d in sorted(member.dependencies) if f"{d}#{task}" in nodes]
+    if "#" in ref:
+        owner, _, _ = ref.partition("#")
+        if ref not in nodes:
+            known = ", ".join(n for n in sorted(nodes) if n.startswith(f"{owner}#")) or "none"
+            msg = f"{where} depends-on: unknown task {ref!r} (the tasks of {owner!r}: {known})"
+            raise ConfigError(msg)
+        return [ref]
+    if member is not None and f"{member.name}#{ref}" in nodes:
+        return [f"{member.name}#{ref}"]
+    if ref in nodes:
+        return [ref]
+    owner = f"member {member.name!r} or " if member is not None else ""
+    msg = f"{where} depends-on: unknown task {ref!r}: neither {owner}the root defines it"
+    raise ConfigError(msg)
+
+
+def load_workspace_tasks(
+    table: Mapping[str, Any], workspace: Workspace, *, source: str
+) -> TaskGraph:
+    """The checked task graph of a uv workspace.
+
+    Args:
+        table: the root's ``[tool.cachehook]`` table.
+        workspace: the workspace read by ``load_workspace``.
+        source: how to name the root pyproject.toml in messages.
+
+    Raises:
+        ConfigError: the message names the file, the table and the key.
+    """
+    global_inputs = _globs(table, "global-inputs", f"{source}: [tool.cachehook]") or []
+    where = f"{source}: [tool.cachehook] global-inputs"
+    ctx = _Context(
+        workspace, tuple(rebase_glob(p, ".", where=where) for p in global_inputs), source
+    )
+    templates: dict[str, dict[str, Any]] = {}
+    nodes: dict[str, Task] = {}
+    raw_depends: dict[str, tuple[Member | None, Sequence[str], str]] = {}
+    for name, body in _tables(table, source).items():
+        here = f"{source}: [tool.cachehook.tasks.{name}]"
+        if _flag(body, "per-member", here, False):
+            templates[name] = body
+            continue
+        if "#" in name:
+            msg = f"{here}: a root task name cannot hold '#'"
+            raise ConfigError(msg)
+        body.pop("per-member", None)
+        nodes[name] = parse_task(name, body, source=source, root=workspace.root)
+        raw_depends[name] = (None, nodes[name].depends_on, here)
+    member_of: dict[str, str] = {}
+    groups: dict[str, list[str]] = {}
+    presets = table.get("presets", [])
+    for member in workspace.members.values():
+        for name, (body, origin) in _member_bodies(member, templates, presets, ctx).items():
+            task = _member_task(name, body, member, ctx, origin)
+            nodes[task.name] = task
+            member_of[task.name] = member.name
+            groups.setdefault(name, []).append(task.name)
+            depends = _globs(body, "depends-on", f"{origin}: [tool.cachehook.tasks.{name}]") or []
+            raw_depends[task.name] = (member, depends, f"{origin}: [tool.cachehook.tasks.{name}]")
+    for node, (owner, refs, here) in raw_depends.items():
+        resolved: dict[str, None] = {}
+        for ref in refs:
+            for target in _resolve(ref, member=owner, nodes=nodes, where=here):
+                resolved[target] = None
+        nodes[node] = dataclasses.replace(nodes[node], depends_on=tuple(resolved))
+    graph = TaskGraph(
+        tasks=nodes,
+        source=source,
+        groups={name: tuple(sorted(g)) for name, g in groups.items()},
+        member_of=member_of,
+        workspace=workspace,
+    )
+    graph.check()
+    return graph

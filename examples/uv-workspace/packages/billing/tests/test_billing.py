@@ -1,0 +1,8 @@
+import unittest
+
+from billing import total
+
+
+class TotalTest(unittest.TestCase):
+    def test_total(self) -> None:
+        self.assertEqual(total("1.50", "2.25"), 375)
