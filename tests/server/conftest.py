@@ -24,11 +24,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.server.engines import bucket, postgres, postgres_url, s3_env, s3_server
 from tests.servers import PEERS_DIR, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
+
+__all__ = ["bucket", "postgres", "postgres_url", "s3_env", "s3_server"]  # fixtures (issue 13)
 
 TURBO_VERSION = "2.11.11"
 TURBO_PACKAGE = f"turbo@{TURBO_VERSION}"
@@ -114,19 +117,31 @@ def write_tokens(path: Path) -> dict[str, str]:
     return tokens
 
 
-def start_serve(workdir: Path, *args: str, workers: int = 1) -> Serve:
-    """Start ``cachehook serve`` on a free 127.0.0.1 port and wait until it answers."""
+def start_serve(
+    workdir: Path,
+    *args: str,
+    workers: int = 1,
+    extra_tokens: str = "",
+    env: Mapping[str, str] | None = None,
+) -> Serve:
+    """Start ``cachehook serve`` on a free 127.0.0.1 port and wait until it answers.
+
+    ``extra_tokens`` is TOML appended to the tokens file (more ``[[token]]`` tables).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     tokens_file = workdir / "tokens.toml"
     tokens = write_tokens(tokens_file)
+    if extra_tokens:
+        tokens_file.write_text(tokens_file.read_text() + extra_tokens)
     storage = workdir / "storage"
     port = free_port()
     log = workdir / "serve.log"
     command = [sys.executable, "-m", "cachehook", "serve", "--port", str(port)]
     command += ["--storage", str(storage), "--tokens", str(tokens_file)]
     command += ["--workers", str(workers), "--log-level", "warning", *args]
+    environ = None if env is None else {**os.environ, **env}
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environ)
     serve = Serve(f"http://127.0.0.1:{port}", port, storage, tokens_file, log, process, tokens)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -180,8 +195,11 @@ def serve_factory(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
     """Start servers for this test: ``serve_factory("--max-body", "1KiB", workers=2)``."""
     started: list[Serve] = []
 
-    def start(*args: str, workers: int = 1) -> Serve:
-        serve = start_serve(tmp_path / f"serve-{len(started)}", *args, workers=workers)
+    def start(
+        *args: str, workers: int = 1, extra_tokens: str = "", env: Mapping[str, str] | None = None
+    ) -> Serve:
+        workdir = tmp_path / f"serve-{len(started)}"
+        serve = start_serve(workdir, *args, workers=workers, extra_tokens=extra_tokens, env=env)
         started.append(serve)
         return serve
 

@@ -1,4 +1,8 @@
-"""The event log: what is kept, and how hits, misses, rates and time saved are counted."""
+"""The event log: what is kept, and how hits, misses, rates and time saved are counted.
+
+The tests that take ``location`` run on SQLite and on a real PostgreSQL server (issue 13): the
+same queries must give the same numbers on both.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from cachehook.events import Event
 from cachehook.server.eventlog import EventLog, day_of
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 DAY = 86400.0
@@ -23,6 +28,29 @@ NOON = calendar.timegm((2026, 3, 10, 12, 0, 0))
 
 Source = Literal["LOCAL", "REMOTE"]
 Kind = Literal["HIT", "MISS"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a test's event log lives: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        return tmp_path / "events.sqlite3"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def open_log(location: str | Path) -> Iterator[Callable[..., EventLog]]:
+    """``open_log(retention_days=...)``: an event log at ``location``, closed after the test."""
+    opened: list[EventLog] = []
+
+    def open_(**options: int) -> EventLog:
+        log = EventLog(location, **options)
+        opened.append(log)
+        return log
+
+    yield open_
+    for log in opened:
+        log.close()
 
 
 def run(*events: tuple[Source, Kind, str, int]) -> list[Event]:
@@ -35,8 +63,8 @@ def test_day_of_is_utc() -> None:
     assert day_of(calendar.timegm((2026, 3, 10, 23, 59, 59))) == "2026-03-10"
 
 
-def test_stats_per_day_and_team(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "events.sqlite3")
+def test_stats_per_day_and_team(open_log: Callable[..., EventLog]) -> None:
+    log = open_log()
     log.record(
         "alpha",
         run(("LOCAL", "MISS", "a", 0), ("REMOTE", "HIT", "a", 1000)),
@@ -77,29 +105,29 @@ def test_stats_per_day_and_team(tmp_path: Path) -> None:
     assert log.count() == 5
 
 
-def test_the_same_hash_in_two_runs_is_two_lookups(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "e.sqlite3")
+def test_the_same_hash_in_two_runs_is_two_lookups(open_log: Callable[..., EventLog]) -> None:
+    log = open_log()
     log.record("t", run(("LOCAL", "MISS", "a", 0)), ci=None, interactive=None, now=NOON)
     log.record("t", run(("LOCAL", "HIT", "a", 5)), ci=None, interactive=None, now=NOON)
     assert log.stats(now=NOON)["totals"]["lookups"] == 2
     assert log.stats(now=NOON)["totals"]["hit_rate"] == 0.5
 
 
-def test_empty_stats_have_no_rate(tmp_path: Path) -> None:
-    totals = EventLog(tmp_path / "e.sqlite3").stats()["totals"]
+def test_empty_stats_have_no_rate(open_log: Callable[..., EventLog]) -> None:
+    totals = open_log().stats()["totals"]
     assert totals["hit_rate"] is None
     assert totals["by_source"]["REMOTE"]["hit_rate"] is None
 
 
-def test_old_rows_are_pruned(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "e.sqlite3", retention_days=10)
+def test_old_rows_are_pruned(open_log: Callable[..., EventLog]) -> None:
+    log = open_log(retention_days=10)
     log.record("t", run(("LOCAL", "HIT", "a", 1)), ci=None, interactive=None, now=NOON - 30 * DAY)
     log.record("t", run(("LOCAL", "HIT", "b", 1)), ci=None, interactive=None, now=NOON)
     assert log.count() == 1
 
 
-def test_many_threads_and_two_logs_on_one_file(tmp_path: Path) -> None:
-    first, second = EventLog(tmp_path / "e.sqlite3"), EventLog(tmp_path / "e.sqlite3")
+def test_many_threads_and_two_logs_on_one_file(open_log: Callable[..., EventLog]) -> None:
+    first, second = open_log(), open_log()
 
     def record(index: int) -> None:
         log = first if index % 2 else second
@@ -118,3 +146,34 @@ def test_an_unusable_file_is_a_store_error(tmp_path: Path) -> None:
         EventLog(path)
     assert issubclass(StoreError, Exception)
     assert not issubclass(StoreError, sqlite3.Error)
+
+
+def test_a_repeated_batch_counts_once(open_log: Callable[..., EventLog]) -> None:
+    log = open_log()
+    batch = run(("LOCAL", "MISS", "a", 0), ("REMOTE", "HIT", "a", 700))
+    for _ in range(3):  # the client retried: the answer was lost
+        log.record("t", batch, ci=None, interactive=None, now=NOON)
+    assert log.count() == 2
+    assert log.stats(now=NOON)["totals"]["time_saved_ms"] == 700
+
+
+def test_the_schema_is_migrated_once_and_rows_stay(open_log: Callable[..., EventLog]) -> None:
+    first = open_log()
+    first.record("t", run(("LOCAL", "HIT", "a", 1)), ci=None, interactive=None, now=NOON)
+    with ThreadPoolExecutor(4) as pool:  # several servers starting at once
+        logs = list(pool.map(lambda _: open_log(), range(4)))
+    assert [log.count() for log in logs] == [1, 1, 1, 1]
+
+
+def test_one_lease_holder_at_a_time_until_it_expires(open_log: Callable[..., EventLog]) -> None:
+    one, two = open_log(), open_log()
+    assert one.take_lease("sweep", seconds=60, now=NOON)
+    assert not two.take_lease("sweep", seconds=60, now=NOON + 1)
+    assert one.take_lease("sweep", seconds=60, now=NOON + 2)  # the holder extends it
+    assert two.take_lease("other", seconds=60, now=NOON + 3)  # another name is free
+    assert two.take_lease("sweep", seconds=60, now=NOON + 63)  # expired: a killed holder
+    assert not one.take_lease("sweep", seconds=60, now=NOON + 64)
+    two.drop_lease("sweep")
+    assert one.take_lease("sweep", seconds=60, now=NOON + 65)
+    one.drop_lease("other")  # not its lease: nothing happens
+    assert not one.take_lease("other", seconds=60, now=NOON + 4)
