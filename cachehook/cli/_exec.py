@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from cachehook.cli._output import Console, ProgressLine, print_json
+from cachehook.cli._project import root_notice
 from cachehook.config import OUTPUT_LOG_MODES, load_settings
 from cachehook.errors import ConfigError
 
@@ -225,6 +226,9 @@ def run_exec(
         output_logs=output_logs,
     )
     console = Console(quiet=quiet or settings.output_logs == "none")
+    notice = None if root is not None else root_notice(settings, cwd=Path.cwd())
+    if notice is not None:
+        console.info(notice)
     spec = TaskSpec(
         command=command, inputs=inputs, outputs=outputs, env=env, salt=salt, cwd=Path.cwd()
     )

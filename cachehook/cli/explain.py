@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import click
 
 from cachehook.cli._output import Console, print_json, short_key
+from cachehook.cli._project import load_tasks_or_explain
 from cachehook.config import load_settings
 from cachehook.errors import StoreError
 from cachehook.hashing import Manifest, diff_manifests
 from cachehook.history import read_history
 from cachehook.runner import Runner
-from cachehook.tasks import PlannedTask, load_task_graph, plan_tasks
+from cachehook.tasks import PlannedTask, plan_tasks
 
 if TYPE_CHECKING:
     from cachehook.store import LocalStore
@@ -173,7 +174,7 @@ def explain(task_name: str, as_json: bool, root: Path | None, cache_dir: Path | 
     output or dependency changes. Runs nothing.
     """
     settings = load_settings(cwd=Path.cwd(), environ=os.environ, root=root, cache_dir=cache_dir)
-    graph = load_task_graph(settings, cwd=Path.cwd())
+    graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     console = Console()
     with Runner(settings, on_notice=console.warn) as runner:
         current = plan_tasks(graph, [task_name], runner)[-1]

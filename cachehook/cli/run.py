@@ -21,6 +21,7 @@ import click
 
 from cachehook import __version__
 from cachehook.cli._output import Console, format_duration, print_json, short_key
+from cachehook.cli._project import load_tasks_or_explain
 from cachehook.config import OUTPUT_LOG_MODES, Settings, load_settings
 from cachehook.errors import ConfigError
 from cachehook.logs import STDOUT, decode
@@ -30,7 +31,6 @@ from cachehook.tasks import (
     RunReport,
     TaskGraph,
     TaskOutcome,
-    load_task_graph,
     plan_tasks,
     run_tasks,
 )
@@ -265,7 +265,7 @@ def run(
         no_cache=no_cache,
         output_logs=output_logs,
     )
-    graph = load_task_graph(settings, cwd=Path.cwd())
+    graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     if not task_names:
         names = ", ".join(graph.names()) or "none yet"
         msg = f"name the tasks to run; the tasks in {graph.source} are: {names}"

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cachehook.cli._output import print_json
+from cachehook.cli._project import load_tasks_or_explain
 from cachehook.config import load_settings
-from cachehook.tasks import Task, load_task_graph
+
+if TYPE_CHECKING:
+    from cachehook.tasks import Task
 
 __all__ = ["tasks"]
 
@@ -59,7 +63,7 @@ def tasks(as_json: bool, root: Path | None) -> None:
     task, a bad glob) is reported with the file, the table and the key, and exit code 2.
     """
     settings = load_settings(cwd=Path.cwd(), environ=os.environ, root=root)
-    graph = load_task_graph(settings, cwd=Path.cwd())
+    graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     ordered = [graph.tasks[name] for name in graph.names()]
     if as_json:
         print_json({"source": graph.source, "tasks": [_task_json(task) for task in ordered]})
