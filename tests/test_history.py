@@ -99,6 +99,7 @@ def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
         process.join()
     for thread in threads:
         thread.join()
+    assert [process.exitcode for process in workers] == [0, 0, 0]
     lines = history_path(tmp_path).read_bytes().splitlines()
     assert len(lines) == 1000
     assert all(json.loads(line)["key"].startswith(("p", "t")) for line in lines)
