@@ -2,17 +2,19 @@
 
 Exit codes of ``serve``:
     0  stopped with Ctrl-C (SIGINT), after a graceful shutdown
-    2  a bad option, an unreadable or malformed tokens file, an unusable storage directory,
-       or the ``server`` extra is not installed
+    2  a bad option, a port already in use, an unreadable or malformed tokens file, an
+       unusable storage directory, or the ``server`` extra is not installed
 SIGTERM shuts the server down just as gracefully, then ends the process by that signal (as
 uvicorn does), which is what service managers expect of a stopped service.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import click
@@ -41,6 +43,35 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on, before any banner (issue 9).
+
+    The probe binds as uvicorn will (SO_REUSEADDR), so a port in TIME_WAIT still passes.
+    """
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        msg = f"--host {host}: cannot resolve it to an address to listen on ({exc.strerror})"
+        raise ConfigError(msg) from exc
+    family, kind, proto, _, address = found[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                why = "is already in use by another process (an earlier cachehook serve?)"
+            elif exc.errno == errno.EACCES:
+                why = "needs privileges to be listened on (ports below 1024)"
+            else:
+                why = f"cannot be listened on ({exc.strerror})"
+            msg = (
+                f"port {port} on {host} {why}: pick another with --port N "
+                "(or CACHEHOOK_SERVE_PORT), e.g. --port 8081"
+            )
+            raise ConfigError(msg) from exc
 
 
 @click.command("serve")
@@ -152,6 +183,7 @@ def serve(
         CacheServer(config, tokens=tokens).storage.close()  # fail here, not in each worker
     except StoreError as exc:
         raise ConfigError(str(exc)) from exc
+    _check_port_free(host, port)
     if not _is_loopback(host):
         click.echo(
             f"cachehook serve: listening on {host}, beyond this machine, over plain HTTP: "

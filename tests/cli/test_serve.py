@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,20 @@ def test_it_binds_loopback_by_default_and_stops_gracefully(
         assert server.token() not in log
     finally:
         server.stop()
+
+
+def test_a_port_in_use_is_refused_before_the_banner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = tmp_path / "tokens.toml"
+    write_tokens(tokens)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["serve", "--storage", str(tmp_path / "s"), "--tokens", str(tokens)]
+        assert main([*args, "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is already in use" in err
+    assert "pick another with --port N (or CACHEHOOK_SERVE_PORT)" in err
+    assert "http://" not in err  # no banner
