@@ -261,8 +261,12 @@ def load_settings(
     remote_only: bool = False,
     no_cache: bool = False,
     output_logs: str | None = None,
+    workspace: bool = False,
 ) -> Settings:
     """Resolve the settings for one run; every keyword is a CLI flag (None = not given).
+
+    With ``workspace``, a ``cwd`` inside a uv workspace takes the workspace's root as the
+    project root (``cachehook run`` from a member's directory, issue 14).
 
     Raises:
         ConfigError: a value is malformed; the message names where it came from.
@@ -274,6 +278,10 @@ def load_settings(
         resolved_root = root.resolve()
     else:
         resolved_root = find_root(cwd)
+        if workspace:
+            from cachehook.workspace import find_workspace_root
+
+            resolved_root = find_workspace_root(cwd) or resolved_root
     source = str(resolved_root / "pyproject.toml")
     table = load_pyproject_table(resolved_root)
 

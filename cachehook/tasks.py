@@ -304,10 +304,10 @@ class TaskGraph:
                     self._visit(node, order)
                 continue
             if name not in self.tasks:
-                known = sorted({*self.tasks, *self.groups})
-                hint = _suggest(name, known)
+                known = sorted({*self.groups, *(n for n in self.tasks if n not in self.member_of)})
+                hint = _suggest(name, known if "#" not in name else self.names())
                 msg = f"unknown task {name!r}{hint}; the tasks in {self.source} are: "
-                msg += ", ".join(known)
+                msg += ", ".join(known) + (" (or MEMBER#TASK for one member)" * bool(self.groups))
                 raise ConfigError(msg)
             self._visit(name, order)
         return list(order)
