@@ -3,8 +3,8 @@
 The only module that imports :mod:`xxhash`. Everything here sits on the cache-hit path, so it
 imports nothing heavier than :mod:`re` and :mod:`json`: a file whose ``lstat`` is unchanged since
 the last run is not read again (:class:`StatCache`). Which files a set of globs names is
-:mod:`cachehook._globs` (glob syntax, ``.gitignore``, the walk); its :class:`GlobSet`,
-:class:`Expansion` and :func:`expand_globs` are re-exported from here.
+:mod:`cachehook._globs` (glob syntax), :mod:`cachehook._gitignore` and :mod:`cachehook._walk`;
+:class:`GlobSet`, :class:`Expansion` and :func:`expand_globs` are re-exported from here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from cachehook._globs import Expansion, GlobSet, expand_globs
+from cachehook._globs import GlobSet
+from cachehook._walk import Expansion, expand_globs
 from cachehook.errors import ConfigError, HashingError
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "GlobSet",
     "Manifest",
     "StatCache",
+    "ToolDigest",
     "diff_manifests",
     "digest_bytes",
     "digest_file",
@@ -44,7 +46,7 @@ __all__ = [
     "resolve_env",
 ]
 
-KEY_FORMAT_VERSION: int = 1
+KEY_FORMAT_VERSION: int = 2  # 2: the toolchain (issue 10)
 
 _CHUNK = 1 << 20
 _DIGEST_LEN = 32
@@ -125,6 +127,23 @@ class FileDigest:
     path: str
     digest: str
     executable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDigest:
+    """One tool of a task's toolchain as it enters the key (see :mod:`cachehook.toolchain`).
+
+    Attributes:
+        name: the tool as the task names it (``argv[0]`` or an entry of ``tools``).
+        digest: xxh3-128 of its identity: the interpreter and distributions of its Python
+            environment, or the file's bytes.
+        versions: what ``explain`` shows, never a path: ``("python", "3.11.7")``,
+            ``("ruff", "0.15.9")``, or for a plain file ``("true", <its digest, shortened>)``.
+    """
+
+    name: str
+    digest: str
+    versions: tuple[tuple[str, str], ...] = ()
 
 
 _SIGNATURE = "%x %x %x %x"  # size, mtime_ns, ctime_ns, inode: %-formatting is the fastest
@@ -411,8 +430,8 @@ def resolve_env(names: Sequence[str], environ: Mapping[str, str]) -> dict[str, s
 # --------------------------------------------------------------------------- the key
 
 
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+def _dumps(value: object, *, sort_keys: bool = False) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys)
 
 
 def _str_tuple(value: object, field: str) -> tuple[str, ...]:
@@ -442,8 +461,29 @@ def _env_from_json(value: object) -> tuple[str, str]:
     return value[0], value[1]
 
 
+def _tool_from_json(value: object) -> ToolDigest:
+    if not (
+        isinstance(value, dict)
+        and value.keys() == {"name", "digest", "versions"}
+        and isinstance(value["name"], str)
+        and isinstance(value["digest"], str)
+        and isinstance(value["versions"], list)
+        and all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(v, str) for v in p)
+            for p in value["versions"]
+        )
+    ):
+        msg = f"manifest toolchain entry must be {{name, digest, versions}}, not {value!r}"
+        raise ValueError(msg)
+    return ToolDigest(value["name"], value["digest"], tuple(map(tuple, value["versions"])))
+
+
+def _tool_json(tool: ToolDigest) -> dict[str, Any]:
+    return {"name": tool.name, "digest": tool.digest, "versions": [list(p) for p in tool.versions]}
+
+
 _MANIFEST_KEYS = frozenset(
-    {"version", "command", "cwd", "inputs", "env", "outputs", "salt", "dependencies"}
+    {"version", "command", "cwd", "inputs", "env", "outputs", "salt", "dependencies", "toolchain"}
 )
 
 
@@ -462,6 +502,7 @@ class Manifest:
         outputs: the output globs as given.
         salt: a user salt.
         dependencies: the keys of the tasks this one depends on.
+        toolchain: what the task runs with, sorted by name (issue 10).
         version: the key format.
     """
 
@@ -472,6 +513,7 @@ class Manifest:
     outputs: tuple[str, ...]
     salt: str = ""
     dependencies: tuple[str, ...] = ()
+    toolchain: tuple[ToolDigest, ...] = ()
     version: int = KEY_FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -484,6 +526,7 @@ class Manifest:
         object.__setattr__(self, "env", tuple(sorted(tuple(pair) for pair in self.env)))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "dependencies", tuple(sorted(self.dependencies)))
+        object.__setattr__(self, "toolchain", tuple(sorted(self.toolchain, key=_tool_order)))
 
     def key(self) -> str:
         """The task key: xxh3-128 hex of :meth:`canonical_bytes`."""
@@ -506,6 +549,7 @@ class Manifest:
             f'"dependencies":{_dumps(list(self.dependencies))},'
             f'"env":{_dumps([list(pair) for pair in self.env])},"inputs":[{inputs}],'
             f'"outputs":{_dumps(list(self.outputs))},"salt":{_dumps(self.salt)},'
+            f'"toolchain":{_dumps([_tool_json(t) for t in self.toolchain], sort_keys=True)},'
             f'"version":{_dumps(self.version)}}}'
         )
         return text.encode("utf-8", "surrogatepass")
@@ -524,6 +568,7 @@ class Manifest:
             "outputs": list(self.outputs),
             "salt": self.salt,
             "dependencies": list(self.dependencies),
+            "toolchain": [_tool_json(tool) for tool in self.toolchain],
         }
 
     @classmethod
@@ -539,6 +584,8 @@ class Manifest:
         Raises:
             ValueError: ``data`` does not have exactly the shape :meth:`to_json` gives.
         """
+        if isinstance(data, dict) and data.keys() == _MANIFEST_KEYS - {"toolchain"}:
+            data = {**data, "toolchain": []}  # stored before issue 10
         if not isinstance(data, dict) or data.keys() != _MANIFEST_KEYS:
             msg = f"a manifest must be an object with the keys {sorted(_MANIFEST_KEYS)}"
             raise ValueError(msg)
@@ -546,9 +593,9 @@ class Manifest:
         if type(version) is not int or not isinstance(cwd, str) or not isinstance(salt, str):
             msg = "manifest 'version' must be an int, 'cwd' and 'salt' strings"
             raise ValueError(msg)
-        inputs, env = data["inputs"], data["env"]
-        if not isinstance(inputs, list) or not isinstance(env, list):
-            msg = "manifest 'inputs' and 'env' must be lists"
+        inputs, env, toolchain = data["inputs"], data["env"], data["toolchain"]
+        if not all(isinstance(v, list) for v in (inputs, env, toolchain)):
+            msg = "manifest 'inputs', 'env' and 'toolchain' must be lists"
             raise ValueError(msg)
         return cls(
             command=_str_tuple(data["command"], "command"),
@@ -558,6 +605,7 @@ class Manifest:
             outputs=_str_tuple(data["outputs"], "outputs"),
             salt=salt,
             dependencies=_str_tuple(data["dependencies"], "dependencies"),
+            toolchain=tuple(map(_tool_from_json, toolchain)),
             version=version,
         )
 
@@ -599,4 +647,36 @@ def diff_manifests(old: Manifest, new: Manifest) -> list[str]:
         lines.append("salt changed")
     if old.dependencies != new.dependencies:
         lines.append("dependency changed")
+    lines += [line for line in _diff_toolchains(old.toolchain, new.toolchain) if line not in lines]
+    return lines
+
+
+def _tool_order(tool: ToolDigest) -> str:
+    return tool.name
+
+
+def _diff_toolchains(old: Sequence[ToolDigest], new: Sequence[ToolDigest]) -> list[str]:
+    """``toolchain: ruff 0.15.9 -> 0.17.6``; a change no version shows names the tool."""
+    lines: list[str] = []
+    before, after = {t.name: t for t in old}, {t.name: t for t in new}
+    for name in sorted(before.keys() | after.keys()):
+        was, now = before.get(name), after.get(name)
+        if was is None or now is None:
+            lines.append(f"toolchain {'added' if was is None else 'removed'}: {name}")
+            continue
+        if was.digest == now.digest:
+            continue
+        versions_before, versions_after = dict(was.versions), dict(now.versions)
+        changed = []
+        for part in [*versions_before, *(p for p in versions_after if p not in versions_before)]:
+            a, b = versions_before.get(part), versions_after.get(part)
+            if a != b:
+                changed.append(
+                    f"toolchain: {part} {a} -> {b}"
+                    if a is not None and b is not None
+                    else f"toolchain: {part} {b} installed"
+                    if a is None
+                    else f"toolchain: {part} {a} uninstalled"
+                )
+        lines += changed or [f"toolchain changed: {name}"]
     return lines
