@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 __all__ = [
+    "NODE_CLIENTS",
     "NPM_SERVER_VERSION",
     "UNRESOLVABLE_URL",
     "CaptureProxy",
@@ -50,6 +51,7 @@ __all__ = [
     "FaultServer",
     "NpmServer",
     "free_port",
+    "install_node_clients",
     "install_npm_server",
     "start_npm_server",
 ]
@@ -99,6 +101,48 @@ def install_npm_server() -> Path:
     if not cli.is_file():
         pytest.fail(f"{cli} is missing after npm install")
     return cli
+
+
+# The real Node clients of ``cachehook serve`` (issue 12), pinned; .ci/run installs the same.
+NODE_CLIENTS = {
+    "@vercel/sdk": "1.28.35",
+    "nx": "17.3.2",
+    "@vercel/remote-nx": "2.0.0",
+    "@vercel/remote": "1.0.1",
+}
+
+
+def install_node_clients() -> Path:
+    """Install ``NODE_CLIENTS`` into ``<repo>/.peers`` (once); returns its ``node_modules``."""
+    npm = shutil.which("npm")
+    if shutil.which("node") is None or npm is None:
+        pytest.fail("node and npm are needed for the integration tests (@vercel/sdk, nx)")
+    modules = PEERS_DIR / "node_modules"
+    PEERS_DIR.mkdir(exist_ok=True)
+    with (PEERS_DIR / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test runs share .peers
+        missing = [
+            f"{name}@{version}"
+            for name, version in NODE_CLIENTS.items()
+            if _installed_version(modules / name) != version
+        ]
+        if missing:
+            if not (PEERS_DIR / "package.json").exists():
+                (PEERS_DIR / "package.json").write_text('{"name": "peers", "private": true}\n')
+            done = subprocess.run(
+                [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *missing],
+                cwd=PEERS_DIR,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            if done.returncode != 0:
+                pytest.fail(f"npm install failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    for name, version in NODE_CLIENTS.items():
+        if _installed_version(modules / name) != version:
+            pytest.fail(f"{name} {version} is not in {modules} after npm install")
+    return modules
 
 
 def _installed_version(package: Path) -> str | None:

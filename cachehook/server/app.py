@@ -51,7 +51,7 @@ from cachehook.server._asgi import (
 )
 from cachehook.server.dashboard import render_dashboard
 from cachehook.server.eventlog import EventLog
-from cachehook.server.storage import ArtifactStorage
+from cachehook.server.storage import is_object_store, open_storage
 from cachehook.server.tokens import Token, TokenTable, load_tokens
 from cachehook.server.validation import (
     HASH_RE,
@@ -66,7 +66,7 @@ from cachehook.server.validation import (
 
 if TYPE_CHECKING:
     from cachehook.server._asgi import Receive, Scope, Send
-    from cachehook.server.storage import StoredArtifact, Upload
+    from cachehook.server.storage import Storage, StoredArtifact, Upload
 
 __all__ = ["CONFIG_ENV", "DEFAULT_MAX_BODY", "CacheServer", "ServerConfig", "app_from_environment"]
 
@@ -87,23 +87,40 @@ _ARTIFACTS = ("v8", "artifacts")
 class ServerConfig:
     """What one server (all its workers) serves from, and its limits."""
 
-    storage: Path
+    storage: Path | str  # a directory, or an object store's ``s3://BUCKET[/PREFIX]`` (issue 13)
     tokens: Path
     max_size: int = DEFAULT_MAX_SIZE
     max_body: int = DEFAULT_MAX_BODY
     dashboard: bool = True
     retention_days: int = 400
+    events_db: Path | str | None = None  # a SQLite file or postgresql:// URL; None: in storage
 
     def to_json(self) -> str:
         data = asdict(self)
         data["storage"], data["tokens"] = str(self.storage), str(self.tokens)
+        data["events_db"] = None if self.events_db is None else str(self.events_db)
         return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> ServerConfig:
         data = json.loads(text)
-        data["storage"], data["tokens"] = Path(data["storage"]), Path(data["tokens"])
+        storage, events_db = data["storage"], data.get("events_db")
+        data["storage"] = storage if is_object_store(storage) else Path(storage)
+        data["tokens"] = Path(data["tokens"])
+        data["events_db"] = (
+            events_db if events_db is None or "://" in events_db else Path(events_db)
+        )
         return cls(**data)
+
+    @property
+    def events_location(self) -> Path | str:
+        """Where the event log is: ``events_db``, else ``events.sqlite3`` in the directory."""
+        if self.events_db is not None:
+            return self.events_db
+        if isinstance(self.storage, str):
+            msg = "an object store (--storage s3://...) needs --events-db"
+            raise ConfigError(msg)
+        return self.storage / "events.sqlite3"
 
 
 def app_from_environment() -> CacheServer:
@@ -126,11 +143,17 @@ class CacheServer:
     def __init__(self, config: ServerConfig, *, tokens: TokenTable | None = None) -> None:
         self.config = config
         self.tokens = tokens if tokens is not None else load_tokens(config.tokens)
-        self.storage = ArtifactStorage(config.storage, max_size=config.max_size)
-        self.storage.remove_stale_uploads()
-        self.events = EventLog(
-            config.storage / "events.sqlite3", retention_days=config.retention_days
+        if isinstance(config.storage, Path):  # the event log's default place is in it
+            try:
+                config.storage.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                msg = f"cannot create the storage directory {config.storage}: {exc.strerror}"
+                raise StoreError(msg) from exc
+        self.events = EventLog(config.events_location, retention_days=config.retention_days)
+        self.storage: Storage = open_storage(
+            config.storage, max_size=config.max_size, lease=self.events
         )
+        self.storage.remove_stale_uploads()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -275,13 +298,17 @@ class CacheServer:
         if opened is None:
             raise ApiError(404, "not_found", f"artifact {hash_} not found")
         handle, info, first = opened
+        # @vercel/sdk's downloadArtifact asks for JSON only and refuses the bytes under any
+        # other type (issue 12); every other client gets what the bytes are.
+        is_json_only = request.headers.get("accept", "").strip().lower() == "application/json"
+        kind = b"application/json" if is_json_only else b"application/octet-stream"
         try:
             await send(
                 {
                     "type": "http.response.start",
                     "status": 200,
                     "headers": [
-                        (b"content-type", b"application/octet-stream"),
+                        (b"content-type", kind),
                         (b"content-length", str(info.size).encode()),
                         (b"cache-control", b"no-store"),
                         *_artifact_headers(info),
@@ -326,7 +353,7 @@ class CacheServer:
             raise ApiError(400, "bad_request", "malformed Content-Length", field="content-length")
         if declared is not None and int(declared) > self.config.max_body:
             raise too_large(int(declared), self.config.max_body)
-        upload = self.storage.begin_upload()
+        upload = self.storage.begin_upload(team, hash_, meta)
         try:
             tail = await self._receive_into(request, upload)
             if upload.size + sum(len(chunk) for chunk in tail) == 0:
