@@ -215,6 +215,7 @@ def unpack(
     allowed: Callable[[str], bool],
     skip: Collection[str] = (),
     limits: Limits = _DEFAULT_LIMITS,
+    check: Callable[[Contents], None] | None = None,
 ) -> Contents:
     """Restore an artifact's outputs under ``root``, all or nothing as far as checks go.
 
@@ -229,6 +230,8 @@ def unpack(
             an input). A directory entry may also be a parent of an allowed entry.
         skip: paths already on disk and unchanged; they are not written.
         limits: bounds on entry count, sizes and path lengths.
+        check: told what the artifact holds before anything is written; raises
+            ``ArchiveError`` to refuse it (the runner checks meta.json names the key it wants).
 
     Returns:
         What :func:`read` returns.
@@ -239,6 +242,8 @@ def unpack(
             it is not allowed, or writing failed (then each output already moved is whole).
     """
     contents = read(src, limits=limits)
+    if check is not None:
+        check(contents)
     _check_allowed(contents.entries, allowed)
     skipped = frozenset(skip)
     wanted = [entry for entry in contents.entries if entry.path not in skipped]

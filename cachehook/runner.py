@@ -7,9 +7,11 @@ reaches the caller through ``on_notice`` (warnings) and the result itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +46,9 @@ Status = Literal["HIT", "MISS", "BYPASS", "DRY"]
 Source = Literal["LOCAL", "REMOTE"]
 Execute = Callable[[LogRecorder], int]
 _PROTECTED = frozenset({"pyproject.toml"})
+# Path segments a restore never writes, at any depth (issue 10): git's own directory (a
+# planted hook runs on the next checkout) and our reserved one.
+_FORBIDDEN_SEGMENTS = frozenset({".git", ".cachehook"})
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,7 @@ class Runner:
                     self.settings.cache_dir / "store",
                     max_size=self.settings.max_size,
                     on_warning=self._notice,
+                    scratch_dir=self.settings.cache_dir / "tmp",
                 )
             except StoreError as exc:
                 self._store_failed = True
@@ -361,12 +367,16 @@ class Runner:
                 return hit
             local_hit = False
             self._record_event("LOCAL", "MISS", key, 0)
-        if not force and modes.remote_read and self.remote is not None:
+        remote = self.remote if not force and modes.remote_read else None
+        if remote is not None and remote.is_enabled:
             hit = self._restore_remote(prepared, started, local_hit)
-            self._record_event("REMOTE", "HIT" if hit else "MISS", key, hit.saved_ms if hit else 0)
             if hit is not None:
+                self._record_event("REMOTE", "HIT", key, hit.saved_ms)
                 return hit
-            remote_hit = False
+            # A remote switched off by this very lookup did not answer: not a miss (issue 10).
+            if remote.is_enabled:
+                self._record_event("REMOTE", "MISS", key, 0)
+                remote_hit = False
         recorder = LogRecorder()
         run_started = time.monotonic()
         code = self._execute(prepared, recorder, live, execute)
@@ -406,25 +416,54 @@ class Runner:
     # -- restore ----------------------------------------------------------------------------
 
     def _unchanged_outputs(self, meta: dict[str, Any]) -> set[str]:
+        """Outputs on disk with the stored bytes and mode: a restore need not write them.
+
+        A record without modes (stored before issue 10) has none unchanged: the full restore
+        brings back the modes the artifact keeps.
+        """
         unchanged: set[str] = set()
         root = self.settings.root
         for entry in meta.get("outputs", ()):
-            path = entry["path"]
+            path, mode = entry["path"], entry.get("mode")
+            if not isinstance(mode, int):
+                continue
             try:
                 current = self._stat_cache.digest(root, path)
-            except HashingError:
+                current_mode = stat.S_IMODE(os.lstat(root / path).st_mode)
+            except (HashingError, OSError):
                 continue
-            if current.digest == entry["digest"] and current.executable == entry["executable"]:
+            if (
+                current.digest == entry["digest"]
+                and current.executable == entry["executable"]
+                and current_mode == mode
+            ):
                 unchanged.add(path)
         return unchanged
+
+    def _is_forbidden(self, path: str) -> bool:
+        """A path no restore writes, whatever the globs say: ``.git`` or ``.cachehook`` at any
+        depth (as a case-insensitive disk sees it), the cache directory, ``pyproject.toml``."""
+        if path in _PROTECTED:
+            return True
+        if any(part.casefold() in _FORBIDDEN_SEGMENTS for part in path.split("/")):
+            return True
+        inside = self._cache_dir_in_root
+        return inside is not None and (path == inside or path.startswith(f"{inside}/"))
+
+    @functools.cached_property
+    def _cache_dir_in_root(self) -> str | None:
+        try:
+            relative = self.settings.cache_dir.resolve().relative_to(self.settings.root)
+        except (ValueError, OSError):
+            return None
+        return relative.as_posix() if relative.parts else ""
 
     def _allowed(self, prepared: Prepared) -> Callable[[str], bool]:
         def allowed(path: str) -> bool:
             return (
                 prepared.outputs.matches(path)
                 and path not in prepared.input_paths
-                and path not in _PROTECTED
-                and not path.startswith(".git/")
+                and not self._is_forbidden(path)
             )
 
         return allowed
@@ -440,9 +479,20 @@ class Runner:
 
         if skip is None:
             skip = self._unchanged_outputs(meta)
+
+        def check(contents: archive.Contents) -> None:
+            try:
+                _parse_meta(contents.meta, prepared.key)
+            except ValueError as exc:
+                raise ArchiveError(str(exc)) from None
+
         try:
             contents = archive.unpack(
-                artifact, self.settings.root, allowed=self._allowed(prepared), skip=skip
+                artifact,
+                self.settings.root,
+                allowed=self._allowed(prepared),
+                skip=skip,
+                check=check,
             )
         except ArchiveError as exc:
             self._notice(
@@ -461,7 +511,7 @@ class Runner:
             return None
         try:
             meta = store.get_meta(prepared.key)
-            if meta is None or not store.has_artifact(meta):
+            if meta is None or not store.check_artifact(prepared.key, meta):
                 return None
             log = store.get_log(prepared.key, meta)
             if log is None:
@@ -475,7 +525,7 @@ class Runner:
                         return None
                     unpacked = self._unpack(prepared, artifact, meta, unchanged)
                 if unpacked is None:
-                    store.evict(prepared.key, reason="its contents were refused")
+                    store.evict(prepared.key, reason="its contents were refused", meta=meta)
                     return None
                 restored = unpacked
         except StoreError as exc:
@@ -558,8 +608,15 @@ class Runner:
             return False
         if not self._inputs_unchanged(prepared):
             return False
-        outputs = [p for p in found.files if p not in prepared.input_paths]
+        outputs = [
+            p for p in found.files if p not in prepared.input_paths and not self._is_forbidden(p)
+        ]
         digests = hash_files(root, outputs, self._stat_cache)
+        try:
+            file_modes = {d.path: stat.S_IMODE(os.lstat(root / d.path).st_mode) for d in digests}
+        except OSError as exc:
+            self._notice(f"an output changed after the task ({exc}); not caching it")
+            return False
         meta = {
             "key": prepared.key,
             "command": list(prepared.spec.command),
@@ -570,7 +627,13 @@ class Runner:
             "task": prepared.spec.name,
             "manifest": prepared.manifest.to_json(),
             "outputs": [
-                {"path": d.path, "digest": d.digest, "executable": d.executable} for d in digests
+                {
+                    "path": d.path,
+                    "digest": d.digest,
+                    "executable": d.executable,
+                    "mode": file_modes[d.path],
+                }
+                for d in digests
             ],
         }
         if value is not None:
@@ -631,19 +694,10 @@ class Runner:
 
     @contextlib.contextmanager
     def _scratch_file(self) -> Iterator[Path]:
-        import tempfile
+        from cachehook._scratch import scratch_file
 
-        directory = self.settings.cache_dir / "tmp"
-        try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError:  # an unusable cache dir: the remote may still work (#2)
-            directory = Path(tempfile.gettempdir())
-        fd, name = tempfile.mkstemp(dir=directory, suffix=".tar.zst")
-        os.close(fd)
-        try:
-            yield Path(name)
-        finally:
-            Path(name).unlink(missing_ok=True)
+        with scratch_file(self.settings.cache_dir / "tmp") as path:
+            yield path
 
 
 def _meta_value(meta: dict[str, Any]) -> str | None:
@@ -662,6 +716,7 @@ def _parse_meta(data: bytes, key: str) -> dict[str, Any]:
         and isinstance(o.get("path"), str)
         and isinstance(o.get("digest"), str)
         and isinstance(o.get("executable"), bool)
+        and isinstance(o.get("mode", 0), int)
         for o in outputs
     ):
         msg = "its meta.json lists malformed outputs"

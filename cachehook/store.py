@@ -3,15 +3,24 @@
 Bytes and text only: diskcache pickles anything else by default, and unpickles
 whatever it finds (CVE-2025-69872), so ``_BytesOnlyDisk`` refuses both ways.
 Records: ``a/<checksum>`` (an artifact file, content-addressed), ``l/<checksum>``
-(a log) and ``m/<key>`` (JSON metadata naming both checksums). The metadata is
-written last and points at immutable blobs, so processes storing the same key at
-once can interleave freely: whichever metadata lands last names complete blobs.
+(a log) and ``m/<key>`` (JSON metadata naming both checksums and its own key). The
+metadata is written last and points at immutable blobs, so processes storing the same key at
+once can interleave freely: whichever metadata lands last names complete blobs, and each
+replacement drops the artifact blob the record it replaced named (eight concurrent misses of
+one key leave one blob, issue 10).
+
+Nothing read back is trusted (issue 10): a record for another key, or whose blob is missing or
+unreadable, is evicted with a warning and is a miss. A damaged ``cache.db`` is moved aside and a
+fresh store made. What a killed run leaves (blob rows no record names, value files no row
+names, scratch files nobody holds) is reclaimed at most once an hour when a store opens, and by
+``cache prune``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import sqlite3
@@ -22,6 +31,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import diskcache
 
+from cachehook._scratch import GRACE_SECONDS, reclaim_scratch
 from cachehook.errors import StoreError
 from cachehook.hashing import digest_bytes, digest_file
 
@@ -40,6 +50,11 @@ def _log_warning(message: str) -> None:
 _TIMEOUT = 10.0  # seconds a writer waits for SQLite's lock before the store is "unusable"
 _CHUNK = 1 << 20
 _BLOB_FIELDS = (("a", "checksum"), ("l", "log_checksum"))
+_RECLAIM_EVERY = 3600.0  # seconds between two automatic reclaims of leftovers
+_STAMP = ".reclaimed"  # its mtime: when leftovers were last reclaimed
+_DAMAGED = "cache.db.damaged"
+_SQLITE_DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_SQLITE_DAMAGED_WORDS = ("malformed", "not a database")
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,7 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
         os.makedirs(os.path.dirname(full_path), exist_ok=True)
         try:
             os.rename(value.path, full_path)  # same file system: scratch files sit beside it
+            os.utime(full_path)  # a fresh file to ``reclaim`` until its row is committed
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
@@ -116,7 +132,10 @@ class LocalStore:
     Args:
         directory: where the store lives; created with mode 0o700.
         max_size: bytes kept before least-recently-used artifacts are evicted.
-        on_warning: told when a corrupt artifact is found and evicted.
+        on_warning: told when a corrupt artifact is found and evicted, or a damaged database
+            is replaced.
+        scratch_dir: where runs keep artifacts in transit (``_scratch``); its leftovers are
+            reclaimed with the store's own.
 
     Raises:
         StoreError: the directory cannot be created or opened.
@@ -128,27 +147,64 @@ class LocalStore:
         *,
         max_size: int,
         on_warning: Callable[[str], None] = _log_warning,
+        scratch_dir: Path | None = None,
     ) -> None:
         self.directory = directory
         self.max_size = max_size
+        self.scratch_dir = scratch_dir
         self._warn = on_warning
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             if directory.stat().st_mode & 0o077:
                 directory.chmod(0o700)
-            self._cache = diskcache.Cache(
-                str(directory),
-                timeout=_TIMEOUT,
-                disk=_BytesOnlyDisk,
-                # diskcache culls ten rows at a time, metadata included; we evict whole
-                # blobs ourselves (``_enforce_cap``) and let it only track access times.
-                size_limit=2**62,
-                eviction_policy="least-recently-used",
-                cull_limit=0,
-            )
+            self._cache = self._open_cache()
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             msg = f"cannot open the cache at {directory}: {exc}"
             raise StoreError(msg) from exc
+        if self._is_reclaim_due():
+            with contextlib.suppress(StoreError):
+                self.reclaim()
+
+    def _connect(self) -> diskcache.Cache:
+        return diskcache.Cache(
+            str(self.directory),
+            timeout=_TIMEOUT,
+            disk=_BytesOnlyDisk,
+            # diskcache culls ten rows at a time, metadata included; we evict whole
+            # blobs ourselves (``_enforce_cap``) and let it only track access times.
+            size_limit=2**62,
+            eviction_policy="least-recently-used",
+            cull_limit=0,
+        )
+
+    def _open_cache(self) -> diskcache.Cache:
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            if not _is_damaged(exc):
+                raise
+        # One process repairs at a time: a second one that failed to open the damaged file
+        # must not move aside the fresh database the first has just made.
+        with _locked(self.directory / ".repair.lock"):
+            try:
+                return self._connect()
+            except sqlite3.DatabaseError as exc:
+                if not _is_damaged(exc):
+                    raise
+                self._set_aside(exc)
+            return self._connect()
+
+    def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
+        database = self.directory / "cache.db"
+        aside = self.directory / _DAMAGED
+        os.replace(database, aside)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+        self._warn(
+            f"the cache database {database} is damaged ({exc}); moved it to {aside} and "
+            "started an empty cache (its files are reclaimed later)"
+        )
+        (self.directory / _STAMP).unlink(missing_ok=True)
 
     def close(self) -> None:
         self._cache.close()
@@ -179,6 +235,11 @@ class LocalStore:
         if not isinstance(meta, dict) or not isinstance(meta.get("checksum"), str):
             self.evict(key, reason="its metadata is malformed")
             return None
+        if meta.get("key") != key:
+            named = meta.get("key")
+            why = "its metadata names no key" if named is None else f"its metadata is for {named!r}"
+            self.evict(key, reason=why, meta=meta)
+            return None
         return meta
 
     def get_log(self, key: str, meta: dict[str, Any]) -> bytes | None:
@@ -197,11 +258,18 @@ class LocalStore:
         handle.close()
         return True
 
+    def check_artifact(self, key: str, meta: dict[str, Any]) -> bool:
+        """Like ``has_artifact``, but a record whose file is missing or unreadable is evicted."""
+        if self.has_artifact(meta):
+            return True
+        self.evict(key, reason="its artifact file is missing or unreadable", meta=meta)
+        return False
+
     def copy_artifact(self, key: str, meta: dict[str, Any], dest: Path) -> bool:
         """Copy the artifact to ``dest``, verifying its checksum; False (and evicted) if corrupt."""
         handle = self._get(f"a/{meta['checksum']}", read=True)
         if handle is None:
-            self.evict(key, reason="its artifact file is missing")
+            self.evict(key, reason="its artifact file is missing or unreadable", meta=meta)
             return False
         try:
             with handle, dest.open("wb") as out:
@@ -214,7 +282,7 @@ class LocalStore:
         if checksum != meta["checksum"]:
             dest.unlink(missing_ok=True)
             self._delete(f"a/{meta['checksum']}")
-            self.evict(key, reason="its checksum does not match (corrupt artifact)")
+            self.evict(key, reason="its checksum does not match (corrupt artifact)", meta=meta)
             return False
         return True
 
@@ -254,6 +322,7 @@ class LocalStore:
         try:
             record = {
                 **meta,
+                "key": key,
                 "checksum": digest_file(src),
                 "size": src.stat().st_size,
                 "stored_at": time.time(),
@@ -269,13 +338,24 @@ class LocalStore:
             if log is not None:
                 self._cache.set(f"l/{record['log_checksum']}", log, retry=True)
             # Last, so a reader that finds the metadata finds complete blobs.
-            self._cache.set(f"m/{key}", json.dumps(record, sort_keys=True), retry=True)
+            replaced = self._replace_record(key, json.dumps(record, sort_keys=True))
+            if replaced is not None and replaced != record["checksum"]:
+                # The artifact blob is its key's alone (meta.json inside names the key); log
+                # blobs may be shared (an empty log) and wait for ``sweep``.
+                self._delete(f"a/{replaced}")
             self._enforce_cap()
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             self._delete(f"m/{key}")
             msg = f"cannot store artifact {key} in {self.directory}: {exc}"
             raise StoreError(msg) from exc
         return record
+
+    def _replace_record(self, key: str, text: str) -> str | None:
+        """Write the metadata of ``key``; the artifact checksum of the record it replaced."""
+        with self._cache.transact(retry=True):
+            old = self._cache.get(f"m/{key}", default=None, retry=True)
+            self._cache.set(f"m/{key}", text, retry=True)
+        return _checksum_of(old)
 
     def open_file(self, key: str) -> tuple[BinaryIO, dict[str, Any]] | None:
         """A read handle on the file stored under ``key`` and its metadata; None on a miss.
@@ -289,7 +369,7 @@ class LocalStore:
             return None
         handle = self._get(f"a/{meta['checksum']}", read=True)
         if handle is None:  # evicted by the size cap
-            self.discard(key)
+            self._forget(key, meta)
             return None
         try:
             size = handle.seek(0, os.SEEK_END)
@@ -301,7 +381,9 @@ class LocalStore:
         if size != meta.get("size"):
             handle.close()
             self._delete(f"a/{meta['checksum']}")
-            self.evict(key, reason=f"its file holds {size} bytes, not {meta.get('size')}")
+            self.evict(
+                key, reason=f"its file holds {size} bytes, not {meta.get('size')}", meta=meta
+            )
             return None
         return handle, meta
 
@@ -325,10 +407,26 @@ class LocalStore:
         with contextlib.suppress(OSError, sqlite3.Error, diskcache.Timeout):
             self._cache.delete(name, retry=True)
 
-    def evict(self, key: str, *, reason: str) -> None:
-        """Forget ``key`` and say why (its blobs age out by least-recent use)."""
+    def evict(self, key: str, *, reason: str, meta: dict[str, Any] | None = None) -> None:
+        """Forget ``key`` and say why (its blobs are swept later).
+
+        With ``meta`` (the record that was found wanting), only that record is forgotten: one
+        another process stored meanwhile stays.
+        """
         self._warn(f"evicted artifact {key} from the local cache: {reason}")
-        self._delete(f"m/{key}")
+        self._forget(key, meta)
+
+    def _forget(self, key: str, meta: dict[str, Any] | None) -> None:
+        if meta is None:
+            self._delete(f"m/{key}")
+            return
+        with (
+            contextlib.suppress(OSError, sqlite3.Error, diskcache.Timeout),
+            self._cache.transact(retry=True),
+        ):
+            current = self._cache.get(f"m/{key}", default=None, retry=True)
+            if current is None or _checksum_of(current) == meta.get("checksum"):
+                self._cache.delete(f"m/{key}", retry=True)
 
     def discard(self, key: str) -> None:
         """Forget ``key`` quietly (``--force`` overwrites, ``cache prune``)."""
@@ -371,25 +469,73 @@ class LocalStore:
             raise StoreError(msg) from exc
         return {name[2:]: float(when) for name, when in rows}
 
-    def sweep(self) -> int:
-        """Delete the artifact and log files no metadata names (after ``discard``).
+    def sweep(self, *, grace: float = 0.0) -> int:
+        """Delete the artifact and log rows no metadata names (after ``discard``).
+
+        Args:
+            grace: spare rows stored less than this many seconds ago (another process may be
+                about to write the metadata that names them).
 
         Returns:
-            How many files were deleted.
+            How many rows were deleted.
         """
         named: set[str] = set()
         for entry in self.entries():
             named.update(f"{kind}/{entry.meta.get(field)}" for kind, field in _BLOB_FIELDS)
-        select = "SELECT key FROM Cache WHERE key LIKE 'a/%' OR key LIKE 'l/%'"
+        select = "SELECT key, store_time FROM Cache WHERE key LIKE 'a/%' OR key LIKE 'l/%'"
         try:
             rows = self._cache._sql(select).fetchall()
         except (OSError, sqlite3.Error) as exc:
             msg = f"cannot read the cache at {self.directory}: {exc}"
             raise StoreError(msg) from exc
-        orphans = [name for (name,) in rows if name not in named]
+        cutoff = time.time() - grace
+        orphans = [name for name, stored in rows if name not in named and stored <= cutoff]
         for name in orphans:
             self._delete(name)
         return len(orphans)
+
+    def reclaim(self, *, grace: float = GRACE_SECONDS) -> int:
+        """Remove what killed runs left: unnamed blob rows, value files no row names, and
+        scratch files nobody holds, each older than ``grace`` seconds.
+
+        Runs by itself at most once an hour when a store opens; ``cache prune`` calls it too.
+
+        Returns:
+            How many leftovers were removed.
+        """
+        stamp = self.directory / _STAMP
+        with contextlib.suppress(OSError):
+            stamp.touch()
+            os.utime(stamp)  # first: a concurrent open does not start a second reclaim
+        removed = self.sweep(grace=grace) + self._remove_stray_files(grace)
+        if self.scratch_dir is not None:
+            removed += reclaim_scratch(self.scratch_dir, grace=grace)[0]
+        return removed
+
+    def _is_reclaim_due(self) -> bool:
+        try:
+            last = (self.directory / _STAMP).stat().st_mtime
+        except OSError:
+            return True
+        return not 0 <= time.time() - last < _RECLAIM_EVERY
+
+    def _remove_stray_files(self, grace: float) -> int:
+        """Value files written by a run killed before their row was committed."""
+        try:
+            rows = self._cache._sql("SELECT filename FROM Cache WHERE filename IS NOT NULL")
+            known = {name for (name,) in rows.fetchall()}
+        except (OSError, sqlite3.Error) as exc:
+            msg = f"cannot read the cache at {self.directory}: {exc}"
+            raise StoreError(msg) from exc
+        cutoff = time.time() - grace
+        removed = 0
+        for path in self.directory.glob("[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/*.val"):
+            name = path.relative_to(self.directory).as_posix()
+            with contextlib.suppress(OSError):
+                if name not in known and path.lstat().st_mtime <= cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def clear(self) -> int:
         """Remove everything; returns the number of records removed."""
@@ -404,3 +550,34 @@ class LocalStore:
         except OSError as exc:
             msg = f"the cache at {self.directory} is not writable: {exc}"
             raise StoreError(msg) from exc
+
+
+def _checksum_of(text: object) -> str | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    checksum = record.get("checksum") if isinstance(record, dict) else None
+    return checksum if isinstance(checksum, str) else None
+
+
+def _is_damaged(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite says the file is not a database or is corrupt (not: locked, or an I/O error)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code in _SQLITE_DAMAGED
+    return any(word in str(exc) for word in _SQLITE_DAMAGED_WORDS)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

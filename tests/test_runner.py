@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cachehook.config import load_settings
-from cachehook.runner import Runner, TaskSpec
+from cachehook.runner import Prepared, Runner, TaskSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -74,3 +74,142 @@ def test_threads_share_one_store(project: Path) -> None:
         for thread in threads:
             thread.join()
         assert len({id(store) for store in seen}) == 1
+
+
+# --- issue 10: restores write only what a build would ----------------------------------------
+
+
+def _writer(root: Path, out: str, text: str) -> TaskSpec:
+    code = (
+        "import os, sys; p = sys.argv[1]; os.makedirs(os.path.dirname(p) or '.', exist_ok=True);"
+        " open(p, 'w').write(sys.argv[2])"
+    )
+    return TaskSpec(
+        command=(sys.executable, "-c", code, out, text),
+        inputs=("src/**",),
+        outputs=(f"{out.split('/')[0]}/**",) if "/" in out else (out,),
+        cwd=root,
+    )
+
+
+def test_a_record_of_another_key_does_not_restore_its_bytes(project: Path) -> None:
+    """Finding 5: the metadata of K2 filed under K1 locally is a miss, evicted and reported."""
+    notices: list[str] = []
+    settings = load_settings(cwd=project, environ=dict(os.environ))
+    with Runner(settings, on_notice=notices.append) as runner:
+        one = runner.prepare(_writer(project, "out.txt", "one"))
+        two = runner.prepare(_writer(project, "out.txt", "two"))
+        assert runner.run(two).stored
+        store = runner.store
+        assert store is not None
+        store._cache.set(f"m/{one.key}", store._cache.get(f"m/{two.key}"))
+        (project / "out.txt").unlink()
+        result = runner.run(one)
+        assert result.status == "MISS", "K2's bytes must not be replayed for K1"
+        assert (project / "out.txt").read_text() == "one"
+        assert any(one.key in n and "evicted" in n for n in notices)
+
+
+def _plant(
+    runner: Runner, prepared: object, root: Path, paths: dict[str, tuple[bytes, int]]
+) -> None:
+    """File an artifact holding ``paths`` under the key of ``prepared`` in the local store."""
+    import json
+
+    from cachehook import archive
+
+    assert isinstance(prepared, Prepared)
+    staging = root.parent / "staging"
+    for path, (data, mode) in paths.items():
+        target = staging / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        target.chmod(mode)
+    outputs = [
+        {"path": path, "digest": "0" * 32, "executable": bool(mode & 0o100), "mode": mode}
+        for path, (_, mode) in sorted(paths.items())
+    ]
+    meta = {"key": prepared.key, "duration_ms": 5, "outputs": outputs}
+    artifact = root.parent / "planted.tar.zst"
+    archive.pack(artifact, staging, sorted(paths), meta=json.dumps(meta).encode(), log=b"")
+    assert runner.store is not None
+    runner.store.put(prepared.key, artifact, meta=meta, log=b"")
+
+
+@pytest.mark.parametrize(
+    "planted",
+    ["sub/.git/hooks/post-checkout", "sub/deep/.GIT/config", "sub/.cachehook/meta.json"],
+)
+def test_a_restore_never_writes_a_git_or_reserved_segment(project: Path, planted: str) -> None:
+    """Finding 6: with -o 'sub/**' an artifact entry sub/.git/hooks/post-checkout is refused,
+    and the whole artifact is a miss before a byte is written."""
+    notices: list[str] = []
+    settings = load_settings(cwd=project, environ=dict(os.environ))
+    with Runner(settings, on_notice=notices.append) as runner:
+        prepared = runner.prepare(_writer(project, "sub/out.txt", "built"))
+        hook = (b"#!/bin/sh\necho pwned\n", 0o755)
+        _plant(runner, prepared, project, {"sub/a.txt": (b"a", 0o644), planted: hook})
+        result = runner.run(prepared)
+        assert result.status == "MISS"
+        assert not (project / planted).exists()
+        assert not (project / "sub" / "a.txt").exists(), "nothing of the artifact is written"
+        assert any("not an output" in n for n in notices)
+
+
+def test_a_restore_never_writes_into_the_cache_dir(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    (root / "src").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    (root / "src" / "m.py").write_text("")
+    environ = {**os.environ, "CACHEHOOK_CACHE_DIR": str(root / "cache")}
+    settings = load_settings(cwd=root, environ=environ)
+    with Runner(settings, on_notice=lambda message: None) as runner:
+        spec = TaskSpec(command=("true",), inputs=("src/**",), outputs=("**",), cwd=root)
+        prepared = runner.prepare(spec)
+        _plant(runner, prepared, root, {"cache/stat/x.json": (b"{}", 0o644)})
+        assert runner.run(prepared).status == "MISS"
+        assert not (root / "cache" / "stat" / "x.json").exists()
+
+
+def test_a_hit_restores_the_mode_of_an_unchanged_output(project: Path) -> None:
+    with runner_for(project) as runner:
+        prepared = runner.prepare(_writer(project, "out.txt", "same"))
+        assert runner.run(prepared).stored
+        out = project / "out.txt"
+        mode = out.stat().st_mode & 0o777
+        out.chmod(0)
+        try:
+            result = runner.run(prepared)
+            assert result.status == "HIT"
+            assert out.stat().st_mode & 0o777 == mode
+            assert result.restored == ("out.txt",)
+            assert runner.run(prepared).restored == (), "unchanged bytes and mode: not rewritten"
+        finally:
+            out.chmod(0o644)
+
+
+# --- issue 10: a remote switched off sends no more REMOTE MISS events --------------------------
+
+
+def test_no_remote_miss_events_once_the_remote_is_off(project: Path) -> None:
+    import httpx
+
+    from cachehook.remote import RemoteSession
+
+    environ = {**os.environ, "CACHEHOOK_API": "http://127.0.0.1:9", "CACHEHOOK_TOKEN": "t" * 12}
+    settings = load_settings(cwd=project, environ=environ)
+    assert settings.remote is not None
+    runner = Runner(settings, on_notice=lambda message: None, detach_events=True)
+    refused = httpx.MockTransport(lambda request: httpx.Response(401))
+    runner._remote = RemoteSession(
+        settings.remote, modes=settings.modes, on_warning=lambda m: None, transport=refused
+    )
+    try:
+        for text in ("one", "two", "three"):
+            runner.run(runner.prepare(_writer(project, "out.txt", text)))
+        events = [(e.source, e.event) for e in runner._detached]
+        assert ("REMOTE", "MISS") not in events
+        assert events.count(("LOCAL", "MISS")) == 3
+    finally:
+        runner._detached.clear()
+        runner.close()
