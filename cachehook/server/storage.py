@@ -1,6 +1,14 @@
-"""Where ``cachehook serve`` keeps artifacts: the project's ``LocalStore``, one namespace per team.
+"""Where ``cachehook serve`` keeps artifacts: one small interface, two implementations.
 
-Layout under the storage directory::
+``Storage`` is what the app uses: uploads that become artifacts only when complete, reads,
+metadata, a team's deletion and its bytes. ``open_storage`` picks the implementation from the
+``--storage`` value:
+
+- a directory: ``ArtifactStorage`` here, the project's ``LocalStore`` (one host);
+- ``s3://BUCKET[/PREFIX]``: ``S3Storage`` in ``s3.py``, any S3-compatible object store that
+  several servers share (issue 13).
+
+Layout under a storage directory::
 
     artifacts/        a LocalStore (diskcache): size cap, least-recently-used eviction; records
                       are keyed ``v8/<team>/<hash>``, never a path, and the blobs are shared
@@ -20,17 +28,29 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from cachehook.errors import StoreError
 from cachehook.server.validation import HASH_RE, TEAM_RE
 from cachehook.store import LocalStore
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-    from pathlib import Path
+    from collections.abc import Iterable, Mapping
 
-__all__ = ["ArtifactStorage", "StoredArtifact", "Upload"]
+__all__ = [
+    "ArtifactStorage",
+    "FileUpload",
+    "Lease",
+    "Storage",
+    "StoredArtifact",
+    "Upload",
+    "artifact_key",
+    "is_object_store",
+    "open_storage",
+]
+
+_OBJECT_STORE_SCHEMES = ("s3://",)
 
 _STALE_UPLOAD_SECONDS = 24 * 3600.0
 
@@ -61,7 +81,105 @@ class StoredArtifact:
         )
 
 
-class Upload:
+def artifact_key(team: str, hash_: str) -> str:
+    """``v8/<team>/<hash>``, the one way artifacts are named in every implementation.
+
+    Raises:
+        ValueError: ``team`` or ``hash_`` does not match its pattern (it could name a path).
+    """
+    # The patterns are checked by the app already; a second check costs nothing and keeps
+    # a future caller from spelling a key that was never meant to exist.
+    if not TEAM_RE.match(team) or not HASH_RE.match(hash_):
+        msg = f"invalid team or hash: {team!r}, {hash_!r}"
+        raise ValueError(msg)
+    return f"v8/{team}/{hash_}"
+
+
+class Upload(Protocol):
+    """One upload in progress: bytes in, invisible until ``Storage.commit``."""
+
+    size: int
+
+    def write(self, chunks: Iterable[bytes]) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class Lease(Protocol):
+    """A named lock with an expiry that several servers share (``EventLog`` has one)."""
+
+    def take_lease(self, name: str, *, seconds: float) -> bool: ...
+
+    def drop_lease(self, name: str) -> None: ...
+
+
+class Storage(Protocol):
+    """Artifacts by team and hash. Every method may raise ``StoreError``."""
+
+    def begin_upload(self, team: str, hash_: str, meta: Mapping[str, object]) -> Upload:
+        """A new upload for that artifact; nothing is visible until ``commit``."""
+        ...
+
+    def commit(
+        self,
+        team: str,
+        hash_: str,
+        upload: Upload,
+        meta: dict[str, object],
+        *,
+        tail: Iterable[bytes] = (),
+    ) -> None:
+        """Write ``tail``, then make the whole upload the artifact, replacing any earlier one."""
+        ...
+
+    def open(self, team: str, hash_: str) -> tuple[BinaryIO, StoredArtifact] | None:
+        """A read handle on the artifact and what is known of it; None on a miss."""
+        ...
+
+    def info(self, team: str, hash_: str) -> StoredArtifact | None:
+        """What is known of the artifact (a use: it refreshes its recency); None on a miss."""
+        ...
+
+    def delete_team(self, team: str) -> int:
+        """Remove every artifact of ``team``; how many."""
+        ...
+
+    def used_by_team(self) -> dict[str, int]:
+        """Artifact bytes per team."""
+        ...
+
+    def remove_stale_uploads(self) -> int:
+        """Clear what killed servers left of their uploads; how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def is_object_store(location: str | Path) -> bool:
+    """Whether ``--storage`` names an object store (``s3://...``) rather than a directory."""
+    return isinstance(location, str) and location.startswith(_OBJECT_STORE_SCHEMES)
+
+
+def open_storage(location: str | Path, *, max_size: int, lease: Lease) -> Storage:
+    """The storage ``location`` names: ``s3://BUCKET[/PREFIX]``, else a directory.
+
+    Args:
+        location: ``--storage``.
+        max_size: bytes kept before the least recently used artifacts are evicted.
+        lease: lets one server at a time sweep a shared object store.
+
+    Raises:
+        StoreError: it cannot be opened (a message names what to fix).
+        ConfigError: a malformed ``s3://`` location.
+    """
+    if is_object_store(location):
+        from cachehook.server.s3 import S3Storage  # boto3 is imported only for an object store
+
+        return S3Storage.from_url(str(location), max_size=max_size, lease=lease)
+    return ArtifactStorage(Path(location), max_size=max_size)
+
+
+class FileUpload:
     """One upload in progress: a temporary file that only ``commit`` makes an artifact.
 
     The file is created by the first ``write``, so starting an upload costs no system call.
@@ -127,18 +245,13 @@ class ArtifactStorage:
     def close(self) -> None:
         self.store.close()
 
-    @staticmethod
-    def _key(team: str, hash_: str) -> str:
-        # The patterns are checked by the app already; a second check costs nothing and keeps
-        # a future caller from spelling a key that was never meant to exist.
-        if not TEAM_RE.match(team) or not HASH_RE.match(hash_):
-            msg = f"invalid team or hash: {team!r}, {hash_!r}"
-            raise ValueError(msg)
-        return f"v8/{team}/{hash_}"
+    _key = staticmethod(artifact_key)
 
-    def begin_upload(self) -> Upload:
-        """A new upload; its temporary file appears with the first write."""
-        return Upload(self.uploads / f"{os.getpid()}-{uuid.uuid4().hex}.part")
+    def begin_upload(
+        self, team: str = "", hash_: str = "", meta: Mapping[str, object] | None = None
+    ) -> FileUpload:
+        """A new upload; its temporary file appears with the first write (named by no input)."""
+        return FileUpload(self.uploads / f"{os.getpid()}-{uuid.uuid4().hex}.part")
 
     def commit(
         self,
@@ -158,6 +271,9 @@ class ArtifactStorage:
             StoreError: the store could not take it; the earlier artifact reads as a miss.
         """
         key = self._key(team, hash_)
+        if not isinstance(upload, FileUpload):
+            msg = f"not an upload of this storage: {upload!r}"
+            raise TypeError(msg)
         try:
             upload.write(tail)
             upload.finish()
