@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
+from cachehook.cli._options import CACHE_DIR_HELP, ROOT_HELP
 from cachehook.cli._output import Console, ProgressLine, print_json
 from cachehook.cli._project import root_notice
 from cachehook.config import OUTPUT_LOG_MODES, load_settings
@@ -80,14 +81,14 @@ OPTIONS: tuple[Option, ...] = (
         "root",
         ("--root",),
         "path",
-        "Project root (default: nearest ancestor with pyproject.toml or .git).",
+        ROOT_HELP,
         "DIR",
     ),
     Option(
         "cache_dir",
         ("--cache-dir",),
         "path",
-        "Local cache directory (default: $CACHEHOOK_CACHE_DIR or ~/.cache/cachehook).",
+        CACHE_DIR_HELP,
         "DIR",
     ),
     Option(

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cachehook.cli._group import SuggestingGroup
+from cachehook.cli._options import cache_dir_option
 from cachehook.cli._output import Console, format_duration, print_json
 from cachehook.config import Settings, load_settings, parse_duration, parse_size
 from cachehook.errors import CachehookError, ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from cachehook.store import LocalStore, StoredEntry
 
@@ -57,14 +59,6 @@ def _settings(cache_dir: Path | None) -> Settings:
     return load_settings(cwd=Path.cwd(), environ=os.environ, cache_dir=cache_dir)
 
 
-def _cache_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--cache-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Local cache directory (default: $CACHEHOOK_CACHE_DIR or ~/.cache/cachehook).",
-    )(function)
-
-
 def _stored_at(entry: StoredEntry) -> float:
     value = entry.meta.get("stored_at", 0)
     return float(value) if isinstance(value, int | float) else 0.0
@@ -84,12 +78,12 @@ def _confirm(question: str, *, yes: bool) -> bool:
         return False
 
 
-cache = click.Group("cache", help="Look into and clean the local cache.")
+cache = SuggestingGroup("cache", help="Look into and clean the local cache.")
 
 
 @cache.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@_cache_dir_option
+@cache_dir_option()
 def ls(as_json: bool, cache_dir: Path | None) -> None:
     """List the artifacts in the local cache, newest first."""
     settings = _settings(cache_dir)
@@ -149,10 +143,10 @@ def _show_json(entry: StoredEntry) -> dict[str, Any]:
     return {**meta, "key": entry.key}
 
 
-@cache.command("show")
+@cache.command("show", short_help="Show one artifact: task, command, inputs, outputs.")
 @click.argument("key")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@_cache_dir_option
+@cache_dir_option()
 def show(key: str, as_json: bool, cache_dir: Path | None) -> None:
     """Show one artifact: its task, command, outputs and inputs (KEY may be a prefix)."""
     store = open_store(_settings(cache_dir), create=False)
@@ -222,12 +216,12 @@ def _parse_age(text: str) -> float:
     return parse_duration(text, name="--older-than")
 
 
-@cache.command("prune")
+@cache.command("prune", short_help="Remove old or least recently used artifacts.")
 @click.option("--max-size", metavar="SIZE", help="Remove least recently used until under SIZE.")
 @click.option("--older-than", metavar="AGE", help="Remove what was stored more than AGE ago.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
-@_cache_dir_option
+@cache_dir_option()
 def prune(
     max_size: str | None, older_than: str | None, yes: bool, dry_run: bool, cache_dir: Path | None
 ) -> None:
@@ -268,9 +262,9 @@ def prune(
         )
 
 
-@cache.command("clear")
+@cache.command("clear", short_help="Remove every artifact from the local cache.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
-@_cache_dir_option
+@cache_dir_option()
 def clear(yes: bool, cache_dir: Path | None) -> None:
     """Remove every artifact from the local cache (the run history is kept)."""
     store = open_store(_settings(cache_dir), create=False)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from cachehook.cli._group import SuggestingGroup
+from cachehook.cli._options import cache_dir_option
 from cachehook.config import load_settings
 from cachehook.errors import ConfigError
 
@@ -25,15 +27,14 @@ __all__ = ["events"]
 EXIT_SENT = 0
 EXIT_LEFT = 4
 
-events = click.Group("events", help="Cache usage events (POST /v8/artifacts/events).")
+events = SuggestingGroup("events", help="Cache usage events (POST /v8/artifacts/events).")
 
 
 @events.command("flush")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The cache directory whose spool to send (default: as for exec).",
+@cache_dir_option(
+    "The cache directory whose spool to send (default: $CACHEHOOK_CACHE_DIR, else "
+    "$XDG_CACHE_HOME/cachehook, else ~/.cache/cachehook)."
 )
 def flush(as_json: bool, cache_dir: Path | None) -> None:
     """Send the cache events that earlier runs left in the spool."""

@@ -82,6 +82,7 @@ def _build() -> click.Command:
     return click.command(
         "exec",
         cls=_ExecCommand,
+        short_help="Run a command, or replay it when its inputs are unchanged.",
         epilog=_EPILOG,
         help="Run COMMAND, or restore its outputs and log when its inputs are unchanged.\n\n"
         "Put the command after `--`.",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
+from cachehook.cli._options import cache_dir_option, root_option
 from cachehook.cli._output import Console, print_json, short_key
 from cachehook.cli._project import load_tasks_or_explain
 from cachehook.config import load_settings
@@ -156,16 +157,8 @@ def _echo(explanation: _Explanation) -> None:
 @click.command("explain")
 @click.argument("task_name", metavar="TASK")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Project root (default: nearest ancestor with pyproject.toml or .git).",
-)
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Local cache directory (default: $CACHEHOOK_CACHE_DIR or ~/.cache/cachehook).",
-)
+@root_option()
+@cache_dir_option()
 def explain(task_name: str, as_json: bool, root: Path | None, cache_dir: Path | None) -> None:
     """Say why TASK would run now, or why its last run missed.
 

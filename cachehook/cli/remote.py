@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from cachehook.cli._group import SuggestingGroup
 from cachehook.config import load_settings
 from cachehook.errors import (
     ConfigError,
@@ -68,10 +69,10 @@ class _Report:
         return self
 
 
-remote = click.Group("remote", help="Inspect the remote cache (Turborepo Remote Cache API v8).")
+remote = SuggestingGroup("remote", help="Inspect the remote cache (Turborepo Remote Cache API v8).")
 
 
-@remote.command("status")
+@remote.command("status", short_help="Check that the remote is reachable, takes the token, is on.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(as_json: bool) -> None:
     """Check that the remote cache is reachable, takes the token and is enabled.

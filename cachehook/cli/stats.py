@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cachehook.cli._options import cache_dir_option
 from cachehook.cli._output import Console, format_duration, print_json
 from cachehook.cli.cache import format_size, open_store
 from cachehook.config import load_settings
@@ -97,13 +98,9 @@ def _percent(rate: float | None) -> str:
     return "-" if rate is None else f"{rate * 100:.0f}%"
 
 
-@click.command("stats")
+@click.command("stats", short_help="Show hits, misses and time saved from the run history.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Local cache directory (default: $CACHEHOOK_CACHE_DIR or ~/.cache/cachehook).",
-)
+@cache_dir_option()
 def stats(as_json: bool, cache_dir: Path | None) -> None:
     """Show hits and misses (local and remote), hit rate and time saved, today, over 7 days
     and all time, from the run history; and the cache's size against its cap.

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from cachehook.cli._options import root_option
 from cachehook.cli._output import print_json
 from cachehook.cli._project import load_tasks_or_explain
 from cachehook.config import load_settings
@@ -49,13 +50,9 @@ def _echo_task(task: Task) -> None:
             click.echo(f"  {label:<11} {', '.join(values)}")
 
 
-@click.command("tasks")
+@click.command("tasks", short_help="List the named tasks with their inputs and outputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Project root (default: nearest ancestor with pyproject.toml or .git).",
-)
+@root_option()
 def tasks(as_json: bool, root: Path | None) -> None:
     """List the tasks in [tool.cachehook.tasks] with their inputs and outputs.
 

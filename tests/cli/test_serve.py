@@ -84,7 +84,7 @@ def test_without_the_server_extra_it_says_what_to_install(
     tokens = tmp_path / "tokens.toml"
     write_tokens(tokens)
     assert main(["serve", "--storage", str(tmp_path / "s"), "--tokens", str(tokens)]) == 2
-    assert "pip install 'cachehook[server]'" in capsys.readouterr().err
+    assert "pip install '.[server]'" in capsys.readouterr().err
 
 
 def _listening_addresses(port: int) -> set[str]:
