@@ -27,6 +27,7 @@ from cachehook.config import OUTPUT_LOG_MODES, Settings, load_settings
 from cachehook.errors import ConfigError
 from cachehook.logs import STDOUT, decode
 from cachehook.runner import Runner
+from cachehook.selection import Selection, select_tasks
 from cachehook.tasks import (
     PlannedTask,
     RunReport,
@@ -99,6 +100,7 @@ class _Reporter:
     """Shows a run as it goes: task output (prefixed when several tasks run), then a status line."""
 
     def __init__(self, console: Console, *, output_logs: str, names: Sequence[str]) -> None:
+        names = [_label(name) for name in names]
         self.console = console
         self.output_logs = output_logs
         self.lock = threading.Lock()
@@ -111,7 +113,7 @@ class _Reporter:
             return sys.stdout.buffer, sys.stderr.buffer
         with self.lock:
             if name not in self.sinks:
-                prefix = f"{name:<{self.width}} | ".encode()
+                prefix = f"{_label(name):<{self.width}} | ".encode()
                 self.sinks[name] = (
                     _PrefixedLines(sys.stdout.buffer, prefix, self.lock),
                     _PrefixedLines(sys.stderr.buffer, prefix, self.lock),
@@ -122,6 +124,7 @@ class _Reporter:
         return self._streams(name) if self.output_logs == "full" else None
 
     def started(self, name: str, key: str) -> None:
+        name = _label(name)
         self.info(f"{name}: cache miss {short_key(key)}, running")
 
     def info(self, message: str) -> None:
@@ -155,7 +158,7 @@ class _Reporter:
         return self.output_logs == "errors-only" and outcome.state == "failed"
 
     def _status(self, outcome: TaskOutcome) -> None:
-        name, result, state = outcome.name, outcome.result, outcome.state
+        name, result, state = _label(outcome.name), outcome.result, outcome.state
         if state == "error":
             self.error(f"{name}: {outcome.message}")
         elif state == "skipped":
@@ -176,10 +179,16 @@ class _Reporter:
             self.info(f"{name}: ran in {format_duration(result.duration_ms)}, {stored}")
 
 
+def _label(name: str) -> str:
+    """``app#test`` is shown as ``app:test``, as turbo shows a package's task (issue 14)."""
+    return name.replace("#", ":", 1)
+
+
 class _RunCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # A bare '--dry-run' must not swallow the next argument as its value ('--dry-run lint').
         args = ["--dry-run=text" if arg == "--dry-run" else arg for arg in args]
+        args = ["--affected=" if arg == "--affected" else arg for arg in args]
         return super().parse_args(ctx, args)
 
 
@@ -237,6 +246,21 @@ class _RunCommand(click.Command):
 @click.option(
     "-q", "--quiet", is_flag=True, help="No status lines (warnings and errors still show)."
 )
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="SELECTOR",
+    help="In a uv workspace: only these members (NAME, ./PATH, NAME... with its "
+    "dependencies, ...NAME with its dependents). Repeatable.",
+)
+@click.option(
+    "--affected",
+    metavar="[=REF]",
+    default=None,
+    help="In a uv workspace: only members changed since the merge base with REF "
+    "(default main), and their dependents.",
+)
 def run(
     task_names: tuple[str, ...],
     jobs: int,
@@ -251,6 +275,8 @@ def run(
     no_cache: bool,
     output_logs: str | None,
     quiet: bool,
+    filters: tuple[str, ...],
+    affected: str | None,
 ) -> int:
     """Run the named TASKs and what they depend on, or restore them from the cache."""
     settings = load_settings(
@@ -262,20 +288,36 @@ def run(
         remote_only=remote_only,
         no_cache=no_cache,
         output_logs=output_logs,
+        workspace=True,
     )
     graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     if not task_names:
         names = ", ".join(graph.names()) or "none yet"
         msg = f"name the tasks to run; the tasks in {graph.source} are: {names}"
         raise ConfigError(msg)
+    base = os.environ.get("CACHEHOOK_SCM_BASE") or "main"
+    selection = select_tasks(
+        graph,
+        task_names,
+        filters=filters,
+        affected=None if affected is None else affected or base,
+        cwd=Path.cwd(),
+    )
+    task_names = selection.names
+    shown = selection if graph.workspace is not None else None
     plan = graph.select(task_names)
     console = Console(quiet=quiet or settings.output_logs == "none")
     reporter = _Reporter(console, output_logs=settings.output_logs, names=plan)
+    if not task_names:
+        if not dry_run:
+            reporter.info("nothing to run: no chosen member has these tasks")
+        else:
+            _print_dry_run([], settings, as_json=dry_run == "json", selection=shown)
+        return 0
     with Runner(settings, on_notice=reporter.warn) as runner:
         if dry_run:
-            _print_dry_run(
-                plan_tasks(graph, task_names, runner), settings, as_json=dry_run == "json"
-            )
+            planned = plan_tasks(graph, task_names, runner)
+            _print_dry_run(planned, settings, as_json=dry_run == "json", selection=shown)
             return 0
         started_at = time.time()
         report = run_tasks(
@@ -288,6 +330,7 @@ def run(
             force=force,
         )
     _print_summary(report, reporter)
+    _print_member_summary(report, graph, reporter)
     if summarize:
         path = _write_summary(report, settings, graph, targets=task_names, started_at=started_at)
         if path is not None:
@@ -324,6 +367,21 @@ def _print_summary(report: RunReport, reporter: _Reporter) -> None:
         reporter.error(f"failed: {', '.join(failed)}")
     if report.is_interrupted:
         reporter.error("interrupted: no new task was started")
+
+
+def _print_member_summary(report: RunReport, graph: TaskGraph, reporter: _Reporter) -> None:
+    """One line per member of a uv workspace: what became of its tasks (issue 14)."""
+    per_member: dict[str, collections.Counter[str]] = {}
+    for outcome in report.outcomes:
+        member = graph.member_of.get(outcome.name)
+        if member is not None:
+            per_member.setdefault(member, collections.Counter())[outcome.state] += 1
+    if len(per_member) < 2:
+        return
+    width = max(map(len, per_member))
+    for member, counts in sorted(per_member.items()):
+        parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        reporter.info(f"  {member:<{width}}  {parts}")
 
 
 def _task_summary(outcome: TaskOutcome, depends_on: Sequence[str], keys: Keys) -> dict[str, Any]:
@@ -399,10 +457,20 @@ def _write_summary(
 # --------------------------------------------------------------------------- dry run
 
 
-def _planned_json(item: PlannedTask) -> dict[str, Any]:
+def _why(planned: list[PlannedTask], selection: Selection) -> dict[str, str]:
+    """Why each planned task runs: chosen, or a dependency of one that is."""
+    reasons = dict(selection.reasons)
+    for item in reversed(planned):
+        for dependency in item.dependency_keys:
+            reasons.setdefault(dependency, f"{item.task.name} depends on it")
+    return reasons
+
+
+def _planned_json(item: PlannedTask, why: str | None = None) -> dict[str, Any]:
     manifest = item.prepared.manifest
     return {
         "name": item.task.name,
+        "why": why,
         "key": item.prepared.key,
         "cached": item.is_cached or bool(item.is_remote),
         "cache": {"local": item.is_cached, "remote": item.is_remote},
@@ -415,9 +483,17 @@ def _planned_json(item: PlannedTask) -> dict[str, Any]:
     }
 
 
-def _print_dry_run(planned: list[PlannedTask], settings: Settings, *, as_json: bool) -> None:
+def _print_dry_run(
+    planned: list[PlannedTask],
+    settings: Settings,
+    *,
+    as_json: bool,
+    selection: Selection | None,
+) -> None:
+    why = _why(planned, selection) if selection is not None else {}
     if as_json:
-        print_json({"root": str(settings.root), "tasks": [_planned_json(p) for p in planned]})
+        tasks = [_planned_json(p, why.get(p.task.name)) for p in planned]
+        print_json({"root": str(settings.root), "tasks": tasks})
         return
     for item in planned:
         manifest = item.prepared.manifest
@@ -430,6 +506,8 @@ def _print_dry_run(planned: list[PlannedTask], settings: Settings, *, as_json: b
         )
         click.echo(f"{item.task.name}  {state}  key {item.prepared.key}")
         click.echo(f"  command  {' '.join(manifest.command)}")
+        if item.task.name in why:
+            click.echo(f"  why      {why[item.task.name]}")
         if manifest.cwd != ".":
             click.echo(f"  cwd      {manifest.cwd}")
         for name, key in item.dependency_keys.items():

@@ -3,7 +3,8 @@
 Exit codes of ``serve``:
     0  stopped with Ctrl-C (SIGINT), after a graceful shutdown
     2  a bad option, a port already in use, an unreadable or malformed tokens file, an
-       unusable storage directory, or the ``server`` extra is not installed
+       unusable storage directory, bucket or events database, or the ``server`` extra is
+       not installed
 SIGTERM shuts the server down just as gracefully, then ends the process by that signal (as
 uvicorn does), which is what service managers expect of a stopped service.
 """
@@ -94,12 +95,20 @@ def _check_port_free(host: str, port: int) -> None:
 )
 @click.option(
     "--storage",
-    type=click.Path(file_okay=False, path_type=Path),
-    metavar="DIR",
     required=True,
     show_envvar=True,
     envvar="CACHEHOOK_SERVE_STORAGE",
-    help="Directory for artifacts, uploads in progress and the event log.",
+    help="Directory for artifacts, uploads in progress and the event log; or s3://BUCKET[/PREFIX]"
+    " for an object store several servers share (endpoint, region, credentials: the AWS_*"
+    " variables and profiles).",
+)
+@click.option(
+    "--events-db",
+    default=None,
+    show_envvar=True,
+    envvar="CACHEHOOK_SERVE_EVENTS_DB",
+    help="The event log: a SQLite file, or postgresql://USER:PASSWORD@HOST/DB for several"
+    " servers [events.sqlite3 in the storage directory; required with s3://].",
 )
 @click.option(
     "--tokens",
@@ -150,18 +159,55 @@ def _check_port_free(host: str, port: int) -> None:
     show_default=True,
     help="How long cache events are kept.",
 )
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(0.1, 600),
+    default=5.0,
+    show_default=True,
+    envvar="CACHEHOOK_SERVE_HEADER_TIMEOUT",
+    help="Seconds a client has to send a request's headers (408 after).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=30.0,
+    show_default=True,
+    envvar="CACHEHOOK_SERVE_BODY_TIMEOUT",
+    help="Seconds an upload may stall before the connection is dropped.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 1_000_000),
+    default=1000,
+    show_default=True,
+    envvar="CACHEHOOK_SERVE_MAX_CONNECTIONS",
+    help="Open connections per worker; more are refused with 503 at once.",
+)
+@click.option(
+    "--max-connections-per-client",
+    type=click.IntRange(1, 1_000_000),
+    default=200,
+    show_default=True,
+    envvar="CACHEHOOK_SERVE_MAX_CONNECTIONS_PER_CLIENT",
+    help="Open connections per client address and worker; more are refused with 503.",
+)
 @click.option("--log-level", type=click.Choice(_LOG_LEVELS), default="info", show_default=True)
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 def serve(
     host: str,
     port: int,
-    storage: Path,
+    storage: str,
+    events_db: str | None,
     tokens_file: Path,
     workers: int,
     max_size: str | None,
     max_body: str,
     dashboard: bool,
     retention_days: int,
+    header_timeout: float,
+    body_timeout: float,
+    max_connections: int,
+    max_connections_per_client: int,
     log_level: str,
     access_log: bool,
 ) -> None:
@@ -179,22 +225,45 @@ def serve(
         )
         raise ConfigError(msg)
     from cachehook.server.app import CONFIG_ENV, CacheServer, ServerConfig
+    from cachehook.server.eventlog import is_database_url
+    from cachehook.server.guard import LIMITS_ENV, PROTOCOL, ConnectionLimits
+    from cachehook.server.storage import is_object_store
     from cachehook.server.tokens import load_tokens
 
+    if is_object_store(storage) and events_db is None:
+        msg = (
+            f"--storage {storage} needs --events-db: postgresql://... for several servers, or a"
+            " SQLite file for one"
+        )
+        raise ConfigError(msg)
     config = ServerConfig(
-        storage=storage.expanduser().resolve(),
+        storage=storage if is_object_store(storage) else Path(storage).expanduser().resolve(),
+        events_db=(
+            events_db
+            if events_db is None or is_database_url(events_db)
+            else Path(events_db).expanduser().resolve()
+        ),
         tokens=tokens_file.expanduser().resolve(),
         max_size=DEFAULT_MAX_SIZE if max_size is None else _size(max_size, "max-size"),
         max_body=_size(max_body, "max-body"),
         dashboard=dashboard,
         retention_days=retention_days,
+        dashboard_needs_token=not _is_loopback(host),
+    )
+    limits = ConnectionLimits(
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
+        max_per_client=max_connections_per_client,
     )
     if config.max_body > config.max_size:
         msg = f"--max-body ({max_body}) is larger than --max-size: such an upload could not stay"
         raise ConfigError(msg)
     tokens = load_tokens(config.tokens)
     try:
-        CacheServer(config, tokens=tokens).storage.close()  # fail here, not in each worker
+        server = CacheServer(config, tokens=tokens)  # fail here, not in each worker
+        server.storage.close()
+        server.events.close()
     except StoreError as exc:
         raise ConfigError(str(exc)) from exc
     _check_port_free(host, port)
@@ -211,6 +280,7 @@ def serve(
         err=True,
     )
     os.environ[CONFIG_ENV] = config.to_json()
+    os.environ[LIMITS_ENV] = limits.to_json()
     import uvicorn
 
     try:
@@ -225,6 +295,8 @@ def serve(
             proxy_headers=False,
             server_header=False,
             lifespan="on",
+            http=PROTOCOL,
+            timeout_keep_alive=5,
         )
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, once shut down
         click.echo("cachehook serve: stopped", err=True)
