@@ -9,6 +9,7 @@ other could serve.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import time
@@ -19,9 +20,11 @@ import httpx
 import pytest
 
 from tests.server.conftest import API, SLASH
+from tests.server.test_large import memory_kib
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from tests.server.conftest import Serve
     from tests.server.engines import S3Server
@@ -151,3 +154,52 @@ def test_two_servers_share_one_bucket_and_one_database(
     # the survivor still serves everything else
     assert httpx.get(artifact(two, team, "bb09"), headers=two.auth()).status_code == 200
     assert stats(two)["totals"] == seen[1]["totals"]
+
+
+def test_a_large_upload_to_s3_streams_with_flat_memory(
+    serve_factory: Callable[..., Serve],
+    s3_server: S3Server,
+    s3_env: dict[str, str],
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    """256 MiB up and back down through S3: the server holds about one part, never the body."""
+    size = 256 * MIB
+    serve = serve_factory(
+        "--storage", f"s3://{bucket}", "--events-db", str(tmp_path / "events.sqlite3")
+    )
+    seed = os.urandom(MIB)
+    sent, received = hashlib.sha256(), hashlib.sha256()
+    before = memory_kib(serve.pid)
+    connection = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=300)
+    try:
+        connection.putrequest("PUT", f"{API}{SLASH}{'cd' * 16}?slug=big")
+        connection.putheader("Authorization", f"Bearer {serve.token()}")
+        connection.putheader("Content-Length", str(size))
+        connection.endheaders()
+        for index in range(size // MIB):
+            chunk = index.to_bytes(8, "big") + seed[8:]
+            sent.update(chunk)
+            connection.send(chunk)
+        response = connection.getresponse()
+        assert response.status in (200, 202), response.read()
+        response.read()
+        after_upload = memory_kib(serve.pid)
+        connection.request("GET", f"{API}{SLASH}{'cd' * 16}?slug=big", headers=serve.auth())
+        response = connection.getresponse()
+        assert response.status == 200
+        while block := response.read(MIB):
+            received.update(block)
+        after_download = memory_kib(serve.pid)
+    finally:
+        connection.close()
+    assert received.hexdigest() == sent.hexdigest()
+    assert stored_bytes_anywhere(s3_server, bucket) == {f"v8/big/{'cd' * 16}": size}
+    # parts of 8 MiB: the peak grows by a few parts at most, not by the 256 MiB that went by
+    assert after_upload["VmHWM"] - before["VmRSS"] < 64 * 1024, (before, after_upload)
+    assert after_download["VmHWM"] - before["VmRSS"] < 64 * 1024, (before, after_download)
+
+
+def stored_bytes_anywhere(s3_server: S3Server, bucket: str) -> dict[str, int]:
+    listed = s3_server.client().list_objects_v2(Bucket=bucket)
+    return {item["Key"]: item["Size"] for item in listed.get("Contents", [])}
