@@ -93,6 +93,7 @@ class ServerConfig:
     max_body: int = DEFAULT_MAX_BODY
     dashboard: bool = True
     retention_days: int = 400
+    dashboard_needs_token: bool = False  # set when the server listens beyond loopback
     events_db: Path | str | None = None  # a SQLite file or postgresql:// URL; None: in storage
 
     def to_json(self) -> str:
