@@ -3,7 +3,7 @@
 Exit codes:
     0    success (or the wrapped command's own exit code, passed through unchanged)
     2    usage error: a wrong flag, a bad glob, a malformed config, an unreadable input
-    3    cachehook itself failed unexpectedly (traceback written under the cache dir)
+    3    cachehook itself failed unexpectedly (traceback written to crashes/ in the cache dir)
     130  interrupted (Ctrl-C)
     N    ``exec`` and ``run`` return the task's exit code; a child killed by signal S gives 128+S
 Subcommands document any further codes of their own (``remote status``).
@@ -50,14 +50,32 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(msg)
 
 
-def _write_crash_log() -> Path | None:
-    directory = Path(os.environ.get("CACHEHOOK_CACHE_DIR") or Path.home() / ".cache" / "cachehook")
+def _crash_dir(args: Sequence[str]) -> Path:
+    """Where a crash log goes: ``--cache-dir``, else the cache directory as settings find it."""
+    for index, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg.startswith("--cache-dir="):
+            return Path(arg.partition("=")[2])
+        if arg == "--cache-dir" and index + 1 < len(args):
+            return Path(args[index + 1])
+    from cachehook.config import default_cache_dir
+
+    return Path(os.environ.get("CACHEHOOK_CACHE_DIR") or default_cache_dir(os.environ))
+
+
+def _write_crash_log(args: Sequence[str]) -> Path | None:
+    """The traceback, owner-only (0600 in a 0700 directory): it may quote paths and values."""
+    directory = _crash_dir(args).expanduser().absolute() / "crashes"
     try:
         import traceback
 
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory.chmod(0o700)
         path = directory / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        path.write_text(traceback.format_exc(), encoding="utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as log:
+            log.write(traceback.format_exc())
     except OSError:
         return None
     return path
@@ -109,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 1
     except Exception as exc:
-        path = _write_crash_log()
+        path = _write_crash_log(args)
         where = f"; the traceback is in {path}" if path else ""
         _say(f"cachehook: internal error: {type(exc).__name__}: {exc}{where}")
         return 3

@@ -30,6 +30,19 @@ EXIT_LEFT = 4
 events = SuggestingGroup("events", help="Cache usage events (POST /v8/artifacts/events).")
 
 
+def _cwd() -> Path:
+    """The working directory, or ``/`` once it is gone.
+
+    A run hands its events to a detached flush started in the project; the project may be
+    removed before the flush starts (a CI job's checkout, a temporary directory; issue 9).
+    The remote settings then come from the environment alone.
+    """
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        return Path(os.sep)
+
+
 @events.command("flush")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @cache_dir_option(
@@ -40,7 +53,7 @@ def flush(as_json: bool, cache_dir: Path | None) -> None:
     """Send the cache events that earlier runs left in the spool."""
     from cachehook.events import default_spool_dir, flush_spool, flushing, pending_count
 
-    settings = load_settings(cwd=Path.cwd(), environ=os.environ, cache_dir=cache_dir)
+    settings = load_settings(cwd=_cwd(), environ=os.environ, cache_dir=cache_dir)
     if settings.remote is None:
         msg = "no remote cache configured: set CACHEHOOK_API (or TURBO_API)"
         raise ConfigError(msg)

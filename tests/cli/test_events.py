@@ -93,3 +93,19 @@ def test_flush_while_down_keeps_them(refused_url: str, cache_dir: Path) -> None:
     text = flush(env)
     assert text.exit_code == 4
     assert "problem: cannot connect" in text.stderr
+
+
+def test_flush_runs_when_its_working_directory_was_removed(
+    refused_url: str, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run's detached flush starts in the project, which may be removed at once (issue 9).
+    env = {"CACHEHOOK_API": refused_url, "CACHEHOOK_TEAM": "t"}
+    spool_events(cache_dir, env, 2)
+    project = tmp_path / "gone"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    project.rmdir()
+    result = flush(env, "--json", "--cache-dir", str(cache_dir))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 4, result.output  # cannot deliver: kept, not crashed
+    assert (json.loads(result.stdout)["sent"], json.loads(result.stdout)["left"]) == (0, 2)
