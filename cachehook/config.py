@@ -2,10 +2,16 @@
 
 CLI flag > ``CACHEHOOK_*`` environment variable > ``TURBO_*`` fallback >
 ``[tool.cachehook]`` in the project's ``pyproject.toml`` > default.
+
+What ``[tool.cachehook]`` and ``[tool.cachehook.remote]`` may hold is one table of
+``ConfigKey`` (name, types, description): an unknown key or a value of the wrong type is a
+``ConfigError`` naming the file, the table and the key, with "did you mean" for a near miss
+(issue 10). Task tables are checked against ``tasks.TASK_KEYS`` with the same helpers.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,20 +21,26 @@ from typing import TYPE_CHECKING, Any
 from cachehook.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
+    "REMOTE_KEYS",
+    "TOOL_KEYS",
     "CacheModes",
+    "ConfigKey",
     "RemoteSettings",
     "Settings",
+    "check_table",
     "default_cache_dir",
+    "did_you_mean",
     "find_root",
     "load_pyproject_table",
     "load_settings",
     "parse_cache_modes",
     "parse_duration",
     "parse_size",
+    "type_name",
 ]
 
 DEFAULT_MAX_SIZE = 10 * 1024**3
@@ -53,6 +65,82 @@ _SIZE_UNITS = {
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One key a config table may hold: its name, the TOML types it takes, what it is for."""
+
+    name: str
+    types: tuple[type, ...]
+    description: str
+
+
+_DURATION_TYPES = (str, int, float)
+TOOL_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey("cache-dir", (str,), "the local cache directory, relative to the project root"),
+    ConfigKey("global-inputs", (list,), "files every workspace member's tasks read (issue 14)"),
+    ConfigKey("max-size", (str, int), "the local cache's size cap, such as '10GiB'"),
+    ConfigKey("presets", (list,), "the task presets every workspace member gets"),
+    ConfigKey("remote", (dict,), "the remote cache, as [tool.cachehook.remote]"),
+    ConfigKey("tasks", (dict,), "named tasks, as [tool.cachehook.tasks.NAME]"),
+)
+REMOTE_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey("api", (str,), "the Remote Cache API's base URL, like CACHEHOOK_API"),
+    ConfigKey("flush-timeout", _DURATION_TYPES, "how long exit waits to send events"),
+    ConfigKey("team", (str,), "the team slug, like CACHEHOOK_TEAM"),
+    ConfigKey("teamid", (str,), "the team id ('team_...'), like CACHEHOOK_TEAMID"),
+    ConfigKey("timeout", _DURATION_TYPES, "the wait for the server to start answering"),
+    ConfigKey("upload-timeout", _DURATION_TYPES, "how long a transfer may stall"),
+)
+_TYPE_WORDS = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a float",
+    list: "an array",
+    dict: "a table",
+}
+
+
+def type_name(value: object) -> str:
+    """How a TOML value's type reads in a message: ``a string``, ``an array``, ..."""
+    return _TYPE_WORDS.get(type(value), type(value).__name__)
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choices close to ``word``, or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
+
+
+def check_table(
+    table: Mapping[str, Any], keys: Sequence[ConfigKey], *, source: str, where: str
+) -> None:
+    """Refuse a key ``keys`` does not list, or a value of a type its entry does not take.
+
+    Raises:
+        ConfigError: naming ``source`` (the file), ``where`` (the table) and the key.
+    """
+    known = {key.name: key for key in keys}
+    for name, value in table.items():
+        key = known.get(name)
+        if key is None:
+            listed = ", ".join(known)
+            msg = (
+                f"{source}: {where} {name}: unknown key{did_you_mean(name, list(known))};"
+                f" known keys: {listed}"
+            )
+            raise ConfigError(msg)
+        if (isinstance(value, bool) and bool not in key.types) or not isinstance(value, key.types):
+            expected = " or ".join(_TYPE_WORDS[t] for t in key.types)
+            msg = (
+                f"{source}: {where} {name}: expected {expected} ({key.description}),"
+                f" got {type_name(value)}"
+            )
+            raise ConfigError(msg)
 
 
 @dataclass(frozen=True)
@@ -198,11 +286,51 @@ def load_pyproject_table(root: Path) -> dict[str, Any]:
 
 
 def _env(environ: Mapping[str, str], name: str) -> str | None:
+    found = _env_named(environ, name)
+    return found[1] if found else None
+
+
+def _env_named(environ: Mapping[str, str], name: str) -> tuple[str, str] | None:
+    """The variable that gives ``name`` (``CACHEHOOK_`` first, then ``TURBO_``) and its value."""
     for prefix in ("CACHEHOOK_", "TURBO_"):
         value = environ.get(prefix + name)
         if value:
-            return value
+            return prefix + name, value
     return None
+
+
+def _check_api(api: str, origin: str) -> str:
+    from urllib.parse import urlsplit
+
+    problem = ""
+    try:
+        parts = urlsplit(api)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        problem = f" ({exc})"
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        msg = (
+            f"{origin}: expected an http(s) URL such as 'https://cache.example.com',"
+            f" got {api!r}{problem}"
+        )
+        raise ConfigError(msg)
+    return api.rstrip("/")
+
+
+def _check_token(environ: Mapping[str, str]) -> str | None:
+    found = _env_named(environ, "TOKEN")
+    if found is None:
+        return None
+    name, token = found
+    if not (token.isascii() and token.isprintable()) or " " in token:
+        # Never echoed: a header library would print it whole in its own error (issue 10).
+        msg = (
+            f"{name} holds whitespace or a control character (a newline read from a file?);"
+            " set it to the token alone"
+        )
+        raise ConfigError(msg)
+    return token
 
 
 def _truthy(value: str | None) -> bool:
@@ -213,25 +341,15 @@ def _remote_settings(
     table: Mapping[str, Any], environ: Mapping[str, str], source: str
 ) -> RemoteSettings | None:
     remote = table.get("remote", {})
-    if not isinstance(remote, dict):
-        msg = f"{source}: [tool.cachehook.remote] must be a table"
-        raise ConfigError(msg)
-    unknown = set(remote) - {"api", "team", "teamid", "timeout", "upload-timeout", "flush-timeout"}
-    if unknown:
-        msg = f"{source}: [tool.cachehook.remote]: unknown key {sorted(unknown)[0]!r}"
-        raise ConfigError(msg)
-    api = _env(environ, "API") or remote.get("api")
+    check_table(remote, REMOTE_KEYS, source=source, where="[tool.cachehook.remote]")
+    from_env = _env_named(environ, "API")
+    origin, api = from_env or (f"{source}: [tool.cachehook.remote] api", remote.get("api"))
     if not api:
         return None
-    if not isinstance(api, str) or not re.match(r"^https?://[^/\s]+", api):
-        msg = (
-            f"remote api: expected an http(s) URL such as 'https://cache.example.com', got {api!r}"
-        )
-        raise ConfigError(msg)
     key = _env(environ, "REMOTE_CACHE_SIGNATURE_KEY")
     return RemoteSettings(
-        api=api.rstrip("/"),
-        token=_env(environ, "TOKEN"),
+        api=_check_api(api, origin),
+        token=_check_token(environ),
         team_id=_env(environ, "TEAMID") or remote.get("teamid"),
         slug=_env(environ, "TEAM") or remote.get("team"),
         signature_key=key.encode() if key else None,
@@ -284,12 +402,13 @@ def load_settings(
             resolved_root = find_workspace_root(cwd) or resolved_root
     source = str(resolved_root / "pyproject.toml")
     table = load_pyproject_table(resolved_root)
+    check_table(table, TOOL_KEYS, source=source, where="[tool.cachehook]")
 
     env_dir = environ.get("CACHEHOOK_CACHE_DIR")
     table_dir = table.get("cache-dir")
     if cache_dir is None and env_dir:
         cache_dir = Path(env_dir)
-    if cache_dir is None and isinstance(table_dir, str):
+    if cache_dir is None and table_dir is not None:
         cache_dir = resolved_root / table_dir
     if cache_dir is None:
         cache_dir = default_cache_dir(environ)

@@ -10,9 +10,9 @@ import threading
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
-__all__ = ["STDERR", "STDOUT", "LogRecorder", "decode", "replay"]
+__all__ = ["STDERR", "STDOUT", "LogRecorder", "decode", "encode_frames", "replay"]
 
 STDOUT = 1
 STDERR = 2
@@ -38,6 +38,11 @@ class LogRecorder:
     def getvalue(self) -> bytes:
         with self._lock:
             return b"".join(self._parts)
+
+
+def encode_frames(frames: Iterable[tuple[int, bytes]]) -> bytes:
+    """The log of ``(stream, chunk)`` pairs, as ``LogRecorder`` records it."""
+    return b"".join(_HEADER.pack(stream, len(chunk)) + chunk for stream, chunk in frames)
 
 
 def decode(data: bytes) -> Iterator[tuple[int, bytes]]:

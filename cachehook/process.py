@@ -19,7 +19,7 @@ from cachehook.errors import ConfigError
 from cachehook.logs import STDERR, STDOUT, LogRecorder
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
     from types import FrameType
 
@@ -88,8 +88,9 @@ def run_command(
     cwd: Path,
     recorder: LogRecorder,
     live: tuple[BinaryIO, BinaryIO] | None,
+    env: Mapping[str, str] | None = None,
 ) -> int:
-    """Run ``argv`` in ``cwd`` and return its exit code.
+    """Run ``argv`` in ``cwd`` (with ``env``, default: ours) and return its exit code.
 
     Raises:
         ConfigError: the command cannot be started (not found, not executable).
@@ -97,7 +98,7 @@ def run_command(
     """
     try:
         child = subprocess.Popen(
-            list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         msg = f"cannot run {argv[0]!r}: {exc.strerror or exc}"

@@ -56,6 +56,7 @@ import httpx
 from cachehook import __version__
 from cachehook.ci import detect_ci_vendor, is_interactive
 from cachehook.errors import RemoteAuthError, RemoteError, RemoteProtocolError, RemoteUnavailable
+from cachehook.redaction import scrub
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -606,8 +607,11 @@ class RemoteCache:
         )
 
     def _scrub(self, text: str) -> str:
-        token = self._settings.token
-        return text.replace(token, "<token>") if token else text
+        # Every form the token may take in an error (a repr inside httpx's own message, say),
+        # and only a token long enough that replacing it cannot mangle the words (issue 10).
+        key = self._settings.signature_key
+        secrets = (self._settings.token, key.decode("utf-8", "replace") if key else None)
+        return scrub(text, secrets, placeholder="<token>")
 
 
 class RemoteSession:

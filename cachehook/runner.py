@@ -59,6 +59,8 @@ class TaskSpec:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
+    # Secret variables the command may see all the same (``pass-env``, issue 10).
+    pass_env: tuple[str, ...] = ()
     salt: str = ""
     cwd: Path | None = None
     dependencies: tuple[str, ...] = ()
@@ -291,7 +293,7 @@ class Runner:
             inputs=files,
             env=tuple(
                 (name, "unset" if value is None else digest_bytes(value.encode()))
-                for name, value in env.items()
+                for name, value in self._key_env(spec, env).items()
             ),
             outputs=spec.outputs,
             salt=spec.salt,
@@ -381,8 +383,9 @@ class Runner:
         run_started = time.monotonic()
         code = self._execute(prepared, recorder, live, execute)
         duration_ms = _ms(time.monotonic() - run_started)
+        log = _redacted(recorder.getvalue())
         stored = code == 0 and self._store_result(
-            prepared, recorder.getvalue(), duration_ms, force, value=recorder.value
+            prepared, log, duration_ms, force, value=recorder.value
         )
         return RunResult(
             key,
@@ -392,7 +395,7 @@ class Runner:
             _ms(time.monotonic() - started),
             task_ms=duration_ms,
             stored=stored,
-            log=recorder.getvalue(),
+            log=log,
             local_hit=local_hit,
             remote_hit=remote_hit,
             manifest=prepared.manifest,
@@ -411,7 +414,32 @@ class Runner:
         from cachehook.process import run_command  # not on the hit path
 
         cwd = prepared.spec.cwd or Path.cwd()
-        return run_command(prepared.spec.command, cwd=cwd, recorder=recorder, live=live)
+        env = self.child_environ(prepared.spec)
+        return run_command(prepared.spec.command, cwd=cwd, recorder=recorder, live=live, env=env)
+
+    def _key_env(self, spec: TaskSpec, env: dict[str, str | None]) -> dict[str, str | None]:
+        """The declared variables without the remote cache's secrets (issue 10)."""
+        from cachehook.redaction import leave_out_secrets, refuse_secret_env
+
+        refuse_secret_env(spec.env)
+        kept, left_out = leave_out_secrets(env, spec.env)
+        if any(env[name] is not None for name in left_out):
+            patterns = ", ".join(repr(name) for name in spec.env if name.endswith("*"))
+            self._notice(
+                f"--env {patterns} leaves out {', '.join(left_out)}: a remote cache secret "
+                "never enters the key"
+            )
+        return kept
+
+    def child_environ(self, spec: TaskSpec) -> dict[str, str] | None:
+        """The environment a task's command runs with: ours without the remote cache's
+        secrets, except those ``spec.pass_env`` names; None when nothing is left out."""
+        from cachehook.redaction import child_environ
+
+        remote = self.settings.remote
+        key = remote.signature_key if remote is not None else None
+        in_use = () if remote is None else (remote.token, key.decode() if key else None)
+        return child_environ(os.environ, in_use=in_use, pass_env=spec.pass_env)
 
     # -- restore ----------------------------------------------------------------------------
 
@@ -725,3 +753,11 @@ def _parse_meta(data: bytes, key: str) -> dict[str, Any]:
         msg = "its meta.json has a malformed duration"
         raise ValueError(msg)
     return meta
+
+
+def _redacted(log: bytes) -> bytes:
+    """The log with the remote cache's secrets replaced, before it is kept or sent (issue 10)."""
+    from cachehook.redaction import redact_log, secret_values
+
+    secrets = secret_values(os.environ)
+    return redact_log(log, secrets) if secrets else log

@@ -94,5 +94,113 @@ def test_disable_and_remote_only(tmp_path: Path) -> None:
 
 
 def test_bad_api_url(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="remote api"):
+    with pytest.raises(ConfigError, match="CACHEHOOK_API: expected an http"):
         load_settings(cwd=tmp_path, environ={"CACHEHOOK_API": "cache.example.com"})
+
+
+# --- issue 10: config mistakes are errors, not silence ----------------------------------------
+
+
+def _project(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "pyproject.toml").write_text(body)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "[tool.cachehook]\nmaxsize = '1GiB'\n",
+            "[tool.cachehook] maxsize: unknown key (did you mean 'max-size'?)",
+        ),
+        (
+            "[tool.cachehook.remote]\nmax-sise = 1\n",
+            "[tool.cachehook.remote] max-sise: unknown key",
+        ),
+        (
+            "[tool.cachehook.remote]\napi = 'http://h'\ntimout = 1\n",
+            "[tool.cachehook.remote] timout: unknown key (did you mean 'timeout'",
+        ),
+        (
+            "[tool.cachehook.remote]\napi = 'http://h'\nteamid = 5\n",
+            "[tool.cachehook.remote] teamid: expected a string",
+        ),
+        (
+            "[tool.cachehook.remote]\napi = 'http://h'\nteam = ['x']\n",
+            "[tool.cachehook.remote] team: expected a string",
+        ),
+        ("[tool.cachehook]\ncache-dir = 5\n", "[tool.cachehook] cache-dir: expected a string"),
+        (
+            "[tool.cachehook]\nmax-size = true\n",
+            "[tool.cachehook] max-size: expected a string or an integer",
+        ),
+        ("[tool.cachehook]\nremote = 'x'\n", "[tool.cachehook] remote: expected a table"),
+        (
+            "[tool.cachehook.remote]\napi = 5\n",
+            "[tool.cachehook.remote] api: expected a string",
+        ),
+    ],
+)
+def test_config_mistakes_are_errors_naming_file_table_and_key(
+    tmp_path: Path, body: str, expected: str
+) -> None:
+    root = _project(tmp_path, body)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(cwd=root, environ={})
+    assert str(caught.value).startswith(str(root / "pyproject.toml"))
+    assert expected in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("variable", "api"),
+    [
+        ("CACHEHOOK_API", "http://h:notaport"),
+        ("TURBO_API", "https://h:99999"),
+        ("CACHEHOOK_API", "http://"),
+        ("CACHEHOOK_API", "ftp://h"),
+    ],
+)
+def test_a_malformed_api_url_is_a_config_error(tmp_path: Path, variable: str, api: str) -> None:
+    with pytest.raises(ConfigError, match=f"{variable}: expected an http"):
+        load_settings(cwd=tmp_path, environ={variable: api})
+
+
+def test_a_malformed_api_in_the_table_names_the_file(tmp_path: Path) -> None:
+    root = _project(tmp_path, "[tool.cachehook.remote]\napi = 'http://h:port'\n")
+    with pytest.raises(ConfigError, match=r"\[tool\.cachehook\.remote\] api: expected an http"):
+        load_settings(cwd=root, environ={})
+
+
+@pytest.mark.parametrize(
+    "token", ["abcdefghijkl\n", "abcdefghijkl\r", "abc defghijkl", "tok\x00en"]
+)
+def test_a_token_with_whitespace_or_control_characters_is_refused(
+    tmp_path: Path, token: str
+) -> None:
+    environ = {"CACHEHOOK_API": "http://127.0.0.1:9", "TURBO_TOKEN": token}
+    with pytest.raises(ConfigError, match="TURBO_TOKEN holds whitespace") as caught:
+        load_settings(cwd=tmp_path, environ=environ)
+    assert token.strip() not in str(caught.value)
+
+
+def test_every_known_key_is_accepted(tmp_path: Path) -> None:
+    body = """
+[tool.cachehook]
+cache-dir = "c"
+max-size = "1GiB"
+presets = []
+[tool.cachehook.remote]
+api = "http://h:8080"
+team = "t"
+teamid = "team_x"
+timeout = "1s"
+upload-timeout = 30
+flush-timeout = 0.5
+[tool.cachehook.tasks.a]
+command = "true"
+"""
+    settings = load_settings(cwd=_project(tmp_path, body), environ={})
+    assert settings.remote is not None
+    assert settings.remote.api == "http://h:8080"
+    assert settings.cache_dir == tmp_path / "c"
