@@ -21,10 +21,20 @@ from cachehook.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-__all__ = ["GlobSet"]
+__all__ = ["GlobSet", "escape_glob"]
 
 
 # --------------------------------------------------------------------------- glob syntax
+
+
+def escape_glob(path: str) -> str:
+    """A pattern that matches exactly ``path``, a project-relative POSIX path.
+
+    Each ``*``, ``?`` and ``[`` becomes a one-character class; a leading ``!`` (which would
+    exclude) is shielded by ``./``, which a pattern drops.
+    """
+    escaped = re.sub(r"[*?\[]", lambda match: f"[{match.group()}]", path)
+    return "./" + escaped if escaped.startswith("!") else escaped
 
 
 def _has_magic(text: str) -> bool:

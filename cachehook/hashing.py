@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from cachehook._globs import GlobSet
+from cachehook._globs import GlobSet, escape_glob
 from cachehook._walk import Expansion, expand_globs
 from cachehook.errors import ConfigError, HashingError
 
@@ -41,6 +41,7 @@ __all__ = [
     "diff_manifests",
     "digest_bytes",
     "digest_file",
+    "escape_glob",
     "expand_globs",
     "hash_files",
     "resolve_env",
@@ -57,6 +58,7 @@ _HEX_DIGITS = frozenset("0123456789abcdef")
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
 _REGULAR_EXECUTABLE = 0o170000 | stat.S_IXUSR  # the file-type bits and the owner's x bit
 _REGULAR_EXECUTABLE_BITS = stat.S_IFREG | stat.S_IXUSR
+_FILE_TYPE, _LINK = 0o170000, stat.S_IFLNK
 _HAS_DIR_FD = {os.lstat, os.open, os.readlink} <= os.supports_dir_fd
 
 
@@ -120,7 +122,8 @@ class FileDigest:
 
     Attributes:
         path: project-relative POSIX path.
-        digest: xxh3-128 of the bytes; for a symlink, of ``b"symlink:" + target``.
+        digest: xxh3-128 of the bytes; for a symlink, of ``b"symlink:" + its text`` and
+            what it resolves to (a file's digest and execute bit, or a directory marker).
         executable: the owner's execute bit (always False for a symlink).
     """
 
@@ -153,6 +156,10 @@ def _signature(st: os.stat_result) -> str:
     return _SIGNATURE % (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
+def _changed(st: os.stat_result) -> int:
+    return max(st.st_mtime_ns, st.st_ctime_ns)
+
+
 class _Root:
     """Path operations relative to a project root, through a directory fd where supported."""
 
@@ -179,10 +186,16 @@ class _Root:
     def lstat(self, relpath: str) -> os.stat_result:
         return os.lstat(self.prefix + relpath, dir_fd=self.fd)
 
-    def read_digest(self, relpath: str, mode: int) -> str:
+    def target_stat(self, relpath: str) -> os.stat_result | None:
+        """What a symlink resolves to, or None if it dangles (or loops)."""
+        try:
+            return os.stat(self.prefix + relpath, dir_fd=self.fd)
+        except OSError:
+            return None
+
+    def read_digest(self, relpath: str, mode: int, target: os.stat_result | None = None) -> str:
         if stat.S_ISLNK(mode):
-            target = os.readlink(self.prefix + relpath, dir_fd=self.fd)
-            return digest_bytes(b"symlink:" + os.fsencode(target))
+            return self._link_digest(relpath, target)
         if not stat.S_ISREG(mode):
             msg = f"input {relpath!r} is not a regular file"
             raise HashingError(msg)
@@ -191,6 +204,27 @@ class _Root:
             return _digest_fd(fd)
         finally:
             os.close(fd)
+
+    def _link_digest(self, relpath: str, target: os.stat_result | None) -> str:
+        """The link text and what it resolves to (issue 10): a file's bytes and execute bit;
+        for a directory a marker (the walk lists the files below it through the link); for a
+        dangling link nothing more. No resolved path enters it, only the link's own text."""
+        text = b"symlink:" + os.fsencode(os.readlink(self.prefix + relpath, dir_fd=self.fd))
+        if target is None:
+            return digest_bytes(text)
+        if stat.S_ISDIR(target.st_mode):
+            return digest_bytes(text + b"\0dir")
+        if not stat.S_ISREG(target.st_mode):
+            return digest_bytes(text + b"\0other")
+        fd = os.open(
+            self.prefix + relpath, os.O_RDONLY | getattr(os, "O_BINARY", 0), dir_fd=self.fd
+        )
+        try:
+            content = _digest_fd(fd)
+        finally:
+            os.close(fd)
+        executable = b"x" if target.st_mode & stat.S_IXUSR else b"-"
+        return digest_bytes(text + b"\0file:" + content.encode() + executable)
 
 
 def _input_error(relpath: str, exc: OSError) -> HashingError:
@@ -309,7 +343,7 @@ class StatCache:
                 st = at.lstat(relpath)
             except OSError as exc:
                 raise _input_error(relpath, exc) from exc
-        self._remember(relpath, digest, st, was_read=False)
+        self._remember(relpath, digest, _signature(st), _changed(st), was_read=False)
 
     def save(self) -> None:
         """Write the cache atomically, if it changed; an OSError is logged, never raised.
@@ -339,9 +373,10 @@ class StatCache:
         self._unsaved = held  # written by a later save, once they are old enough
         self._dirty = bool(held)
 
-    def _remember(self, relpath: str, digest: str, st: os.stat_result, *, was_read: bool) -> None:
-        changed = max(st.st_mtime_ns, st.st_ctime_ns)
-        self._entries[relpath] = f"{digest} {_signature(st)}"
+    def _remember(
+        self, relpath: str, digest: str, signature: str, changed: int, *, was_read: bool
+    ) -> None:
+        self._entries[relpath] = f"{digest} {signature}"
         self._unsaved[relpath] = changed
         self._dirty = True
         if was_read and changed >= time.time_ns() - _RACY_WINDOW_NS:
@@ -363,15 +398,22 @@ class StatCache:
                 except OSError as exc:
                     raise _input_error(relpath, exc) from exc
                 signature = form % (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                target = None
+                if st.st_mode & _FILE_TYPE == _LINK:  # the target's stat too (issue 10)
+                    target = at.target_stat(relpath)
+                    signature += " " + (_signature(target) if target is not None else "-")
                 entry = get(relpath)
                 if entry is not None and entry[cut:] == signature and relpath not in racy:
                     digest = entry[:size]
                 else:
                     try:
-                        digest = at.read_digest(relpath, st.st_mode)
+                        digest = at.read_digest(relpath, st.st_mode, target)
                     except OSError as exc:
                         raise _input_error(relpath, exc) from exc
-                    self._remember(relpath, digest, st, was_read=True)
+                    changed = (
+                        _changed(st) if target is None else max(_changed(st), _changed(target))
+                    )
+                    self._remember(relpath, digest, signature, changed, was_read=True)
                 # A regular file with its owner's execute bit (a symlink never is executable).
                 append(make(relpath, digest, st.st_mode & mask == executable_bits))
         return tuple(out)

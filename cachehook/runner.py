@@ -27,6 +27,7 @@ from cachehook.hashing import (
     Manifest,
     StatCache,
     digest_bytes,
+    escape_glob,
     expand_globs,
     hash_files,
     resolve_env,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from cachehook.events import Event, EventSender
     from cachehook.remote import Progress, RemoteSession
 
-__all__ = ["Execute", "Prepared", "RunResult", "Runner", "TaskSpec"]
+__all__ = ["Execute", "Prepared", "RunResult", "Runner", "TaskSpec", "input_patterns"]
 
 Status = Literal["HIT", "MISS", "BYPASS", "DRY"]
 Source = Literal["LOCAL", "REMOTE"]
@@ -56,7 +57,8 @@ class TaskSpec:
     """What to run and what it reads and writes; globs are relative to the project root."""
 
     command: tuple[str, ...]
-    inputs: tuple[str, ...] = ()
+    # None: every file git would list under ``cwd`` (issue 10); () on purpose: no input file.
+    inputs: tuple[str, ...] | None = None
     outputs: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
     # Secret variables the command may see all the same (``pass-env``, issue 10).
@@ -261,7 +263,9 @@ class Runner:
         was_collecting = gc.isenabled()
         gc.disable()
         try:
-            found = expand_globs(root, inputs, exclude=outputs, skip_dirs=self._skip_dirs())
+            found = expand_globs(
+                root, inputs, exclude=outputs, skip_dirs=self._skip_dirs(), follow_symlinks=True
+            )
             return hash_files(root, found.files, self._stat_cache), found.unmatched
         finally:
             if was_collecting:
@@ -277,7 +281,6 @@ class Runner:
         from cachehook.errors import ConfigError
 
         root = self.settings.root
-        inputs = GlobSet.compile(spec.inputs, what="--input")
         outputs = GlobSet.compile(spec.outputs, what="--output")
         cwd = (spec.cwd or Path.cwd()).resolve()
         try:
@@ -285,7 +288,11 @@ class Runner:
         except ValueError:
             msg = f"the working directory {cwd} is outside the project root {root}"
             raise ConfigError(msg) from None
-        files, unmatched = self._hash_inputs(inputs, outputs) if spec.inputs else ((), ())
+        patterns = input_patterns(spec.inputs, relative_cwd)
+        inputs = GlobSet.compile(patterns, what="--input")
+        files, unmatched = self._hash_inputs(inputs, outputs) if patterns else ((), ())
+        if spec.inputs is None:
+            unmatched = ()  # an empty directory has no inputs; nothing was misspelt
         env = resolve_env(spec.env, os.environ)
         manifest = Manifest(
             command=spec.command,
@@ -704,10 +711,11 @@ class Runner:
         return stored
 
     def _inputs_unchanged(self, prepared: Prepared) -> bool:
-        if not prepared.spec.inputs:
+        patterns = input_patterns(prepared.spec.inputs, prepared.manifest.cwd)
+        if not patterns:
             return True
         try:
-            inputs = GlobSet.compile(prepared.spec.inputs, what="--input")
+            inputs = GlobSet.compile(patterns, what="--input")
             files, _ = self._hash_inputs(inputs, prepared.outputs)
         except HashingError as exc:
             self._notice(f"an input changed while the task ran ({exc}); not caching it")
@@ -726,6 +734,18 @@ class Runner:
 
         with scratch_file(self.settings.cache_dir / "tmp") as path:
             yield path
+
+
+def input_patterns(inputs: tuple[str, ...] | None, cwd: str) -> tuple[str, ...]:
+    """The input globs of a task: its own, or, when it gives none, every file under its cwd.
+
+    Args:
+        inputs: the task's globs; None when it declared none, () for "no input file".
+        cwd: its working directory relative to the root (``"."`` for the root).
+    """
+    if inputs is not None:
+        return inputs
+    return ("**",) if cwd == "." else (f"{escape_glob(cwd)}/**",)
 
 
 def _meta_value(meta: dict[str, Any]) -> str | None:

@@ -25,7 +25,7 @@ from cachehook.errors import CachehookError, ConfigError
 from cachehook.hashing import GlobSet
 from cachehook.process import forward_to_children, run_command
 from cachehook.process import reset as reset_stop_signal
-from cachehook.runner import TaskSpec
+from cachehook.runner import TaskSpec, input_patterns
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -76,12 +76,14 @@ class Task:
     salt: str = ""
     cwd: str = "."
     description: str = ""
+    # No 'inputs' key: ``inputs`` holds the default (every file under ``cwd``, issue 10).
+    default_inputs: bool = False
 
     def spec(self, root: Path, dependency_keys: Sequence[str]) -> TaskSpec:
         """The runner's view of this task, once its dependencies' keys are known."""
         return TaskSpec(
             command=self.command,
-            inputs=self.inputs,
+            inputs=None if self.default_inputs else self.inputs,
             outputs=self.outputs,
             env=self.env,
             salt=self.salt,
@@ -185,15 +187,17 @@ def parse_task(name: str, body: object, *, source: str, root: Path) -> Task:
         if not _ENV_NAME.fullmatch(variable):
             msg = f"{where} env: {variable!r} is not a variable name (may end with '*')"
             raise ConfigError(msg)
+    cwd = _cwd(_string(body, "cwd", where, "."), where, root)
     return Task(
         name=name,
         command=_command(body["command"], where),
-        inputs=inputs,
+        inputs=inputs if "inputs" in body else input_patterns(None, cwd),
+        default_inputs="inputs" not in body,
         outputs=outputs,
         env=env,
         depends_on=tuple(dict.fromkeys(_strings(body, "depends-on", where))),
         salt=_string(body, "salt", where, ""),
-        cwd=_cwd(_string(body, "cwd", where, "."), where, root),
+        cwd=cwd,
         description=_string(body, "description", where, ""),
     )
 

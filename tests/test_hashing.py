@@ -415,7 +415,7 @@ def test_gitignore_above_the_root_applies_inside_a_repository(tmp_path: Path) ->
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
-def test_symlinks_are_files_and_symlinked_dirs_are_not_followed(project: Path) -> None:
+def test_symlinks_are_files_and_symlinked_dirs_are_not_followed_by_default(project: Path) -> None:
     (project / "link.py").symlink_to("src/pkg/core.py")
     (project / "dirlink").symlink_to("src", target_is_directory=True)
     (project / "broken").symlink_to("does-not-exist")
@@ -426,9 +426,50 @@ def test_symlinks_are_files_and_symlinked_dirs_are_not_followed(project: Path) -
     assert files(project, "dirlink/pkg/core.py") == []
 
     digests = {d.path: d for d in hash_files(project, ["link.py", "broken"], StatCache(None))}
-    assert digests["link.py"].digest == digest_bytes(b"symlink:src/pkg/core.py")
+    content = digest_file(project / "src/pkg/core.py")
+    assert digests["link.py"].digest == digest_bytes(
+        b"symlink:src/pkg/core.py\0file:" + content.encode() + b"-"
+    )
     assert digests["broken"].digest == digest_bytes(b"symlink:does-not-exist")
     assert digests["link.py"].executable is False
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+def test_inputs_walk_into_a_symlinked_directory_once(project: Path) -> None:
+    (project / "dirlink").symlink_to("src", target_is_directory=True)
+    (project / "src" / "up").symlink_to("..", target_is_directory=True)  # holds itself
+    (project / "src" / "pkg" / "again").symlink_to("..", target_is_directory=True)
+    found = files(project, "dirlink/**/*.py", follow_symlinks=True)
+    inside = ["src/" + p.removeprefix("dirlink/") for p in found]
+    assert inside == files(project, "src/**/*.py") == sorted(inside)
+    assert not any("/again/" in p for p in found)  # one level of links only
+    assert "src/up/README.md" not in files(project, "**", follow_symlinks=True)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+def test_an_edited_symlink_target_changes_the_digest_through_the_stat_cache(
+    tmp_path: Path, reads: list[int]
+) -> None:
+    """Finding 3 of issue 10: the link's own lstat never changes when its target is edited."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "ruff.toml").write_text("line-length = 100\n")
+    project = tmp_path / "project"
+    (project / "pkg").mkdir(parents=True)
+    (project / "pkg" / "ruff.toml").symlink_to("../../shared/ruff.toml")  # outside the project
+    cache = StatCache(None)
+    before = hash_files(project, ["pkg/ruff.toml"], cache)[0].digest
+    link_stat = os.lstat(project / "pkg" / "ruff.toml")
+    (shared / "ruff.toml").write_text("line-length = 120\n")
+    os.utime(shared / "ruff.toml", ns=(1, 1))  # an old mtime: only size/ctime/inode may differ
+    assert os.lstat(project / "pkg" / "ruff.toml") == link_stat
+    after = hash_files(project, ["pkg/ruff.toml"], cache)[0].digest
+    assert after != before
+    assert str(tmp_path) not in json.dumps(manifest(project, ("pkg/**",)).to_json())
+    (shared / "ruff.toml").unlink()  # now dangling: its text alone
+    assert hash_files(project, ["pkg/ruff.toml"], cache)[0].digest == digest_bytes(
+        b"symlink:../../shared/ruff.toml"
+    )
 
 
 # --------------------------------------------------------------------------- hashing

@@ -57,8 +57,15 @@ OPTIONS: tuple[Option, ...] = (
         "inputs",
         ("-i", "--input"),
         "multiple",
-        "Files the command reads (repeatable; '!GLOB' excludes).",
+        "Files the command reads (repeatable; '!GLOB' excludes). Default: every file git "
+        "would list under the working directory.",
         "GLOB",
+    ),
+    Option(
+        "no_inputs",
+        ("--no-inputs",),
+        "flag",
+        "The command reads no file: key it on its argv, env and salt alone.",
     ),
     Option(
         "outputs",
@@ -188,6 +195,7 @@ def parse_exec_fast(args: Sequence[str]) -> dict[str, Any] | None:
 def run_exec(
     *,
     inputs: tuple[str, ...],
+    no_inputs: bool = False,
     outputs: tuple[str, ...],
     env: tuple[str, ...],
     salt: str,
@@ -230,8 +238,12 @@ def run_exec(
     notice = None if root is not None else root_notice(settings, cwd=Path.cwd())
     if notice is not None:
         console.info(notice)
+    if no_inputs and inputs:
+        msg = "--no-inputs says the command reads no file, yet --input names some: give one"
+        raise ConfigError(msg)
+    declared = () if no_inputs else inputs or None  # None: every file under the cwd
     spec = TaskSpec(
-        command=command, inputs=inputs, outputs=outputs, env=env, salt=salt, cwd=Path.cwd()
+        command=command, inputs=declared, outputs=outputs, env=env, salt=salt, cwd=Path.cwd()
     )
     progress = None if console.quiet else ProgressLine()
     with Runner(
@@ -404,6 +416,7 @@ def _print_dry_run(
         f"cwd      {manifest.cwd}",
         *(f"env      {name}" for name, _ in manifest.env),
         *(f"input    {item.digest}  {item.path}" for item in manifest.inputs),
+        *(["input    none (--no-inputs)"] if prepared.spec.inputs == () else []),
         *(f"output   {pattern}" for pattern in manifest.outputs),
     ]
     sys.stdout.write("\n".join(lines) + "\n")

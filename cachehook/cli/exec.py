@@ -21,8 +21,12 @@ Examples:
   cachehook exec -i 'schema/*.json' -o 'src/app/models.py' -e 'PYTHON*' -- python gen.py
 
 Globs are relative to the project root (the nearest directory holding pyproject.toml
-or .git): '**' crosses directories, a leading '!' excludes. Files .gitignore ignores
-are skipped unless named literally. Exit status is the command's own.
+or .git): '**' crosses directories, a leading '!' excludes. As in git, a tracked file
+is an input whenever a glob matches it; an untracked file that .gitignore (or
+info/exclude, or the global excludes file) ignores is skipped unless named literally.
+A symlink counts with its target's content. Without -i, the inputs are every file
+git would list under the working directory (outputs and the cache excluded);
+--no-inputs says the command reads no file. Exit status is the command's own.
 """
 
 

@@ -516,5 +516,7 @@ def _print_dry_run(
             click.echo(f"  env      {name}")
         for entry in manifest.inputs:
             click.echo(f"  input    {entry.digest}  {entry.path}")
+        if not item.task.inputs:  # 'inputs = []' on purpose (issue 10)
+            click.echo("  input    none (inputs = [] says it reads no file)")
         for pattern in manifest.outputs:
             click.echo(f"  output   {pattern}")
