@@ -9,7 +9,8 @@ member's own ``build`` (else the root task), ``^build`` is ``build`` in each mem
 
 A member task's key also holds (issue 14): the root's ``global-inputs``; the files of the
 members it depends on, transitively (they are on its import path as editable installs; a task
-opts out with ``upstream-inputs = false``); and its locked closure from ``uv.lock``.
+opts out with ``upstream-inputs = false``); the ``.python-version`` files uv would read; and
+its locked closure from ``uv.lock``. The runner adds the toolchain identity.
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ def _member_task(
         deps = ctx.workspace.dependencies(member.name)
         inputs += [f"{ctx.workspace.members[d].path}/**" for d in deps]
     inputs += ctx.global_inputs
+    # uv picks the interpreter by .python-version (the member's, else the root's).
+    pins = [f"{base}/.python-version" if base != "." else "", ".python-version"]
+    inputs += [pin for pin in pins if pin and (ctx.workspace.root / pin).is_file()]
+    inputs = list(dict.fromkeys(inputs))
     declared_outputs = _globs(body, "outputs", where) or []
     outputs = [rebase_glob(p, base, where=f"{where} outputs") for p in declared_outputs]
     cwd = body.get("cwd", ".")

@@ -92,11 +92,12 @@ def affected_members(graph: TaskGraph, ref: str) -> dict[str, str]:
     """
     workspace = _workspace(graph, "--affected")
     base = _merge_base(workspace.root, ref)
+    changed = _changed_paths(workspace.root, base)
     inputs: dict[str, list[GlobSet]] = {}
-    for node, member in graph.member_of.items():
+    for node, member in graph.member_of.items() if changed else ():
         inputs.setdefault(member, []).append(GlobSet.compile(graph.tasks[node].inputs))
     reasons: dict[str, str] = {}
-    for path in _changed_paths(workspace.root, base):
+    for path in changed:
         if path == "uv.lock":
             for member, why in _lock_changes(graph, workspace, base).items():
                 reasons.setdefault(member, why)

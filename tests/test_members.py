@@ -210,6 +210,15 @@ def test_upstream_files_and_global_inputs_enter_the_key(tmp_path: Path, runner: 
     assert all(again[n] != after[n] for n in names for n in again)
 
 
+def test_the_python_version_uv_reads_enters_every_member_key(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path, ROOT_TASKS)
+    (root / ".python-version").write_text("3.12\n")
+    (root / "packages" / "c" / ".python-version").write_text("3.13\n")
+    graph = graph_at(root)
+    assert graph.tasks["b#build"].inputs[-1:] == (".python-version",)
+    assert graph.tasks["c#build"].inputs[-2:] == ("packages/c/.python-version", ".python-version")
+
+
 def test_a_member_overrides_root_tasks_key_by_key_and_adds_its_own(tmp_path: Path) -> None:
     member_tables = {
         "d": f"""
@@ -231,7 +240,7 @@ def test_a_member_overrides_root_tasks_key_by_key_and_adds_its_own(tmp_path: Pat
     assert d_build.outputs == ("packages/d/dist/**",)  # kept from the root's table
     assert b_build.command[2] == LOG  # other members keep the root's command
     docs = graph.tasks["d#docs"]
-    assert docs.inputs == ("packages/d/docs/**", "shared.toml", "shared.toml")
+    assert docs.inputs == ("packages/d/docs/**", "shared.toml")  # once, though named twice
     assert docs.outputs == ("packages/d/_build/**",)
     assert docs.depends_on == ("d#build",)
     assert graph.groups["docs"] == ("d#docs",)
