@@ -29,7 +29,7 @@ SOURCE = "pyproject.toml"
 def graph_of(tasks: dict[str, Any], root: Path) -> TaskGraph:
     # These tasks write stamps into their cwd: without 'inputs' every file there would be an
     # input (issue 10), so each says it reads none unless the test gives its own.
-    bodies = {name: {"inputs": [], **body} for name, body in tasks.items()}
+    bodies = {n: {"inputs": [], **b} if isinstance(b, dict) else b for n, b in tasks.items()}
     return load_tasks({"tasks": bodies}, source=SOURCE, root=root)
 
 
