@@ -166,7 +166,9 @@ def explain(task_name: str, as_json: bool, root: Path | None, cache_dir: Path | 
     environment variables whose values changed (never the values), and command, salt,
     output or dependency changes. Runs nothing.
     """
-    settings = load_settings(cwd=Path.cwd(), environ=os.environ, root=root, cache_dir=cache_dir)
+    settings = load_settings(
+        cwd=Path.cwd(), environ=os.environ, root=root, cache_dir=cache_dir, workspace=True
+    )
     graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     console = Console()
     with Runner(settings, on_notice=console.warn) as runner:

@@ -59,7 +59,7 @@ def tasks(as_json: bool, root: Path | None) -> None:
     A malformed table (a wrong type, an unknown key, a cycle, a dependency on a missing
     task, a bad glob) is reported with the file, the table and the key, and exit code 2.
     """
-    settings = load_settings(cwd=Path.cwd(), environ=os.environ, root=root)
+    settings = load_settings(cwd=Path.cwd(), environ=os.environ, root=root, workspace=True)
     graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     ordered = [graph.tasks[name] for name in graph.names()]
     if as_json:

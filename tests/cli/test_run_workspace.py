@@ -60,3 +60,20 @@ def test_dry_run_json_says_why_and_a_bare_affected_keeps_the_task_name(
     nothing = cli("run", "--affected=HEAD", "build", cwd=root)
     assert nothing.returncode == 0
     assert "nothing to run" in nothing.stderr
+
+
+def test_tasks_and_explain_work_from_inside_a_member(
+    tmp_path: Path, cli: Callable[..., Ran]
+) -> None:
+    root = make_workspace(tmp_path, ROOT_TASKS)
+    (root / "shared.toml").write_text("")
+    member = root / "packages" / "b" / "src"
+
+    listed = cli("tasks", "--json", cwd=member)
+    assert listed.returncode == 0, listed.stderr
+    names = [task["name"] for task in json.loads(listed.stdout)["tasks"]]
+    assert names[:3] == ["a#build", "a#lint", "a#test"]
+
+    explained = cli("explain", "b#test", cwd=member)
+    assert explained.returncode == 0, explained.stderr
+    assert "b#test" in explained.stdout
