@@ -160,6 +160,12 @@ def _check_port_free(host: str, port: int) -> None:
     help="How long cache events are kept.",
 )
 @click.option(
+    "--dashboard-auth/--no-dashboard-auth",
+    default=None,
+    help="Ask for a token (HTTP Basic, token as password) on / and /api/stats "
+    "[default: when --host is beyond loopback].",
+)
+@click.option(
     "--header-timeout",
     type=click.FloatRange(0.1, 600),
     default=5.0,
@@ -204,6 +210,7 @@ def serve(
     max_body: str,
     dashboard: bool,
     retention_days: int,
+    dashboard_auth: bool | None,
     header_timeout: float,
     body_timeout: float,
     max_connections: int,
@@ -248,7 +255,7 @@ def serve(
         max_body=_size(max_body, "max-body"),
         dashboard=dashboard,
         retention_days=retention_days,
-        dashboard_needs_token=not _is_loopback(host),
+        dashboard_needs_token=not _is_loopback(host) if dashboard_auth is None else dashboard_auth,
     )
     limits = ConnectionLimits(
         header_timeout=header_timeout,

@@ -156,8 +156,8 @@ async def send_json(
 
 async def send_error(send: Send, error: ApiError, *, is_head: bool = False) -> None:
     """Answer ``{"error": {"code", "message"}}`` with the error's status."""
-    headers: Headers = []
-    if error.status == 401:
+    headers: Headers = list(error.headers)
+    if error.status == 401 and not any(name == b"www-authenticate" for name, _ in headers):
         headers.append((b"www-authenticate", b'Bearer realm="cachehook"'))
     if error.allow:
         headers.append((b"allow", ", ".join(error.allow).encode("ascii")))

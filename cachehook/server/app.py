@@ -29,6 +29,8 @@ the server's memory does not grow with the artifact.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
 import logging
 import os
@@ -52,7 +54,8 @@ from cachehook.server._asgi import (
 from cachehook.server.dashboard import render_dashboard
 from cachehook.server.eventlog import EventLog
 from cachehook.server.storage import is_object_store, open_storage
-from cachehook.server.tokens import Token, TokenTable, load_tokens
+from cachehook.server.tasknames import HEAD_BYTES, task_of
+from cachehook.server.tokens import ALL_TEAMS, Token, TokenTable, load_tokens
 from cachehook.server.validation import (
     HASH_RE,
     HASH_RULE,
@@ -216,7 +219,7 @@ class CacheServer:
             await self._dashboard(request, send)
         elif self.config.dashboard and segments == ("api", "stats"):
             self._allow(request, "GET", "HEAD")
-            stats = await asyncio.to_thread(self.events.stats, days=self._days(request))
+            stats = await self._dashboard_stats(request)
             await send_json(send, 200, stats, is_head=request.is_head)
         else:
             raise ApiError(404, "not_found", f"no route {request.method} {request.path}")
@@ -355,8 +358,9 @@ class CacheServer:
         if declared is not None and int(declared) > self.config.max_body:
             raise too_large(int(declared), self.config.max_body)
         upload = self.storage.begin_upload(team, hash_, meta)
+        head = bytearray()  # the first bytes, where cachehook's meta.json names the task
         try:
-            tail = await self._receive_into(request, upload)
+            tail = await self._receive_into(request, upload, head)
             if upload.size + sum(len(chunk) for chunk in tail) == 0:
                 raise ApiError(400, "bad_request", "an artifact cannot be empty", field="body")
             # the last chunks, the rename into the store and its records: one trip to a thread
@@ -364,6 +368,8 @@ class CacheServer:
         except BaseException:
             await asyncio.to_thread(upload.discard)
             raise
+        if self.config.dashboard and (task := task_of(bytes(head))) is not None:
+            await asyncio.to_thread(self.events.record_task, team, hash_, task)
         param = "teamId" if request.single_query("teamId") else "slug"
         url = f"{SLASH}v8{SLASH}artifacts{SLASH}{hash_}?{param}={team}"
         # 202, as Vercel answers: @vercel/sdk refuses anything else; turbo and cachehook take
@@ -377,8 +383,11 @@ class CacheServer:
         logger.info("deleted %d artifacts of team %s", deleted, team)
         await send_json(send, 200, {"deletedCount": deleted})
 
-    async def _receive_into(self, request: Request, upload: Upload) -> list[bytes]:
-        """Read the body into ``upload`` in batches of ``_CHUNK``; returns the last batch."""
+    async def _receive_into(self, request: Request, upload: Upload, head: bytearray) -> list[bytes]:
+        """Read the body into ``upload`` in batches of ``_CHUNK``; returns the last batch.
+
+        The first ``HEAD_BYTES`` are also copied into ``head``.
+        """
         pending: list[bytes] = []
         pending_size = 0
         while True:
@@ -392,6 +401,8 @@ class CacheServer:
             if chunk:
                 pending.append(chunk)
                 pending_size += len(chunk)
+                if len(head) < HEAD_BYTES:
+                    head += chunk[: HEAD_BYTES - len(head)]
             if not message.get("more_body", False):
                 return pending
             if pending_size >= _CHUNK:
@@ -417,9 +428,16 @@ class CacheServer:
         assert team is not None
         client = parse_client_headers(request.headers)
         events = parse_events(await read_body(request, limit=_JSON_LIMIT))
+        # the slug beside an opaque teamId, for the dashboard
+        slug = request.single_query("slug") if request.single_query("teamId") else None
         if events:
             await asyncio.to_thread(
-                self.events.record, team, events, ci=client.ci, interactive=client.interactive
+                self.events.record,
+                team,
+                events,
+                ci=client.ci,
+                interactive=client.interactive,
+                slug=slug,
             )
         await send_bytes(send, 200, b"", content_type=b"application/json")
 
@@ -434,8 +452,53 @@ class CacheServer:
             raise ApiError(400, "bad_request", "days must be 1 to 400", field="days")
         return int(raw)
 
+    def _viewer_teams(self, request: Request) -> frozenset[str] | None:
+        """The teams the dashboard may show this request (None: all), or a 401.
+
+        A token is read from ``Authorization: Basic`` (the token is the password; any user
+        name) or ``Bearer``. Without one, all teams are shown on loopback, and nothing beyond.
+        """
+        header = request.headers.get("authorization")
+        challenge = ((b"www-authenticate", b'Basic realm="cachehook dashboard"'),)
+        if header is None:
+            if self.config.dashboard_needs_token:
+                msg = "the dashboard needs a token: give it as the password (any user name)"
+                raise ApiError(401, "unauthorized", msg, headers=challenge)
+            return None
+        kind, _, value = header.strip().partition(" ")
+        secret: str | None = None
+        if kind.lower() == "bearer":
+            secret = value.strip()
+        elif kind.lower() == "basic":
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+        token = None if secret is None else self.tokens.find(secret)
+        if token is None:
+            raise ApiError(401, "unauthorized", "invalid token", headers=challenge)
+        return None if ALL_TEAMS in token.teams else token.teams
+
+    async def _dashboard_stats(self, request: Request) -> dict[str, Any]:
+        teams, days = self._viewer_teams(request), self._days(request)
+
+        def gather() -> dict[str, Any]:
+            stats = self.events.stats(days=days, teams=teams)
+            details = self.events.details(days=days, teams=teams)
+            used = self.storage.used_by_team()
+            slugs = details.pop("slugs")
+            for row in stats["by_team"]:
+                row["slug"] = slugs.get(row["team"])
+                row["storage_bytes"] = used.get(row["team"], 0)
+            shown = used if teams is None else {t: n for t, n in used.items() if t in teams}
+            stats["storage"] = {
+                "used_bytes": sum(shown.values()),
+                "cap_bytes": self.config.max_size,
+            }
+            return {**stats, **details}
+
+        return await asyncio.to_thread(gather)
+
     async def _dashboard(self, request: Request, send: Send) -> None:
-        stats = await asyncio.to_thread(self.events.stats, days=self._days(request))
+        stats = await self._dashboard_stats(request)
         page = render_dashboard(stats, version=__version__).encode("utf-8")
         csp = b"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
         await send_bytes(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from cachehook.server._database import Database, is_database_url
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
     from pathlib import Path
 
     from cachehook.events import Event
@@ -62,6 +62,15 @@ _SCHEMA = (
     " (SELECT MIN(id) FROM events GROUP BY team, session_id, hash, source, event)",
     "CREATE UNIQUE INDEX IF NOT EXISTS events_once"
     " ON events (team, session_id, hash, source, event)",
+    # The dashboard (issue 12): the slug a team's requests carried beside its teamId, and the
+    # task an artifact's metadata names (cachehook's meta.json), to name the tasks that miss.
+    "CREATE TABLE IF NOT EXISTS team_slugs (team TEXT PRIMARY KEY, slug TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS artifact_tasks (
+    team TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    task TEXT NOT NULL,
+    PRIMARY KEY (team, hash)
+)""",
 )
 # A retried batch (the answer was lost, the flusher was killed mid-send) must count once: an
 # event is one (team, sessionId, hash, source, event), and a repeat is dropped (issue 12).
@@ -78,6 +87,35 @@ _LOOKUPS = (
     " (SELECT team, day, MAX(CASE WHEN event = 'HIT' THEN 1 ELSE 0 END) AS hit"
     " FROM events WHERE day >= ? GROUP BY team, day, session_id, hash) AS lookups"
     " GROUP BY team, day"
+)
+_SET_SLUG = (
+    "INSERT INTO team_slugs (team, slug) VALUES (?, ?)"
+    " ON CONFLICT (team) DO UPDATE SET slug = excluded.slug"
+)
+_SET_TASK = (
+    "INSERT INTO artifact_tasks (team, hash, task) VALUES (?, ?, ?)"
+    " ON CONFLICT (team, hash) DO UPDATE SET task = excluded.task"
+)
+# Lookups (one hash in one session) split by where they ran: CI (x-artifact-client-ci sent)
+# or a developer's machine.
+_BY_CLIENT = (
+    "SELECT team, day, is_ci, COUNT(*), COALESCE(SUM(hit), 0), COALESCE(SUM(saved), 0) FROM"
+    " (SELECT team, day, CASE WHEN ci IS NULL THEN 0 ELSE 1 END AS is_ci,"
+    " MAX(CASE WHEN event = 'HIT' THEN 1 ELSE 0 END) AS hit,"
+    " SUM(CASE WHEN event = 'HIT' THEN duration_ms ELSE 0 END) AS saved"
+    " FROM events WHERE day >= ?"
+    " GROUP BY team, day, session_id, hash, CASE WHEN ci IS NULL THEN 0 ELSE 1 END) AS lookups"
+    " GROUP BY team, day, is_ci"
+)
+_CI_NAMES = (
+    "SELECT team, ci, COUNT(*) FROM events WHERE day >= ? AND ci IS NOT NULL GROUP BY team, ci"
+)
+_MISSED_TASKS = (
+    "SELECT t.team, t.task, COUNT(*) FROM"
+    " (SELECT team, hash, MAX(CASE WHEN event = 'HIT' THEN 1 ELSE 0 END) AS hit"
+    " FROM events WHERE day >= ? GROUP BY team, session_id, hash) AS lookups"
+    " JOIN artifact_tasks AS t ON t.team = lookups.team AND t.hash = lookups.hash"
+    " WHERE lookups.hit = 0 GROUP BY t.team, t.task"
 )
 _TAKE_LEASE = (
     "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)"
@@ -128,8 +166,12 @@ class EventLog:
         ci: str | None,
         interactive: int | None,
         now: float | None = None,
+        slug: str | None = None,
     ) -> None:
-        """Append ``events`` of ``team`` in one transaction (a repeated event is dropped)."""
+        """Append ``events`` of ``team`` in one transaction (a repeated event is dropped).
+
+        ``slug``: the slug the request carried beside a ``teamId`` (shown next to it).
+        """
         received = time.time() if now is None else now
         day = day_of(received)
         rows = [
@@ -151,12 +193,60 @@ class EventLog:
 
         def append(tx: Transaction) -> None:
             tx.executemany(_INSERT, rows)
+            if slug is not None and slug != team:
+                tx.execute(_SET_SLUG, (team, slug))
             if prune:
                 cutoff = day_of(received - self.retention_days * 86400.0)
                 tx.execute("DELETE FROM events WHERE day < ?", (cutoff,))
 
         self._db.run(append)
         self._pruned_day = day
+
+    def record_task(self, team: str, hash_: str, task: str) -> None:
+        """Remember that artifact ``hash_`` of ``team`` is the output of ``task``."""
+        self._db.run(lambda tx: tx.execute(_SET_TASK, (team, hash_, task)))
+
+    def details(
+        self, *, days: int = 30, now: float | None = None, teams: Collection[str] | None = None
+    ) -> dict[str, Any]:
+        """What the dashboard shows beyond ``stats``: CI versus developer machines per day, CI
+        names, the tasks that miss most, and team slugs; only ``teams`` when given."""
+        today = time.time() if now is None else now
+        since = day_of(today - (days - 1) * 86400.0)
+
+        def wanted(team: str) -> bool:
+            return teams is None or team in teams
+
+        by_client: dict[str, dict[str, dict[str, int]]] = {}
+        for team, day, is_ci, count, hits, saved in self._db.query(_BY_CLIENT, (since,)):
+            if wanted(team):
+                side = by_client.setdefault(day, {}).setdefault(
+                    "ci" if is_ci else "developer", {"lookups": 0, "hits": 0, "time_saved_ms": 0}
+                )
+                side["lookups"] += int(count)
+                side["hits"] += int(hits)
+                side["time_saved_ms"] += int(saved)
+        ci_names: dict[str, int] = {}
+        for team, name, count in self._db.query(_CI_NAMES, (since,)):
+            if wanted(team):
+                ci_names[name] = ci_names.get(name, 0) + int(count)
+        missed = [
+            {"team": team, "task": task, "misses": int(count)}
+            for team, task, count in self._db.query(_MISSED_TASKS, (since,))
+            if wanted(team)
+        ]
+        missed.sort(key=lambda row: (-row["misses"], row["team"], row["task"]))
+        slugs = {
+            team: slug
+            for team, slug in self._db.query("SELECT team, slug FROM team_slugs")
+            if wanted(team)
+        }
+        return {
+            "by_day_client": [{"day": day, **by_client[day]} for day in sorted(by_client)],
+            "ci_names": dict(sorted(ci_names.items())),
+            "top_misses": missed[:10],
+            "slugs": slugs,
+        }
 
     def count(self) -> int:
         """How many events are kept."""
@@ -176,16 +266,22 @@ class EventLog:
         """Give up ``name`` if this log holds it."""
         self._db.run(lambda tx: tx.execute(_DROP_LEASE, (name, self._holder)))
 
-    def stats(self, *, days: int = 30, now: float | None = None) -> dict[str, Any]:
+    def stats(
+        self, *, days: int = 30, now: float | None = None, teams: Collection[str] | None = None
+    ) -> dict[str, Any]:
         """Hits, misses, hit rate and time saved: in total, per day and per team.
 
         Args:
             days: how many UTC days back, today included.
+            teams: count only these teams (a token's own); None: all.
         """
         today = time.time() if now is None else now
         since = day_of(today - (days - 1) * 86400.0)
         by_source = self._db.query(_BY_SOURCE, (since,))
         lookups = self._db.query(_LOOKUPS, (since,))
+        if teams is not None:
+            by_source = [row for row in by_source if row[0] in teams]
+            lookups = [row for row in lookups if row[0] in teams]
         total = _Tally()
         per_day: dict[str, _Tally] = {}
         per_team: dict[str, _Tally] = {}

@@ -69,6 +69,7 @@ class ApiError(Exception):
         *,
         field: str | None = None,
         allow: tuple[str, ...] = (),
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -76,6 +77,7 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.allow = allow  # the methods a 405 names in its ``Allow`` header
+        self.headers = headers  # more response headers (a 401's own challenge)
 
     def to_json(self) -> dict[str, object]:
         error: dict[str, object] = {"code": self.code, "message": self.message}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
+import json
+import time
 import uuid
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
@@ -11,9 +11,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from cachehook.archive import pack
 from cachehook.events import Event
-from cachehook.server.dashboard import format_duration, render_dashboard
-from cachehook.server.eventlog import EventLog
+from cachehook.server.chart import days_between, render_chart
+from cachehook.server.dashboard import format_bytes, format_duration, render_dashboard
+from cachehook.server.eventlog import EventLog, day_of
+from cachehook.server.tasknames import HEAD_BYTES, task_of
+from tests.server.browser import Browser
 from tests.server.conftest import API, SLASH
 
 if TYPE_CHECKING:
@@ -118,6 +122,55 @@ def ev(session: str, source: str, kind: str, hash_: str, duration: int = 0) -> d
     }
 
 
+def cachehook_artifact(tmp_path: Path, task: str) -> bytes:
+    """An artifact as cachehook packs it: its meta.json names the task."""
+    root = tmp_path / f"project-{uuid.uuid4().hex[:6]}"
+    (root / "out").mkdir(parents=True)
+    (root / "out" / "file.txt").write_text("built\n")
+    meta = {"key": "k", "task": task, "command": ["make", "SECRET=hunter2"], "duration_ms": 5}
+    dest = tmp_path / f"{root.name}.tar.zst"
+    pack(dest, root, ["out/file.txt"], meta=json.dumps(meta).encode(), log=b"log\n")
+    return dest.read_bytes()
+
+
+def test_the_task_of_an_artifact_is_read_from_its_meta_json(tmp_path: Path) -> None:
+    body = cachehook_artifact(tmp_path, "build:docs")
+    assert task_of(body[:HEAD_BYTES]) == "build:docs"
+    assert task_of(b"\x28\xb5\x2f\xfd" + b"garbage" * 10) is None
+    assert task_of(b"PK\x03\x04 not zstd") is None
+    assert task_of(body[:20]) is None  # too short to hold meta.json
+
+
+def test_the_chart_has_a_slot_for_every_day(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "e.sqlite3")
+    session = str(uuid.uuid4())
+    for days_ago, ci, saved in ((0, "GITHUB_ACTIONS", 4000), (3, None, 120_000), (29, None, 1)):
+        when = NOW - days_ago * 86400
+        log.record(
+            "acme",
+            [Event(session, "REMOTE", "HIT", f"h{days_ago}", saved)],
+            ci=ci,
+            interactive=None,
+            now=when,
+        )
+    stats = {**log.stats(now=NOW), **log.details(now=NOW)}
+    svg = render_chart(stats, format_duration=format_duration)
+    assert svg.count('class="day"') == 30
+    assert svg.count('class="rate"') == 3  # only days with lookups have a hit-rate point
+    assert f'data-chart-day="{day_of(NOW)}" data-saved-ms="4000" data-ci-saved-ms="4000"' in svg
+    assert f'data-chart-day="{day_of(NOW - 3 * 86400)}" data-saved-ms="120000"' in svg
+    assert "<script" not in svg
+    assert days_between("2026-02-27", "2026-03-02") == [
+        "2026-02-27",
+        "2026-02-28",
+        "2026-03-01",
+        "2026-03-02",
+    ]
+
+
+NOW = 1_773_144_000.0  # 2026-03-10 12:00 UTC
+
+
 @pytest.mark.integration
 def test_the_dashboard_shows_the_numbers_in_chromium(
     serve_factory: Callable[..., Serve], chromium: str, tmp_path: Path
@@ -129,7 +182,7 @@ def test_the_dashboard_shows_the_numbers_in_chromium(
         serve, "alpha", [ev(one, "LOCAL", "MISS", "aa"), ev(one, "REMOTE", "HIT", "aa", 1500)]
     )
     post_events(serve, "alpha", [ev(one, "LOCAL", "MISS", "bb"), ev(one, "REMOTE", "MISS", "bb")])
-    # beta: two local hits in two runs (2.5 s + 61 s saved), from CI
+    # beta: two local hits in two runs (2.5 s + 61 s saved), one from CI
     post_events(
         serve,
         "beta",
@@ -138,63 +191,122 @@ def test_the_dashboard_shows_the_numbers_in_chromium(
     )
     post_events(serve, "beta", [ev(three, "LOCAL", "HIT", "cc", 61_000)])
     # what those events imply: 4 lookups, 3 hits, 1 miss, 75 %, 65 000 ms saved
-
-    profile = tmp_path / "chromium-profile"
-    command = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-    ]
-    done = subprocess.run(
-        [*command, "--dump-dom", f"{serve.url}{SLASH}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    # bb is a cachehook artifact whose meta.json names its task: it is the task that misses
+    artifact = cachehook_artifact(tmp_path, "lint:types")
+    stored = httpx.put(
+        f"{serve.url}{API}{SLASH}bb",
+        params={"slug": "alpha"},
+        content=artifact,
+        headers=serve.auth(),
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "<title>cachehook serve</title>" in done.stdout
-    texts = parse(done.stdout)
+    assert stored.status_code == 202
+
+    with Browser(chromium, tmp_path / "profile") as browser:
+        browser.open(f"{serve.url}{SLASH}", width=1280)
+        html = browser.evaluate("document.documentElement.outerHTML")
+        overflow = browser.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        browser.screenshot(tmp_path / "dashboard-1280.png")
+        browser.open(f"{serve.url}{SLASH}", width=390)
+        narrow = browser.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        browser.screenshot(tmp_path / "dashboard-390.png")
+    assert overflow <= 0, "a horizontal scrollbar at 1280 px"
+    assert narrow <= 0, "a horizontal scrollbar at 390 px (wide tables scroll in their box)"
+    assert (tmp_path / "dashboard-1280.png").stat().st_size > 10_000
+
+    assert "<title>cachehook serve</title>" in html
+    texts = parse(html)
     assert texts.by_id["total-lookups"] == "4"
     assert texts.by_id["total-hits"] == "3"
     assert texts.by_id["total-misses"] == "1"
     assert texts.by_id["total-hit-rate"] == "75.0%"
     assert texts.by_id["total-time-saved"] == "1m 5.0s"
     assert texts.by_id["total-time-saved-ms"] == "65000"
+    # the chart: 30 days, today's bar holds all the time saved, 2.5 s of it on CI
+    today = day_of(time.time())
+    assert html.count('class="day"') == 30
+    assert f'data-chart-day="{today}" data-saved-ms="65000" data-ci-saved-ms="2500"' in html
+    assert f'data-rate-day="{today}" data-hit-rate="0.75"' in html
+    # CI versus developer machines: lookups, hits, hit rate, time saved
+    assert texts.rows["client=ci"] == ["1", "1", "100.0%", "2.5s"]
+    assert texts.rows["client=developer"] == ["3", "2", "66.7%", "1m 2.5s"]
+    assert texts.by_id["ci-names"] == "CI seen: GITHUB_ACTIONS (1)"
+    # the task that misses, and nothing else of its metadata
+    assert texts.rows["task=alpha/lint:types"] == ["alpha", "1"]
+    assert "hunter2" not in html
+    assert "make" not in html
     # by source: hits, misses, hit rate, time saved
     assert texts.rows["source=LOCAL"] == ["2", "2", "50.0%", "1m 3.5s"]
     assert texts.rows["source=REMOTE"] == ["1", "1", "50.0%", "1.5s"]
-    # per team: lookups, hits, misses, hit rate, local hits/misses, remote hits/misses, saved
-    assert texts.rows["team=alpha"] == ["2", "1", "1", "50.0%", "0", "2", "1", "1", "1.5s"]
-    assert texts.rows["team=beta"] == ["2", "2", "0", "100.0%", "2", "0", "0", "0", "1m 3.5s"]
-    (today,) = [key for key in texts.rows if key.startswith("day=")]
-    assert re.fullmatch(r"day=\d{4}-\d{2}-\d{2}", today)
-    assert texts.rows[today] == ["4", "3", "1", "75.0%", "2", "2", "1", "1", "1m 5.0s"]
+    # per team: lookups, hits, misses, hit rate, local hits/misses, remote hits/misses, saved,
+    # storage
+    alpha = texts.rows["team=alpha"]
+    assert alpha[:9] == ["2", "1", "1", "50.0%", "0", "2", "1", "1", "1.5s"]
+    assert alpha[9] == format_bytes(len(artifact))
+    assert texts.rows["team=beta"] == [
+        "2",
+        "2",
+        "0",
+        "100.0%",
+        "2",
+        "0",
+        "0",
+        "0",
+        "1m 3.5s",
+        "0 B",
+    ]
+    assert texts.rows[f"day={today}"] == ["4", "3", "1", "75.0%", "2", "2", "1", "1", "1m 5.0s"]
 
     # the same numbers as JSON
     stats = httpx.get(f"{serve.url}{SLASH}api{SLASH}stats").json()
     assert stats["totals"]["lookups"] == 4
     assert stats["totals"]["hit_rate"] == 0.75
     assert stats["totals"]["time_saved_ms"] == 65_000
+    assert stats["top_misses"] == [{"team": "alpha", "task": "lint:types", "misses": 1}]
+    assert stats["storage"]["used_bytes"] == len(artifact)
 
-    # and it renders: a screenshot of a page with content is not blank
-    shot = tmp_path / "dashboard.png"
-    done = subprocess.run(
-        [*command, f"--screenshot={shot}", "--window-size=1280,1000", f"{serve.url}{SLASH}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+
+@pytest.mark.integration
+def test_the_slug_is_shown_beside_the_team_id(shared_server: Serve) -> None:
+    team_id = f"team_{uuid.uuid4().hex[:10]}"
+    response = httpx.post(
+        f"{shared_server.url}{API}{SLASH}events",
+        params={"teamId": team_id, "slug": "acme-web"},
+        json=[ev(str(uuid.uuid4()), "LOCAL", "MISS", "ab")],
+        headers=shared_server.auth(),
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert shot.stat().st_size > 10_000
+    assert response.status_code == 200
+    stats = httpx.get(f"{shared_server.url}{SLASH}api{SLASH}stats").json()
+    (row,) = [row for row in stats["by_team"] if row["team"] == team_id]
+    assert row["slug"] == "acme-web"
+    page = httpx.get(f"{shared_server.url}{SLASH}").text
+    assert f'{team_id} <span class="muted">· acme-web</span>' in page
+
+
+@pytest.mark.integration
+def test_beyond_loopback_the_dashboard_needs_a_token_and_shows_its_teams(
+    serve_factory: Callable[..., Serve],
+) -> None:
+    # what --host beyond loopback turns on (the tests bind 127.0.0.1 only)
+    serve = serve_factory("--dashboard-auth")
+    for team in ("alpha", "beta"):
+        post_events(serve, team, [ev(str(uuid.uuid4()), "LOCAL", "MISS", "ab")])
+    for path in (SLASH, f"{SLASH}api{SLASH}stats"):
+        anonymous = httpx.get(f"{serve.url}{path}")
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"].startswith("Basic")
+        wrong = httpx.get(f"{serve.url}{path}", auth=("lead", "not-a-token-0123456789"))
+        assert wrong.status_code == 401
+    everything = httpx.get(f"{serve.url}{SLASH}api{SLASH}stats", auth=("lead", serve.token()))
+    assert {row["team"] for row in everything.json()["by_team"]} == {"alpha", "beta"}
+    alpha_only = httpx.get(
+        f"{serve.url}{SLASH}api{SLASH}stats", auth=("anyone", serve.token("alpha-only"))
+    ).json()
+    assert [row["team"] for row in alpha_only["by_team"]] == ["alpha"]
+    assert alpha_only["totals"]["lookups"] == 1
+    page = httpx.get(f"{serve.url}{SLASH}", auth=("x", serve.token("alpha-only")))
+    assert page.status_code == 200
+    assert 'data-team="alpha"' in page.text
+    assert "beta" not in page.text
 
 
 @pytest.mark.integration
