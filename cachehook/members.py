@@ -20,6 +20,7 @@ import posixpath
 from typing import TYPE_CHECKING, Any
 
 from cachehook.errors import ConfigError
+from cachehook.hashing import escape_glob
 from cachehook.presets import preset_tasks
 from cachehook.tasks import Task, TaskGraph, parse_task
 
@@ -43,7 +44,7 @@ def rebase_glob(pattern: str, base: str, *, where: str) -> str:
     negated = pattern.startswith("!")
     body = pattern[1:] if negated else pattern
     is_rooted = body.startswith("//") or base == "."
-    joined = body.removeprefix("//") if is_rooted else f"{base}/{body}"
+    joined = body.removeprefix("//") if is_rooted else f"{escape_glob(base)}/{body}"
     normal = posixpath.normpath(joined) if joined else joined
     if normal == ".." or normal.startswith("../") or posixpath.isabs(normal):
         msg = f"{where}: {pattern!r} leaves the workspace root"
@@ -97,11 +98,11 @@ def _member_task(
     inputs = [rebase_glob(p, base, where=f"{where} inputs") for p in inputs]
     if upstream:
         deps = ctx.workspace.dependencies(member.name)
-        inputs += [f"{ctx.workspace.members[d].path}/**" for d in deps]
+        inputs += [f"{escape_glob(ctx.workspace.members[d].path)}/**" for d in deps]
     inputs += ctx.global_inputs
     # uv picks the interpreter by .python-version (the member's, else the root's).
     pins = [f"{base}/.python-version" if base != "." else "", ".python-version"]
-    inputs += [pin for pin in pins if pin and (ctx.workspace.root / pin).is_file()]
+    inputs += [escape_glob(p) for p in pins if p and (ctx.workspace.root / p).is_file()]
     inputs = list(dict.fromkeys(inputs))
     declared_outputs = _globs(body, "outputs", where) or []
     outputs = [rebase_glob(p, base, where=f"{where} outputs") for p in declared_outputs]

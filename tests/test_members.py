@@ -325,3 +325,21 @@ def test_root_tasks_keep_working_beside_member_tasks(tmp_path: Path, runner: Run
     (root / "shared.toml").write_text("")
     states = run(root, runner, ["check-all"])
     assert list(states) == ["a#test", "b#lint", "check-all"]
+
+
+def test_a_member_directory_with_glob_characters_is_matched_literally(
+    tmp_path: Path, runner: Runner
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.uv.workspace]\nmembers = ["packages/*"]\n'
+        f"[tool.cachehook.tasks.t]\nper-member = true\ncommand = {json.dumps([PY, '-c', ''])}\n"
+    )
+    for directory in ("v[1]", "v1"):
+        (tmp_path / "packages" / directory).mkdir(parents=True)
+        name = "odd" if "[" in directory else "plain"
+        (tmp_path / "packages" / directory / "pyproject.toml").write_text(
+            f'[project]\nname = "{name}"\n'
+        )
+    planned = {p.task.name: p for p in plan_tasks(graph_at(tmp_path), ["t"], runner)}
+    paths = {entry.path for entry in planned["odd#t"].prepared.manifest.inputs}
+    assert paths == {"packages/v[1]/pyproject.toml"}
