@@ -4,6 +4,11 @@ The file is ``<cache dir>/history.jsonl``. Each run appends one line with a sing
 on an ``O_APPEND`` descriptor, so concurrent runs never interleave within a line, and it costs
 one ``open``/``write``/``close`` on the hit path. A line cut short (a crash, a full disk) is
 skipped when read; the record appended after it is still found.
+
+One cache directory serves every project on the machine, so each record names its project
+(``project_id``: a digest of the root's absolute path; the history never leaves the machine)
+and ``stats``, ``explain`` and ``cache ls`` read the current project's unless asked for all
+(issue 10). Records written before that name none and show only under ``--all-projects``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from cachehook.hashing import digest_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,6 +33,7 @@ __all__ = [
     "HistoryEntry",
     "append_result",
     "history_path",
+    "project_id",
     "read_history",
 ]
 
@@ -58,6 +66,7 @@ class HistoryEntry:
         task: the task's name, for a named task.
         local_hit: whether the local cache had it (None: not asked).
         remote_hit: whether the remote cache had it (None: not asked).
+        project: the ``project_id`` of the project it ran in (None: recorded before issue 10).
     """
 
     at: float
@@ -70,6 +79,7 @@ class HistoryEntry:
     task: str | None = None
     local_hit: bool | None = None
     remote_hit: bool | None = None
+    project: str | None = None
 
     def to_line(self) -> bytes:
         record = {
@@ -83,6 +93,7 @@ class HistoryEntry:
             "code": self.exit_code,
             "ms": self.duration_ms,
             "saved": self.saved_ms,
+            "project": self.project,
         }
         return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
@@ -101,6 +112,7 @@ class HistoryEntry:
                 task=data.get("task"),
                 local_hit=data.get("local"),
                 remote_hit=data.get("remote"),
+                project=data.get("project"),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
@@ -112,7 +124,14 @@ def history_path(cache_dir: Path) -> Path:
     return cache_dir / HISTORY_FILE
 
 
-def append_result(cache_dir: Path, result: RunResult, *, task: str | None) -> None:
+def project_id(root: Path) -> str:
+    """The name a project's records go by: a digest of its root's absolute path."""
+    return digest_bytes(os.fsencode(root))[:16]
+
+
+def append_result(
+    cache_dir: Path, result: RunResult, *, task: str | None, project: str | None = None
+) -> None:
     """Append one run to the history; never raises (the history must not fail a task).
 
     A run with the cache disabled (``BYPASS``) is not recorded.
@@ -130,6 +149,7 @@ def append_result(cache_dir: Path, result: RunResult, *, task: str | None) -> No
         task=task,
         local_hit=result.local_hit,
         remote_hit=result.remote_hit,
+        project=project,
     )
     path = history_path(cache_dir)
     try:
@@ -180,12 +200,15 @@ def _parse(line: bytes) -> HistoryEntry | None:
         return _parse(line[start:])
 
 
-def read_history(cache_dir: Path, *, since: float | None = None) -> Iterator[HistoryEntry]:
+def read_history(
+    cache_dir: Path, *, since: float | None = None, project: str | None = None
+) -> Iterator[HistoryEntry]:
     """Every readable entry, oldest first; malformed or torn lines are skipped.
 
     Args:
         cache_dir: the cache directory.
         since: only entries that ended at or after this time (epoch seconds).
+        project: only entries of this ``project_id`` (default: every project's).
     """
     try:
         data = history_path(cache_dir).read_bytes()
@@ -198,5 +221,7 @@ def read_history(cache_dir: Path, *, since: float | None = None) -> Iterator[His
         if not line.strip():
             continue
         entry = _parse(line)
-        if entry is not None and (since is None or entry.at >= since):
+        if entry is None or (since is not None and entry.at < since):
+            continue
+        if project is None or entry.project == project:
             yield entry

@@ -32,7 +32,7 @@ from cachehook.hashing import (
     hash_files,
     resolve_env,
 )
-from cachehook.history import append_result
+from cachehook.history import append_result, project_id
 from cachehook.logs import LogRecorder
 from cachehook.store import LocalStore
 
@@ -350,7 +350,9 @@ class Runner:
         Every result is also appended to the run history (``cachehook stats``, issue 4).
         """
         result = self._run(prepared, force=force, live=live, execute=execute)
-        append_result(self.settings.cache_dir, result, task=prepared.spec.name)
+        append_result(
+            self.settings.cache_dir, result, task=prepared.spec.name, project=self.project
+        )
         return result
 
     def _run(
@@ -486,6 +488,11 @@ class Runner:
         return inside is not None and (path == inside or path.startswith(f"{inside}/"))
 
     @functools.cached_property
+    def project(self) -> str:
+        """This project's name in the history and the local store (``history.project_id``)."""
+        return project_id(self.settings.root)
+
+    @functools.cached_property
     def _cache_dir_in_root(self) -> str | None:
         try:
             relative = self.settings.cache_dir.resolve().relative_to(self.settings.root)
@@ -605,7 +612,10 @@ class Runner:
             saved = info.duration_ms or int(meta.get("duration_ms", 0))
             if self.settings.modes.local_write and self.store is not None:
                 try:
-                    self.store.put(prepared.key, artifact, meta=meta, log=contents.log, move=True)
+                    local_meta = {**meta, "project": self.project}
+                    self.store.put(
+                        prepared.key, artifact, meta=local_meta, log=contents.log, move=True
+                    )
                 except StoreError as exc:
                     self._notice(f"{exc}; the remote hit is not kept locally")
         return RunResult(
@@ -698,9 +708,11 @@ class Runner:
             if store is not None:
                 try:
                     # Renamed into the store unless the remote still needs to read it.
-                    store.put(prepared.key, artifact, meta=meta, log=log, move=remote is None)
+                    # The local record names its project (``cache ls``); meta.json does not.
+                    local_meta = {**meta, "project": self.project}
+                    store.put(prepared.key, artifact, meta=local_meta, log=log, move=remote is None)
                     if prepared.spec.name:
-                        store.set_record(f"task/{prepared.spec.name}", prepared.key)
+                        store.set_record(f"task/{self.project}/{prepared.spec.name}", prepared.key)
                     stored = True
                 except StoreError as exc:
                     self._notice(f"{exc}; the result stands but is not cached")

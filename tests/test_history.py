@@ -126,3 +126,18 @@ def test_an_overgrown_history_keeps_its_newest_half(
     assert "t0" not in tasks, "the oldest runs are dropped"
     assert all(task is not None for task in tasks), "no torn line survives"
     assert history_path(tmp_path).stat().st_mode & 0o777 == 0o600
+
+
+def test_entries_name_their_project_and_read_back_per_project(tmp_path: Path) -> None:
+    """Issue 10: one cache serves every project; each reads its own history."""
+    from cachehook.history import project_id
+
+    one, two = project_id(tmp_path / "one"), project_id(tmp_path / "two")
+    assert one != two
+    assert project_id(tmp_path / "one") == one
+    append_result(tmp_path, hit(), task="tests", project=one)
+    append_result(tmp_path, miss(), task="tests", project=two)
+    append_result(tmp_path, miss(), task="tests")  # written before issue 10: no project
+    assert [e.project for e in read_history(tmp_path, project=one)] == [one]
+    assert [e.status for e in read_history(tmp_path, project=two)] == ["MISS"]
+    assert len(list(read_history(tmp_path))) == 3

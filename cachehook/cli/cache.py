@@ -52,7 +52,12 @@ def open_store(settings: Settings, *, create: bool = True) -> LocalStore | None:
     directory = settings.cache_dir / "store"
     if not create and not directory.is_dir():
         return None
-    return LocalStore(directory, max_size=settings.max_size, on_warning=Console().warn)
+    return LocalStore(
+        directory,
+        max_size=settings.max_size,
+        on_warning=Console().warn,
+        scratch_dir=settings.cache_dir / "tmp",
+    )
 
 
 def _settings(cache_dir: Path | None) -> Settings:
@@ -83,15 +88,24 @@ cache = SuggestingGroup("cache", help="Look into and clean the local cache.")
 
 @cache.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--all-projects", is_flag=True, help="List every project's artifacts, not only this one's."
+)
 @cache_dir_option()
-def ls(as_json: bool, cache_dir: Path | None) -> None:
+def ls(as_json: bool, all_projects: bool, cache_dir: Path | None) -> None:
     """List the artifacts in the local cache, newest first."""
+    from cachehook.history import project_id
+
     settings = _settings(cache_dir)
     store = open_store(settings, create=False)
     entries: list[StoredEntry] = []
     if store is not None:
         with store:
             entries = sorted(store.entries(), key=_stored_at, reverse=True)
+    everything = len(entries)
+    if not all_projects:  # one cache serves every project on the machine (issue 10)
+        project = project_id(settings.root)
+        entries = [entry for entry in entries if entry.meta.get("project") == project]
     if as_json:
         rows = [_entry_json(entry) for entry in entries]
         print_json({"directory": str(settings.cache_dir / "store"), "artifacts": rows})
@@ -104,7 +118,9 @@ def ls(as_json: bool, cache_dir: Path | None) -> None:
             f"  {took:>7}  {task}"
         )
     total = sum(entry.size for entry in entries)
-    click.echo(f"{len(entries)} artifacts, {format_size(total)}", err=True)
+    others = everything - len(entries)
+    more = f" ({others} more of other projects: --all-projects)" if others else ""
+    click.echo(f"{len(entries)} artifacts, {format_size(total)}{more}", err=True)
 
 
 def _entry_json(entry: StoredEntry) -> dict[str, Any]:
@@ -257,8 +273,10 @@ def prune(
         for entry in doomed:
             store.discard(entry.key)
         store.sweep()
+        leftovers = store.reclaim()  # killed runs' files too (issue 10)
+        also = f" and {leftovers} leftovers of killed runs" if leftovers else ""
         click.echo(
-            f"removed {len(doomed)} artifacts; the cache takes {format_size(store.volume())}"
+            f"removed {len(doomed)} artifacts{also}; the cache takes {format_size(store.volume())}"
         )
 
 

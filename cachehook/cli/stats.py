@@ -15,7 +15,7 @@ from cachehook.cli._output import Console, format_duration, print_json
 from cachehook.cli.cache import format_size, open_store
 from cachehook.config import load_settings
 from cachehook.errors import StoreError
-from cachehook.history import history_path, read_history
+from cachehook.history import history_path, project_id, read_history
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -53,10 +53,10 @@ def tally(entries: Iterable[HistoryEntry]) -> dict[str, Any]:
     return {**counts, "hit_rate": round(counts["hits"] / asked, 4) if asked else None}
 
 
-def _periods(settings: Settings, now: float) -> dict[str, dict[str, Any]]:
+def _periods(settings: Settings, now: float, project: str | None) -> dict[str, dict[str, Any]]:
     midnight = datetime.datetime.combine(datetime.date.today(), datetime.time()).timestamp()
     starts = {"today": midnight, "7d": now - 7 * 86400, "all": float("-inf")}
-    entries = list(read_history(settings.cache_dir))
+    entries = list(read_history(settings.cache_dir, project=project))
     return {name: tally(e for e in entries if e.at >= starts[name]) for name, _ in _PERIODS}
 
 
@@ -100,17 +100,23 @@ def _percent(rate: float | None) -> str:
 
 @click.command("stats", short_help="Show hits, misses and time saved from the run history.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--all-projects", is_flag=True, help="Count every project's runs, not only this one's."
+)
 @cache_dir_option()
-def stats(as_json: bool, cache_dir: Path | None) -> None:
+def stats(as_json: bool, all_projects: bool, cache_dir: Path | None) -> None:
     """Show hits and misses (local and remote), hit rate and time saved, today, over 7 days
-    and all time, from the run history; and the cache's size against its cap.
+    and all time, from the run history of this project (of all, with --all-projects); and
+    the cache's size against its cap.
     """
     settings = load_settings(cwd=Path.cwd(), environ=os.environ, cache_dir=cache_dir)
     console = Console()
-    periods = _periods(settings, time.time())
+    project = None if all_projects else project_id(settings.root)
+    periods = _periods(settings, time.time(), project)
     cache = _cache_info(settings, console)
     history = history_path(settings.cache_dir)
     if as_json:
-        print_json({"periods": periods, "cache": cache, "history": str(history)})
+        scope = None if all_projects else str(settings.root)
+        print_json({"periods": periods, "project": scope, "cache": cache, "history": str(history)})
     else:
         _echo(periods, cache, history)

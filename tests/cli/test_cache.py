@@ -141,3 +141,18 @@ def test_prune_refuses_an_age_without_a_unit(tmp_path: Path, cli: Any) -> None:
     pruned = cli("cache", "prune", "--older-than", "0s", "--yes", cwd=project)
     assert pruned.returncode == 0, pruned.stderr
     assert "removed 1 artifacts" in pruned.stdout
+
+
+def test_clear_works_on_a_damaged_database(tmp_path: Path, cache_dir: Path) -> None:
+    """Issue 10: a damaged cache.db is moved aside, not a cache that stays off for good."""
+    from click.testing import CliRunner
+
+    from cachehook.cli.cache import cache
+    from cachehook.store import LocalStore
+
+    LocalStore(cache_dir / "store", max_size=10**9).close()
+    (cache_dir / "store" / "cache.db").write_bytes(b"garbage " * 2000)
+    result = CliRunner().invoke(cache, ["clear", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "damaged" in result.output
+    assert (cache_dir / "store" / "cache.db.damaged").exists()

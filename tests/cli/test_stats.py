@@ -106,3 +106,45 @@ def test_remote_hits_and_misses_against_a_real_server(
     assert theirs["hit_rate"] == 1.0
     assert theirs["saved_ms"] >= 600
     assert (example / "build" / "docs" / "index.html").exists()
+
+
+def test_stats_and_cache_ls_speak_of_the_current_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10: a second project on the same cache does not see the first one's runs."""
+    import sys
+
+    from click.testing import CliRunner
+
+    from cachehook.cli.cache import cache
+    from cachehook.cli.stats import stats as stats_command
+    from cachehook.config import load_settings
+    from cachehook.runner import Runner, TaskSpec
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root in (first, second):
+        root.mkdir()
+        (root / "pyproject.toml").write_text("")
+        (root / "in.txt").write_text("x")
+    settings = load_settings(cwd=first, environ=dict(os.environ))
+    with Runner(settings, on_notice=lambda message: None) as runner:
+        spec = TaskSpec(
+            command=(sys.executable, "-c", "pass"), inputs=("in.txt",), cwd=first, name="t"
+        )
+        for _ in range(2):
+            runner.run(runner.prepare(spec))
+
+    def invoke(root: Path, *args: str) -> dict[str, Any]:
+        monkeypatch.chdir(root)
+        command = stats_command if args[0] == "stats" else cache
+        result = CliRunner().invoke(command, [*args[1:], "--json"])
+        assert result.exit_code == 0, result.output
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+    assert invoke(first, "stats")["periods"]["all"]["runs"] == 2
+    assert invoke(second, "stats")["periods"]["all"]["runs"] == 0
+    assert invoke(second, "stats", "--all-projects")["periods"]["all"]["runs"] == 2
+    assert len(invoke(first, "cache", "ls")["artifacts"]) == 1
+    assert invoke(second, "cache", "ls")["artifacts"] == []
+    assert len(invoke(second, "cache", "ls", "--all-projects")["artifacts"]) == 1
