@@ -140,3 +140,31 @@ def test_a_port_in_use_is_refused_before_the_banner(
     assert f"port {port} on 127.0.0.1 is already in use" in err
     assert "pick another with --port N (or CACHEHOOK_SERVE_PORT)" in err
     assert "http://" not in err  # no banner
+
+
+def test_an_object_store_needs_an_events_database_and_a_well_formed_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = tmp_path / "tokens.toml"
+    write_tokens(tokens)
+    assert main(["serve", "--storage", "s3://chk-bucket/x", "--tokens", str(tokens)]) == 2
+    assert "needs --events-db" in capsys.readouterr().err
+    db = ["--events-db", str(tmp_path / "e.sqlite3")]
+    assert main(["serve", "--storage", "s3://No_Such", *db, "--tokens", str(tokens)]) == 2
+    assert "the bucket must be" in capsys.readouterr().err
+
+
+def test_an_unreachable_events_database_is_refused_without_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = tmp_path / "tokens.toml"
+    write_tokens(tokens)
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"postgresql://chk:hunter2hunter2@127.0.0.1:{sock.getsockname()[1]}/db"
+        args = ["serve", "--storage", str(tmp_path / "s"), "--tokens", str(tokens)]
+        code = main([*args, "--events-db", url])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "the event log postgresql://chk@127.0.0.1" in err
+    assert "hunter2" not in err
