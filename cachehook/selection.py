@@ -194,7 +194,9 @@ def select_tasks(
         changed = affected_members(graph, affected)
         chosen = changed if chosen is None else {m: changed[m] for m in chosen if m in changed}
     reasons: dict[str, str] = {}
-    for name in names:
+    for raw in names:
+        owner, mark, task = raw.partition("#")
+        name = f"{normalize_name(owner)}#{task}" if mark and graph.workspace else raw
         if "#" in name or name in graph.tasks or name not in graph.groups:
             graph.select([name])  # raises on an unknown name, with suggestions
             reasons.setdefault(name, "named")

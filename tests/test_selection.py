@@ -49,6 +49,7 @@ def test_filters_by_name_path_dependencies_and_dependents(repo: Path) -> None:
     with pytest.raises(ConfigError, match=r"--filter 'e' matches no member; the members are: a"):
         filter_members(graph, ["e"], repo)
 
+    assert select_tasks(graph, ["B#test"], cwd=repo).names == ("b#test",)  # PEP 503 names
     chosen = select_tasks(graph, ["test"], filters=["...c"], cwd=repo)
     assert chosen.names == ("a#test", "c#test")
     assert chosen.reasons["a#test"] == "--filter ...c: it depends on c"
