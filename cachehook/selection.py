@@ -48,7 +48,7 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def _changed_paths(root: Path, base: str) -> list[str]:
-    diff = _git(root, "diff", "--name-only", "--relative", "-z", base, "--")
+    diff = _git(root, "diff", "--name-only", "--no-renames", "--relative", "-z", base, "--")
     untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z")
     for done in (diff, untracked):
         if done.returncode != 0:

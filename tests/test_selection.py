@@ -70,6 +70,14 @@ def test_affected_after_a_commit_on_a_branch(repo: Path) -> None:
     assert chosen.names == ("a#lint", "b#lint", "c#lint")
 
 
+def test_a_file_moved_between_members_affects_both(repo: Path) -> None:
+    git(repo, "mv", "packages/c/src/c.py", "packages/d/src/c.py")
+    git(repo, "commit", "-q", "-m", "move")
+    found = affected_members(graph_at(repo), "main")
+    assert found["c"] == "packages/c/src/c.py changed"
+    assert found["d"] == "packages/d/src/c.py changed"
+
+
 def test_affected_by_a_lock_bump_only_where_the_closure_changed(repo: Path) -> None:
     (repo / "uv.lock").write_text(lock_text({"httpx": "0.28.1", "attrs": "24.2.0"}))
     git(repo, "commit", "-q", "-am", "bump httpx")
