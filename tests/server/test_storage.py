@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cachehook.server.storage import ArtifactStorage
+from cachehook.errors import ConfigError
+from cachehook.server.storage import ArtifactStorage, is_object_store, open_storage
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -125,3 +126,26 @@ def test_put_file_copies_unless_told_to_move(tmp_path: Path) -> None:
         assert opened is not None
         with opened[0] as handle:
             assert handle.read() == body
+
+
+class _NoLease:
+    def take_lease(self, name: str, *, seconds: float) -> bool:
+        raise AssertionError  # a directory never needs one: diskcache evicts by itself
+
+    def drop_lease(self, name: str) -> None:
+        raise AssertionError
+
+
+def test_open_storage_takes_a_directory_or_an_object_store(tmp_path: Path) -> None:
+    storage = open_storage(tmp_path / "s", max_size=1 << 20, lease=_NoLease())
+    try:
+        assert isinstance(storage, ArtifactStorage)
+        store(storage, "acme", "ab", b"body")
+        assert storage.used_by_team() == {"acme": 4}
+    finally:
+        storage.close()
+    assert is_object_store("s3://bucket/prefix")
+    assert not is_object_store(tmp_path / "s3:")
+    assert not is_object_store("relative/dir")
+    with pytest.raises(ConfigError, match="--storage"):
+        open_storage("s3://Bad_Bucket", max_size=1 << 20, lease=_NoLease())
