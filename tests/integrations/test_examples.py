@@ -11,11 +11,12 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.integrations.hosts import EXAMPLES, copy_tree, load_yaml, tool_env
+from tests.integrations.hosts import BIN, EXAMPLES, copy_tree, load_yaml, tool_env
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -60,6 +61,42 @@ def misses_then_hits(output: str, *, misses: int, hits: int) -> None:
     assert statuses.index("hit") > statuses.index("miss"), output
 
 
+PROMISE = re.compile(r"`((?:nox > )?cachehook: [^`]+)`")
+KEY = r"([0-9a-f]{4}…[0-9a-f]{3})"
+DURATION = r"(?:\d+\.\d\ds|\d+m\d\ds)"
+
+
+def promises(name: str) -> list[str]:
+    """The status lines a README says its run prints (in backticks, in the README's order)."""
+    text = " ".join((EXAMPLES / name / "README.md").read_text().split())
+    return PROMISE.findall(text)
+
+
+def keeps_promises(name: str, output: str) -> None:
+    """Each promised line is printed, in order; ``<key>`` is a key, the same one throughout.
+
+    The keys themselves differ with the Python and packages a reader has (issue 10), so a
+    README names none: ``<key>`` stands for one, and the durations may differ too.
+    """
+    lines = output.splitlines()
+    keys: set[str] = set()
+    start = 0
+    for promise in promises(name):
+        pattern = re.escape(promise).replace("<key>", KEY)
+        pattern = re.sub(r"\d+\\\.\d\ds", lambda _: DURATION, pattern)
+        found = next((i for i in range(start, len(lines)) if re.search(pattern, lines[i])), None)
+        assert found is not None, f"{name}: README promises {promise!r}; the run printed:\n{output}"
+        keys.update(re.search(pattern, lines[found]).groups())  # type: ignore[union-attr]
+        start = found + 1
+    assert len(keys) <= 1, f"{name}: one <key> in the README, several keys in the run: {keys}"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_readmes_promise_status_lines_without_a_literal_key(name: str) -> None:
+    for promise in promises(name):
+        assert not re.search(KEY, promise), f"{name}: {promise!r} quotes a key; write <key>"
+
+
 def test_every_integration_example_has_a_readme_with_a_run_block() -> None:
     for name in ALL:
         assert run_block(name).strip()
@@ -67,6 +104,7 @@ def test_every_integration_example_has_a_readme_with_a_run_block() -> None:
 
 def test_command(tmp_path: Path) -> None:
     root, output = run_readme("command", tmp_path)
+    keeps_promises("command", output)
     misses_then_hits(output, misses=1, hits=1)
     assert "hello, cachehook!" in output
     assert (root / "hello.pyz").is_file()
@@ -74,6 +112,7 @@ def test_command(tmp_path: Path) -> None:
 
 def test_function(tmp_path: Path) -> None:
     root, output = run_readme("function", tmp_path)
+    keeps_promises("function", output)
     misses_then_hits(output, misses=1, hits=1)
     assert output.count("generated Order, User") == 2  # the value, from the cache the 2nd time
     models = (root / "src" / "app" / "models.py").read_text()
@@ -83,6 +122,7 @@ def test_function(tmp_path: Path) -> None:
 
 def test_invoke(tmp_path: Path) -> None:
     root, output = run_readme("invoke", tmp_path)
+    keeps_promises("invoke", output)
     misses_then_hits(output, misses=2, hits=1)
     assert "-f STRING, --fmt=STRING" in output
     assert "Output format: html or txt." in output
@@ -92,6 +132,7 @@ def test_invoke(tmp_path: Path) -> None:
 
 def test_nox(tmp_path: Path) -> None:
     root, output = run_readme("nox", tmp_path)
+    keeps_promises("nox", output)
     misses_then_hits(output, misses=3, hits=3)
     assert "Ran 1 test" in output
     assert (root / "build" / "html" / "index.html").is_file()
@@ -100,6 +141,7 @@ def test_nox(tmp_path: Path) -> None:
 
 def test_pre_commit(tmp_path: Path) -> None:
     _, output = run_readme("pre-commit", tmp_path)
+    keeps_promises("pre-commit", output)
     misses_then_hits(output, misses=2, hits=2)
     assert output.count("mypy (cached)") == 2
     assert output.count("pytest (cached)") == 2
@@ -172,3 +214,24 @@ def test_the_workflow_shares_results_between_runners_through_the_remote(
         first / "dist" / "shout.pyz"
     ).read_bytes()
     assert shlex.split(cachehook_steps()[1]["run"])[-2:] == ["python", "build.py"]
+
+
+def test_the_tasks_examples_generated_code_passes_the_repos_ruff(tmp_path: Path) -> None:
+    # Running examples/tasks leaves src/app/models.py beside the sources; the repo's own
+    # `ruff format --check .` and `ruff check .` then read it (issue 9).
+    root = copy_tree(EXAMPLES / "tasks", tmp_path / "tasks")
+    subprocess.run(
+        [sys.executable, "tools/gen_models.py"], cwd=root, check=True, capture_output=True
+    )
+    generated = (root / "src" / "app" / "models.py").read_text()
+    where = "examples/tasks/src/app/models.py"  # as the repo's ruff config sees it
+    for check in (["format", "--check"], ["check"]):
+        done = subprocess.run(
+            [BIN / "ruff", *check, "--stdin-filename", where, "-"],
+            cwd=EXAMPLES.parent,
+            input=generated,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, f"ruff {' '.join(check)}:\n{done.stdout}{done.stderr}"
