@@ -58,7 +58,8 @@ def render_chart(stats: dict[str, Any], *, format_duration: Any) -> str:
     def saved(day: str, side: str) -> int:
         return int(clients.get(day, {}).get(side, {}).get("time_saved_ms", 0))
 
-    peak = _nice_ceiling(max((saved(d, "ci") + saved(d, "developer") for d in days), default=0))
+    most = max((saved(d, "ci") + saved(d, "developer") for d in days), default=0)
+    peak = _nice_ceiling(most / 60000) * 60000  # a round number of minutes
     plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
     slot = plot_w / len(days)
     parts = [

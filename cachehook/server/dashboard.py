@@ -23,10 +23,10 @@ body{font:15px/1.45 system-ui,sans-serif;margin:1.5rem auto;max-width:76rem;padd
 color:#1d232a;background:#fafafa}
 .scroll{overflow-x:auto;max-width:100%}
 figure{margin:1rem 0;background:#fff;border:1px solid #dde2e6;border-radius:8px;padding:.5rem}
-svg{display:block;width:100%;height:auto}
+svg{display:block;width:100%;height:auto;min-width:36rem}figure{overflow-x:auto}
 svg .axis{font-size:12px;fill:#5f6b76}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));gap:0 1.5rem}
-.meter{display:inline-block;width:60px;height:.6rem;background:#e4e8eb;border-radius:3px;
+.meter{display:inline-block;width:48px;height:.6rem;background:#e4e8eb;border-radius:3px;
 vertical-align:middle;overflow:hidden}.meter span{display:block;height:100%;background:#805ad5}
 summary{cursor:pointer;font-weight:600;margin-top:1.5rem}
 h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem}
@@ -36,7 +36,8 @@ h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem}
 min-width:9rem;flex:1 1 9rem}
 .card .value{font-size:1.6rem;font-weight:600}
 table{border-collapse:collapse;width:100%;background:#fff}
-th,td{border-bottom:1px solid #e4e8eb;padding:.3rem .5rem;text-align:right;white-space:nowrap}
+th,td{border-bottom:1px solid #e4e8eb;padding:.3rem .45rem;text-align:right;white-space:nowrap}
+#by-team,#by-day{font-size:14px}
 th:first-child,td:first-child{text-align:left}
 th{background:#f0f3f5;font-weight:600}
 .bar{display:inline-block;height:.6rem;background:#2f9e61;border-radius:3px;vertical-align:middle}
@@ -63,7 +64,7 @@ def _rate(value: float | None) -> str:
 
 
 def _bar(value: float | None) -> str:
-    width = 0 if value is None else round(value * 100)
+    width = 0 if value is None else round(value * 48)
     return f'<span class="bar" style="width:{width}px"></span>'
 
 
