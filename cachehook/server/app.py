@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import json
 import logging
 import os
@@ -334,6 +335,9 @@ class CacheServer:
     def _open_and_read(
         self, team: str, hash_: str, is_head: bool
     ) -> tuple[BinaryIO, StoredArtifact, bytes] | None:
+        if is_head:  # no body to open: on S3 a HEAD, not a GET whose stream is dropped
+            known = self.storage.info(team, hash_)
+            return None if known is None else (io.BytesIO(), known, b"")
         opened = self.storage.open(team, hash_)
         if opened is None:
             return None
