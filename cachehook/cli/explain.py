@@ -1,8 +1,8 @@
 """``cachehook explain TASK``: why the last run of a task missed, or what would miss now.
 
 The task is hashed as the files are now and compared, input by input, with the manifest kept
-beside its last stored run (found through the run history, then the runner's ``task/NAME``
-record). Environment variables are named, never their values.
+beside its last stored run in this project (found through the run history, then the runner's
+``task/PROJECT/NAME`` record). Environment variables are named, never their values.
 """
 
 from __future__ import annotations
@@ -63,13 +63,13 @@ class _Explanation:
         }
 
 
-def _stored_keys(store: LocalStore, name: str, cache_dir: Path) -> list[str]:
-    """Keys of the task's earlier successful runs, newest first."""
+def _stored_keys(store: LocalStore, name: str, cache_dir: Path, project: str | None) -> list[str]:
+    """Keys of the task's earlier successful runs in ``project`` (None: any), newest first."""
     keys: dict[str, None] = {}
-    for entry in reversed(list(read_history(cache_dir))):
+    for entry in reversed(list(read_history(cache_dir, project=project))):
         if entry.task == name and entry.exit_code == 0:
             keys[entry.key] = None
-    record = store.get_record(f"task/{name}")
+    record = store.get_record(f"task/{project}/{name}" if project else f"task/{name}")
     if record is not None:
         keys[record] = None
     return list(keys)
@@ -99,13 +99,15 @@ def _changes(before: Manifest, current: PlannedTask) -> list[str]:
     return lines
 
 
-def _explain(current: PlannedTask, store: LocalStore | None, cache_dir: Path) -> _Explanation:
+def _explain(
+    current: PlannedTask, store: LocalStore | None, cache_dir: Path, project: str | None
+) -> _Explanation:
     name, key = current.task.name, current.prepared.key
     verdict: Verdict = "would-hit" if current.is_cached or current.is_remote else "would-run"
     source = "local" if current.is_cached else "remote"
     if store is None:
         return _Explanation(name, key, verdict, None, source=source)
-    for earlier in _stored_keys(store, name, cache_dir):
+    for earlier in _stored_keys(store, name, cache_dir, project):
         if earlier == key and current.is_cached:
             continue  # explain how this key came to be: compare with the run before it
         run = _stored_run(store, earlier)
@@ -156,10 +158,17 @@ def _echo(explanation: _Explanation) -> None:
 
 @click.command("explain")
 @click.argument("task_name", metavar="TASK")
+@click.option(
+    "--all-projects",
+    is_flag=True,
+    help="Compare with the task's runs in any project on this cache, not only this one.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @root_option()
 @cache_dir_option()
-def explain(task_name: str, as_json: bool, root: Path | None, cache_dir: Path | None) -> None:
+def explain(
+    task_name: str, all_projects: bool, as_json: bool, root: Path | None, cache_dir: Path | None
+) -> None:
     """Say why TASK would run now, or why its last run missed.
 
     Lists every input added, removed or changed since the task's last stored run, the
@@ -174,7 +183,8 @@ def explain(task_name: str, as_json: bool, root: Path | None, cache_dir: Path | 
     with Runner(settings, on_notice=console.warn) as runner:
         current = plan_tasks(graph, [task_name], runner)[-1]
         try:
-            explanation = _explain(current, runner.store, settings.cache_dir)
+            project = None if all_projects else runner.project
+            explanation = _explain(current, runner.store, settings.cache_dir, project)
         except StoreError as exc:
             console.warn(f"{exc}; cannot compare with earlier runs")
             explanation = _Explanation(task_name, current.prepared.key, "would-run", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from typing import TYPE_CHECKING
 
@@ -83,3 +84,43 @@ def test_unknown_task(example: Path) -> None:
     result = cachehook("explain", "lnt", cwd=example)
     assert result.returncode == 2
     assert "unknown task 'lnt' (did you mean 'lint'?)" in result.stderr
+
+
+def test_explain_compares_with_this_projects_runs_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10: explain in one project never compares with a same-named task of another."""
+    from click.testing import CliRunner
+
+    from cachehook.cli.explain import explain
+    from cachehook.config import load_settings
+    from cachehook.runner import Runner
+    from cachehook.tasks import load_task_graph, run_tasks
+
+    table = '[tool.cachehook.tasks.t]\ncommand = "true"\ninputs = ["*.txt"]\n'
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root, text in ((first, "a"), (second, "b")):
+        root.mkdir()
+        (root / "pyproject.toml").write_text(table)
+        (root / "in.txt").write_text(text)
+    settings = load_settings(cwd=first, environ=dict(os.environ))
+    with Runner(settings, on_notice=lambda message: None) as runner:
+        graph = load_task_graph(settings, cwd=first)
+
+        class Quiet:
+            def live(self, name: str) -> None:
+                return None
+
+            def started(self, name: str, key: str) -> None:
+                pass
+
+            def finished(self, outcome: object) -> None:
+                pass
+
+        assert run_tasks(graph, ["t"], runner, reporter=Quiet()).exit_code == 0
+    monkeypatch.chdir(second)
+    result = CliRunner().invoke(explain, ["t", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["compared_with"] is None
+    everywhere = CliRunner().invoke(explain, ["t", "--json", "--all-projects"])
+    assert json.loads(everywhere.stdout)["changes"], "across projects: in.txt differs"
