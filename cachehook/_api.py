@@ -60,6 +60,9 @@ class CacheOptions:
         salt: any string; change it to disown earlier results.
         root: the project root (default: the nearest ancestor of the working directory
             holding ``pyproject.toml`` or ``.git``).
+        tools: programs the task runs (found on ``PATH``) whose toolchain enters the key,
+            besides the interpreter the task runs in (issue 10).
+        toolchain: False leaves the toolchain out of the key.
     """
 
     inputs: tuple[str, ...] = ()
@@ -67,6 +70,8 @@ class CacheOptions:
     env: tuple[str, ...] = ()
     salt: str = ""
     root: Path | None = None
+    tools: tuple[str, ...] = ()
+    toolchain: bool = True
 
     @classmethod
     def create(
@@ -77,6 +82,8 @@ class CacheOptions:
         env: str | Iterable[str] = (),
         salt: str = "",
         root: str | os.PathLike[str] | None = None,
+        tools: str | Iterable[str] = (),
+        toolchain: bool = True,
     ) -> CacheOptions:
         """Normalise what a decorator received; a bare string counts as one glob.
 
@@ -89,6 +96,8 @@ class CacheOptions:
             env=_globs(env, "env"),
             salt=str(salt),
             root=None if root is None else Path(root),
+            tools=_globs(tools, "tools"),
+            toolchain=bool(toolchain),
         )
 
     def fill(self, arguments: Mapping[str, object], *, owner: str) -> CacheOptions:
@@ -349,6 +358,8 @@ def run_cached(
     name: str | None,
     on_notice: Callable[[str], None],
     force: bool = False,
+    interpreter: Path | None = None,
+    search_path: str | None = None,
 ) -> RunResult:
     """Look ``command`` up in the cache, or run ``execute`` and store what it made.
 
@@ -361,6 +372,9 @@ def run_cached(
         name: the task's name for ``cachehook explain``, or None.
         on_notice: receives each warning as a plain sentence.
         force: run even on a hit, and overwrite the cached result.
+        interpreter: the Python the task runs in, keyed with its environment (default: this
+            one, ``sys.executable``).
+        search_path: the ``PATH`` the task's ``tools`` are found on (default: this process's).
 
     Raises:
         ConfigError: a glob, env name or setting is malformed.
@@ -379,6 +393,10 @@ def run_cached(
         salt=options.salt,
         cwd=cwd,
         name=name,
+        tools=options.tools,
+        toolchain=options.toolchain,
+        interpreter=interpreter or (Path(sys.executable) if sys.executable else None),
+        search_path=search_path,
     )
     with _leased_runner(settings, on_notice) as runner:
         prepared = runner.prepare(spec)

@@ -26,6 +26,7 @@ from cachehook.hashing import (
     GlobSet,
     Manifest,
     StatCache,
+    ToolDigest,
     digest_bytes,
     escape_glob,
     expand_globs,
@@ -35,6 +36,7 @@ from cachehook.hashing import (
 from cachehook.history import append_result, project_id
 from cachehook.logs import LogRecorder
 from cachehook.store import LocalStore
+from cachehook.toolchain import Toolchain
 
 if TYPE_CHECKING:
     from cachehook.config import RemoteSettings, Settings
@@ -67,6 +69,12 @@ class TaskSpec:
     cwd: Path | None = None
     dependencies: tuple[str, ...] = ()
     name: str | None = None
+    # The toolchain (issue 10): argv[0] and ``tools`` are found through ``search_path``
+    # (default: PATH); an in-process task names its ``interpreter`` instead of an argv[0].
+    tools: tuple[str, ...] = ()
+    toolchain: bool = True
+    interpreter: Path | None = None
+    search_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,7 @@ class Runner:
         on_notice: receives each warning as a plain sentence.
         detach_events: hand events to a detached sender at ``close`` instead of a thread.
         on_progress: told ``(what, done, total)`` while an artifact moves to or from the remote.
+        use_toolchain: False keys no task on its toolchain (``--no-toolchain``).
     """
 
     def __init__(
@@ -135,8 +144,11 @@ class Runner:
         on_notice: Callable[[str], None],
         detach_events: bool = False,
         on_progress: Progress | None = None,
+        use_toolchain: bool = True,
     ) -> None:
         self.settings = settings
+        self._use_toolchain = use_toolchain
+        self._toolchain: Toolchain | None = None
         self._progress = on_progress
         # One task per process (``cachehook exec``): spool events and let a detached
         # ``cachehook events flush`` send them, so a hit never imports httpx (issue 3).
@@ -212,6 +224,8 @@ class Runner:
     def close(self) -> None:
         """Save the stat cache, flush events (bounded) and close connections."""
         self._stat_cache.save()
+        if self._toolchain is not None:
+            self._toolchain.save()
         if self._events is not None:
             self._events.close()
         if self._detached and self.settings.remote is not None:
@@ -294,6 +308,7 @@ class Runner:
         if spec.inputs is None:
             unmatched = ()  # an empty directory has no inputs; nothing was misspelt
         env = resolve_env(spec.env, os.environ)
+        toolchain = self._identify_toolchain(spec, cwd) if self._use_toolchain else ()
         manifest = Manifest(
             command=spec.command,
             cwd=relative_cwd,
@@ -305,6 +320,7 @@ class Runner:
             outputs=spec.outputs,
             salt=spec.salt,
             dependencies=spec.dependencies,
+            toolchain=toolchain,
         )
         return Prepared(
             spec=spec,
@@ -313,6 +329,21 @@ class Runner:
             outputs=outputs,
             input_paths=frozenset(f.path for f in files),
             unmatched_inputs=unmatched,
+        )
+
+    def _identify_toolchain(self, spec: TaskSpec, cwd: Path) -> tuple[ToolDigest, ...]:
+        if not spec.toolchain:
+            return ()
+        with self._opening:
+            if self._toolchain is None:
+                self._toolchain = Toolchain.load(self.settings.cache_dir / "toolchain.json")
+        interpreter = spec.interpreter
+        names = spec.tools if interpreter is not None else (spec.command[:1] + spec.tools)
+        return self._toolchain.identify(
+            names,
+            cwd=os.fspath(cwd),
+            search_path=spec.search_path,
+            interpreter=None if interpreter is None else os.fspath(interpreter),
         )
 
     def peek(self, prepared: Prepared) -> tuple[bool, bool | None]:

@@ -51,7 +51,18 @@ __all__ = [
     "run_tasks",
 ]
 
-TASK_KEYS = ("command", "cwd", "depends-on", "description", "env", "inputs", "outputs", "salt")
+TASK_KEYS = (
+    "command",
+    "cwd",
+    "depends-on",
+    "description",
+    "env",
+    "inputs",
+    "outputs",
+    "salt",
+    "toolchain",
+    "tools",
+)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
@@ -78,6 +89,8 @@ class Task:
     description: str = ""
     # No 'inputs' key: ``inputs`` holds the default (every file under ``cwd``, issue 10).
     default_inputs: bool = False
+    tools: tuple[str, ...] = ()
+    toolchain: bool = True
 
     def spec(self, root: Path, dependency_keys: Sequence[str]) -> TaskSpec:
         """The runner's view of this task, once its dependencies' keys are known."""
@@ -90,6 +103,8 @@ class Task:
             cwd=root / self.cwd,
             dependencies=tuple(dependency_keys),
             name=self.name,
+            tools=self.tools,
+            toolchain=self.toolchain,
         )
 
 
@@ -126,6 +141,23 @@ def _string(body: Mapping[str, Any], key: str, where: str, default: str) -> str:
         msg = f"{where} {key}: expected a string, got {_type_name(value)}"
         raise ConfigError(msg)
     return value
+
+
+def _boolean(body: Mapping[str, Any], key: str, where: str, *, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        msg = f"{where} {key}: expected true or false, got {_type_name(value)}"
+        raise ConfigError(msg)
+    return value
+
+
+def _tools(body: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    tools = _strings(body, "tools", where)
+    for tool in tools:
+        if not tool.strip():
+            msg = f"{where} tools: an empty name; list the programs the command runs"
+            raise ConfigError(msg)
+    return tuple(dict.fromkeys(tools))
 
 
 def _command(value: object, where: str) -> tuple[str, ...]:
@@ -199,6 +231,8 @@ def parse_task(name: str, body: object, *, source: str, root: Path) -> Task:
         salt=_string(body, "salt", where, ""),
         cwd=cwd,
         description=_string(body, "description", where, ""),
+        tools=_tools(body, where),
+        toolchain=_boolean(body, "toolchain", where, default=True),
     )
 
 

@@ -82,6 +82,20 @@ OPTIONS: tuple[Option, ...] = (
         "NAME",
     ),
     Option(
+        "tools",
+        ("--tool",),
+        "multiple",
+        "A program the command runs besides its own (behind 'sh -c' or a wrapper); its "
+        "toolchain enters the key too (repeatable).",
+        "NAME",
+    ),
+    Option(
+        "no_toolchain",
+        ("--no-toolchain",),
+        "flag",
+        "Leave the toolchain (interpreter, installed packages, program files) out of the key.",
+    ),
+    Option(
         "salt", ("--salt",), "value", "Any string; change it to disown earlier results.", "TEXT"
     ),
     Option(
@@ -200,6 +214,8 @@ def run_exec(
     env: tuple[str, ...],
     salt: str,
     root: Path | None,
+    tools: tuple[str, ...] = (),
+    no_toolchain: bool = False,
     cache_dir: Path | None,
     cache_modes: str | None,
     remote_only: bool,
@@ -243,7 +259,13 @@ def run_exec(
         raise ConfigError(msg)
     declared = () if no_inputs else inputs or None  # None: every file under the cwd
     spec = TaskSpec(
-        command=command, inputs=declared, outputs=outputs, env=env, salt=salt, cwd=Path.cwd()
+        command=command,
+        inputs=declared,
+        outputs=outputs,
+        env=env,
+        salt=salt,
+        cwd=Path.cwd(),
+        tools=tools,
     )
     progress = None if console.quiet else ProgressLine()
     with Runner(
@@ -251,6 +273,7 @@ def run_exec(
         on_notice=console.warn,
         detach_events=_may_detach_events(settings),
         on_progress=progress,
+        use_toolchain=not no_toolchain,
     ) as runner:
         prepared = runner.prepare(spec)
         for pattern in prepared.unmatched_inputs:
@@ -400,6 +423,8 @@ def _print_dry_run(
     *,
     as_json: bool,
 ) -> None:
+    from cachehook.toolchain import describe_tool
+
     manifest = prepared.manifest
     local, remote = cached
     if as_json:
@@ -415,6 +440,7 @@ def _print_dry_run(
         f"command  {' '.join(manifest.command)}",
         f"cwd      {manifest.cwd}",
         *(f"env      {name}" for name, _ in manifest.env),
+        *(f"tool     {t.digest}  {t.name}  ({describe_tool(t)})" for t in manifest.toolchain),
         *(f"input    {item.digest}  {item.path}" for item in manifest.inputs),
         *(["input    none (--no-inputs)"] if prepared.spec.inputs == () else []),
         *(f"output   {pattern}" for pattern in manifest.outputs),

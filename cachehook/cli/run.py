@@ -238,6 +238,11 @@ class _RunCommand(click.Command):
 @click.option("--remote-only", is_flag=True, help="Use only the remote cache.")
 @click.option("--no-cache", is_flag=True, help="Just run the tasks (also CACHEHOOK_DISABLE=1).")
 @click.option(
+    "--no-toolchain",
+    is_flag=True,
+    help="Leave the toolchain (interpreter, installed packages, program files) out of the keys.",
+)
+@click.option(
     "--output-logs",
     type=click.Choice(OUTPUT_LOG_MODES),
     default=None,
@@ -273,6 +278,7 @@ def run(
     cache_modes: str | None,
     remote_only: bool,
     no_cache: bool,
+    no_toolchain: bool,
     output_logs: str | None,
     quiet: bool,
     filters: tuple[str, ...],
@@ -314,7 +320,7 @@ def run(
         else:
             _print_dry_run([], settings, as_json=dry_run == "json", selection=shown)
         return 0
-    with Runner(settings, on_notice=reporter.warn) as runner:
+    with Runner(settings, on_notice=reporter.warn, use_toolchain=not no_toolchain) as runner:
         if dry_run:
             planned = plan_tasks(graph, task_names, runner)
             _print_dry_run(planned, settings, as_json=dry_run == "json", selection=shown)

@@ -183,6 +183,8 @@ def cached(
     salt: str = "",
     ignore: str | Iterable[str] = (),
     root: str | os.PathLike[str] | None = None,
+    tools: str | Iterable[str] = (),
+    toolchain: bool = True,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -196,6 +198,8 @@ def cached(
     salt: str = "",
     ignore: str | Iterable[str] = (),
     root: str | os.PathLike[str] | None = None,
+    tools: str | Iterable[str] = (),
+    toolchain: bool = True,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Cache a function's outputs and return value; skip it when nothing it depends on changed.
 
@@ -210,6 +214,9 @@ def cached(
         salt: any string; change it to disown earlier results.
         ignore: parameters left out of the key (a logger, a verbosity flag, ``self``).
         root: the project root (default: found from the working directory, as the CLI does).
+        tools: programs the function runs (found on ``PATH``) whose toolchain enters the key;
+            the running interpreter and its installed distributions always do.
+        toolchain: False leaves the toolchain (interpreter, distributions, tools) out of the key.
 
     Returns:
         The wrapped function, with the same signature.
@@ -220,7 +227,15 @@ def cached(
             canonical JSON form (the message names the parameter), and whatever the function
             itself raises.
     """
-    options = CacheOptions.create(inputs=inputs, outputs=outputs, env=env, salt=salt, root=root)
+    options = CacheOptions.create(
+        inputs=inputs,
+        outputs=outputs,
+        env=env,
+        salt=salt,
+        root=root,
+        tools=tools,
+        toolchain=toolchain,
+    )
     ignored = (ignore,) if isinstance(ignore, str) else tuple(ignore)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:

@@ -9,8 +9,9 @@ Place it *under* ``@task``; the task keeps its name, flags and ``--help``::
 
 The key holds the task function's qualified name and source digest, its arguments (every flag,
 defaults applied; the context is left out), the context's ``cd`` directory and the declared
-inputs and environment. On a hit the body is skipped, the declared outputs are restored and one
-line goes to stderr.
+inputs and environment, and the toolchain: the running interpreter with its installed
+distributions and the ``tools`` it names. On a hit the body is skipped, the declared outputs are
+restored and one line goes to stderr.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def cached(
     salt: str = "",
     ignore: str | Iterable[str] = (),
     root: str | os.PathLike[str] | None = None,
+    tools: str | Iterable[str] = (),
+    toolchain: bool = True,
 ) -> Callable[[TaskFunc], TaskFunc]: ...
 
 
@@ -118,6 +121,8 @@ def cached(
     salt: str = "",
     ignore: str | Iterable[str] = (),
     root: str | os.PathLike[str] | None = None,
+    tools: str | Iterable[str] = (),
+    toolchain: bool = True,
 ) -> TaskFunc | Callable[[TaskFunc], TaskFunc]:
     """Skip an invoke task's body when its inputs and arguments are unchanged.
 
@@ -131,6 +136,9 @@ def cached(
         salt: any string; change it to disown earlier results.
         ignore: arguments left out of the key (flags that do not change the result).
         root: the project root (default: found from the working directory, as the CLI does).
+        tools: programs the task runs (``ruff`` in ``c.run("ruff check")``), found on ``PATH``;
+            their toolchain enters the key with the running interpreter's environment.
+        toolchain: False leaves the toolchain (interpreter, distributions, tools) out of the key.
 
     Returns:
         The task function, wrapped with its name and signature kept (so flags and help work).
@@ -138,7 +146,15 @@ def cached(
     Raises:
         TypeError: the function takes no context argument, or ``ignore`` names no parameter.
     """
-    options = CacheOptions.create(inputs=inputs, outputs=outputs, env=env, salt=salt, root=root)
+    options = CacheOptions.create(
+        inputs=inputs,
+        outputs=outputs,
+        env=env,
+        salt=salt,
+        root=root,
+        tools=tools,
+        toolchain=toolchain,
+    )
     ignored = (ignore,) if isinstance(ignore, str) else tuple(ignore)
 
     def decorate(func: TaskFunc) -> TaskFunc:

@@ -11,15 +11,21 @@ wrapper::
 
 The key holds the session's name as nox prints it (Python version and parameters included), the
 parametrized arguments, ``session.posargs``, the interpreter, a digest of the session function's
-source, and the declared inputs and environment. On a hit the body is skipped (nothing is
-installed or run), the declared outputs are restored, one line goes to ``session.log`` and the
-session counts as a success. nox has already created or reused the virtualenv by then.
+source, the declared inputs and environment, and the toolchain: the session virtualenv's
+interpreter and the distributions installed in it when the session starts (what its body
+installs enters the next run's key, so pin what it installs), plus the ``tools`` named. On a
+hit the body is skipped (nothing is installed or run), the declared outputs are restored, one
+line goes to ``session.log`` and the session counts as a success. nox has already created or
+reused the virtualenv by then.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from cachehook._api import (
@@ -32,7 +38,6 @@ from cachehook._api import (
 )
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Callable, Iterable
 
     from nox import Session
@@ -50,6 +55,23 @@ def _python_tag(session: Session) -> str:
         return python
     # No version asked for: the venv (or, without one, the commands) use the host interpreter.
     return interpreter_tag()
+
+
+def _session_toolchain(session: Session) -> tuple[Path | None, str | None]:
+    """The session virtualenv's interpreter and the PATH its commands see (issue 10).
+
+    Without a virtualenv (``python=False``, ``venv_backend="none"``) the body runs commands
+    from PATH, and its own code in nox's interpreter: that one is keyed.
+    """
+    location = getattr(getattr(session, "virtualenv", None), "location", None)
+    if not location:
+        return None, None
+    bin_dir = Path(location) / ("Scripts" if sys.platform == "win32" else "bin")
+    for name in ("python", "python3", "python.exe"):
+        if (bin_dir / name).exists():
+            path = os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])
+            return bin_dir / name, path
+    return None, None
 
 
 def _command(
@@ -92,12 +114,15 @@ def _wrap(func: SessionFunc, options: CacheOptions, ignore: tuple[str, ...]) -> 
             returned.append(func(session, *args, **kwargs))
             return 0
 
+        interpreter, search_path = _session_toolchain(session)
         result = run_cached(
             command,
             filled,
             execute,
             name=f"nox:{session.name}",
             on_notice=lambda message: session.warn(f"cachehook: {message}"),
+            interpreter=interpreter,
+            search_path=search_path,
         )
         session.log(f"cachehook: {describe_result(result)}")
         return returned[0] if returned else None
@@ -118,6 +143,8 @@ def cached(
     salt: str = "",
     ignore: str | Iterable[str] = (),
     root: str | os.PathLike[str] | None = None,
+    tools: str | Iterable[str] = (),
+    toolchain: bool = True,
 ) -> Callable[[SessionFunc], SessionFunc]: ...
 
 
@@ -131,6 +158,8 @@ def cached(
     salt: str = "",
     ignore: str | Iterable[str] = (),
     root: str | os.PathLike[str] | None = None,
+    tools: str | Iterable[str] = (),
+    toolchain: bool = True,
 ) -> SessionFunc | Callable[[SessionFunc], SessionFunc]:
     """Skip a nox session's body when its inputs, parameters and posargs are unchanged.
 
@@ -146,6 +175,10 @@ def cached(
         ignore: parametrized arguments with no JSON form, left out of the key (their id in
             the session name still counts: give them stable ``ids``).
         root: the project root (default: found from the noxfile's directory).
+        tools: programs the session runs outside its virtualenv (``external=True``), found on
+            ``PATH`` after the virtualenv's ``bin``; their toolchain enters the key too.
+        toolchain: False leaves the toolchain (the virtualenv's interpreter and distributions,
+            the tools) out of the key.
 
     Returns:
         The session function, wrapped with its name, signature and nox attributes kept.
@@ -153,7 +186,15 @@ def cached(
     Raises:
         TypeError: the function does not take the session as its first argument.
     """
-    options = CacheOptions.create(inputs=inputs, outputs=outputs, env=env, salt=salt, root=root)
+    options = CacheOptions.create(
+        inputs=inputs,
+        outputs=outputs,
+        env=env,
+        salt=salt,
+        root=root,
+        tools=tools,
+        toolchain=toolchain,
+    )
     ignored = (ignore,) if isinstance(ignore, str) else tuple(ignore)
 
     def decorate(func: SessionFunc) -> SessionFunc:
