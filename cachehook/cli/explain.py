@@ -164,23 +164,34 @@ def _echo(explanation: _Explanation) -> None:
     help="Compare with the task's runs in any project on this cache, not only this one.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--no-toolchain",
+    is_flag=True,
+    help="Hash as `cachehook run --no-toolchain` does: without the toolchain.",
+)
 @root_option()
 @cache_dir_option()
 def explain(
-    task_name: str, all_projects: bool, as_json: bool, root: Path | None, cache_dir: Path | None
+    task_name: str,
+    all_projects: bool,
+    as_json: bool,
+    no_toolchain: bool,
+    root: Path | None,
+    cache_dir: Path | None,
 ) -> None:
     """Say why TASK would run now, or why its last run missed.
 
     Lists every input added, removed or changed since the task's last stored run, the
-    environment variables whose values changed (never the values), and command, salt,
-    output or dependency changes. Runs nothing.
+    environment variables whose values changed (never the values), the tools whose version
+    changed (``toolchain: ruff 0.15.9 -> 0.17.6``), and command, salt, output or dependency
+    changes. Runs nothing.
     """
     settings = load_settings(
         cwd=Path.cwd(), environ=os.environ, root=root, cache_dir=cache_dir, workspace=True
     )
     graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     console = Console()
-    with Runner(settings, on_notice=console.warn) as runner:
+    with Runner(settings, on_notice=console.warn, use_toolchain=not no_toolchain) as runner:
         current = plan_tasks(graph, [task_name], runner)[-1]
         try:
             project = None if all_projects else runner.project
