@@ -15,6 +15,7 @@ import fnmatch
 import os
 import subprocess
 from dataclasses import dataclass
+from subprocess import PIPE
 from typing import TYPE_CHECKING
 
 from cachehook.errors import ConfigError
@@ -48,14 +49,29 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def _changed_paths(root: Path, base: str) -> list[str]:
-    diff = _git(root, "diff", "--name-only", "--no-renames", "--relative", "-z", base, "--")
-    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z")
-    for done in (diff, untracked):
-        if done.returncode != 0:
-            msg = f"--affected: git {' '.join(map(str, done.args[1:]))} failed: "
-            msg += done.stderr.decode(errors="replace").strip()
+    # The two listings run side by side: on a loaded machine each start costs more than its work.
+    commands = [
+        ["diff", "--name-only", "--no-renames", "--relative", "-z", base, "--"],
+        ["ls-files", "--others", "--exclude-standard", "-z"],
+    ]
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        for args in commands:
+            children.append(subprocess.Popen(["git", *args], cwd=root, stdout=PIPE, stderr=PIPE))
+    except OSError as exc:
+        for child in children:
+            child.kill()
+            child.communicate()
+        msg = f"--affected needs git: {exc}"
+        raise ConfigError(msg) from exc
+    results = [child.communicate() for child in children]  # every child is reaped
+    paths: list[bytes] = []
+    for args, child, (out, err) in zip(commands, children, results, strict=True):
+        if child.returncode != 0:
+            msg = f"--affected: git {' '.join(args)} failed: "
+            msg += err.decode(errors="replace").strip()
             raise ConfigError(msg)
-    paths = (diff.stdout + untracked.stdout).split(b"\0")
+        paths += out.split(b"\0")
     return sorted({os.fsdecode(p) for p in paths if p})
 
 
