@@ -29,10 +29,33 @@ if TYPE_CHECKING:
 
     from cachehook.workspace import Member, Workspace
 
-__all__ = ["MEMBER_TASK_KEYS", "load_workspace_tasks", "rebase_glob"]
+__all__ = ["MEMBER_TASK_KEYS", "UV_ENV", "load_workspace_tasks", "rebase_glob"]
 
 MEMBER_TASK_KEYS = ("per-member", "upstream-inputs")
 _LOCK_SALT = "\x1fuv.lock closure "
+# What uv reads from the environment that changes what a `uv run` or `uv build` does: the
+# interpreter, the environment, the indexes and the resolution (their values enter the key).
+UV_ENV = (
+    "UV_PYTHON",
+    "UV_PROJECT_ENVIRONMENT",
+    "UV_NO_SYNC",
+    "UV_FROZEN",
+    "UV_LOCKED",
+    "UV_NO_SOURCES",
+    "UV_INDEX*",
+    "UV_DEFAULT_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "UV_FIND_LINKS",
+    "UV_RESOLUTION",
+    "UV_PRERELEASE",
+    "UV_EXCLUDE_NEWER",
+    "UV_CONSTRAINT",
+    "UV_OVERRIDE",
+    "UV_BUILD_CONSTRAINT",
+    "UV_NO_BUILD_ISOLATION",
+    "UV_CONFIG_FILE",
+    "UV_NO_CONFIG",
+)
 
 
 def rebase_glob(pattern: str, base: str, *, where: str) -> str:
@@ -115,7 +138,10 @@ def _member_task(
     task = parse_task(name, body, source=source, root=ctx.workspace.root)
     closure = ctx.workspace.closure_digest(member.name)
     salt = task.salt if closure is None else f"{task.salt}{_LOCK_SALT}{closure}"
-    return dataclasses.replace(task, name=f"{member.name}#{name}", salt=salt)
+    env = task.env
+    if posixpath.basename(task.command[0]) in ("uv", "uvx"):
+        env = tuple(dict.fromkeys([*env, *UV_ENV]))
+    return dataclasses.replace(task, name=f"{member.name}#{name}", salt=salt, env=env)
 
 
 def _member_bodies(

@@ -273,6 +273,20 @@ def test_presets_give_the_usual_python_tasks_and_can_be_overridden(tmp_path: Pat
     # pytest keeps its preset inputs (the override set only the command) and reads upstream.
     assert graph.tasks["b#test"].inputs == ("packages/b/**", "pyproject.toml", "packages/d/**")
     assert graph.tasks["b#build"].outputs == ("packages/b/dist/**",)
+    # What uv reads from the environment enters the key of a uv command, not of others.
+    assert "UV_PYTHON" in graph.tasks["b#build"].env
+    assert "UV_PYTHON" not in graph.tasks["b#lint"].env
+
+
+def test_the_interpreter_uv_is_told_to_use_enters_the_key(
+    tmp_path: Path, runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_workspace(tmp_path, '[tool.cachehook]\npresets = ["build"]\n')
+    monkeypatch.setenv("UV_PYTHON", "3.12")
+    before = keys(root, runner, ["build"])
+    monkeypatch.setenv("UV_PYTHON", "3.13")
+    after = keys(root, runner, ["build"])
+    assert all(before[name] != after[name] for name in before)
 
 
 @pytest.mark.parametrize(
