@@ -8,7 +8,6 @@ on the calling thread, where ``process.run_command`` forwards signals to the chi
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import queue
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
+from cachehook.config import did_you_mean, type_name
 from cachehook.errors import CachehookError, ConfigError
 from cachehook.hashing import GlobSet
 from cachehook.process import forward_to_children, run_command
@@ -59,6 +59,7 @@ TASK_KEYS = (
     "env",
     "inputs",
     "outputs",
+    "pass-env",
     "salt",
     "toolchain",
     "tools",
@@ -91,6 +92,7 @@ class Task:
     default_inputs: bool = False
     tools: tuple[str, ...] = ()
     toolchain: bool = True
+    pass_env: tuple[str, ...] = ()
 
     def spec(self, root: Path, dependency_keys: Sequence[str]) -> TaskSpec:
         """The runner's view of this task, once its dependencies' keys are known."""
@@ -105,20 +107,12 @@ class Task:
             name=self.name,
             tools=self.tools,
             toolchain=self.toolchain,
+            pass_env=self.pass_env,
         )
 
 
-def _type_name(value: object) -> str:
-    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a float"}
-    names.update({list: "an array", dict: "a table"})
-    return names.get(type(value), type(value).__name__)
-
-
-def _suggest(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    if not close:
-        return ""
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
+_type_name = type_name  # one wording for every config table (config.py, issue 10)
+_suggest = did_you_mean
 
 
 def _table_name(name: str) -> str:
@@ -233,7 +227,17 @@ def parse_task(name: str, body: object, *, source: str, root: Path) -> Task:
         description=_string(body, "description", where, ""),
         tools=_tools(body, where),
         toolchain=_boolean(body, "toolchain", where, default=True),
+        pass_env=_pass_env(body, where),
     )
+
+
+def _pass_env(body: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    names = _strings(body, "pass-env", where)
+    for name in names:
+        if not _ENV_NAME.fullmatch(name) or name.endswith("*"):
+            msg = f"{where} pass-env: {name!r} is not a variable name"
+            raise ConfigError(msg)
+    return names
 
 
 def load_tasks(table: Mapping[str, Any], *, source: str, root: Path) -> TaskGraph:
@@ -683,6 +687,7 @@ class _Scheduler:
             if self.is_interrupted:
                 raise KeyboardInterrupt
             self.reporter.started(spec.name or "", prepared.key)
-            return run_command(spec.command, cwd=cwd, recorder=recorder, live=live)
+            env = self.runner.child_environ(spec)
+            return run_command(spec.command, cwd=cwd, recorder=recorder, live=live, env=env)
 
         return execute

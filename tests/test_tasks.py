@@ -311,3 +311,15 @@ def test_a_command_that_cannot_start_is_an_error_of_that_task(
     assert "cannot run 'no-such-program-cachehook'" in a.message
     assert c.message == "it depends on 'a', which failed"
     assert report.exit_code == 2
+
+
+def test_pass_env_is_a_task_key(tmp_path: Path) -> None:
+    from cachehook.tasks import load_tasks
+
+    (tmp_path / "pyproject.toml").write_text("")
+    table = {"tasks": {"t": {"command": "true", "inputs": [], "pass-env": ["CACHEHOOK_TOKEN"]}}}
+    graph = load_tasks(table, source="pyproject.toml", root=tmp_path)
+    assert graph.tasks["t"].spec(tmp_path, []).pass_env == ("CACHEHOOK_TOKEN",)
+    table = {"tasks": {"t": {"command": "true", "pass-env": ["TOKEN*"]}}}
+    with pytest.raises(ConfigError, match="pass-env: 'TOKEN\\*' is not a variable name"):
+        load_tasks(table, source="pyproject.toml", root=tmp_path)

@@ -82,6 +82,14 @@ OPTIONS: tuple[Option, ...] = (
         "NAME",
     ),
     Option(
+        "pass_env",
+        ("--pass-env",),
+        "multiple",
+        "Let the command see this remote cache secret (CACHEHOOK_TOKEN, ...), which it "
+        "does not by default (repeatable).",
+        "NAME",
+    ),
+    Option(
         "tools",
         ("--tool",),
         "multiple",
@@ -212,6 +220,7 @@ def run_exec(
     no_inputs: bool = False,
     outputs: tuple[str, ...],
     env: tuple[str, ...],
+    pass_env: tuple[str, ...] = (),
     salt: str,
     root: Path | None,
     tools: tuple[str, ...] = (),
@@ -266,6 +275,7 @@ def run_exec(
         salt=salt,
         cwd=Path.cwd(),
         tools=tools,
+        pass_env=pass_env,
     )
     progress = None if console.quiet else ProgressLine()
     with Runner(

@@ -468,3 +468,27 @@ def test_a_forgotten_double_dash_is_pointed_out(project: Path, cli: Any) -> None
     typo = cli("exec", "--inptu", "x", "--", "true", cwd=project)
     assert typo.returncode == 2
     assert "put '--'" not in typo.stderr
+
+
+def test_the_token_reaches_the_command_only_through_pass_env(tmp_path: Path) -> None:
+    """Issue 10: CACHEHOOK_TOKEN is not passed to the wrapped command unless --pass-env."""
+    from tests.cli.test_run import cachehook as run_cli
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "in.txt").write_text("x")
+    show = "import os; print('token:', os.environ.get('CACHEHOOK_TOKEN', 'absent'))"
+    env = {"CACHEHOOK_TOKEN": "tok-SECRET-91c3e7"}
+    hidden = run_cli("exec", "-i", "in.txt", "--", "python", "-c", show, cwd=tmp_path, env=env)
+    assert hidden.returncode == 0, hidden.stderr
+    assert "token: absent" in hidden.stdout
+    passed = run_cli(
+        "exec", "-i", "in.txt", "--pass-env", "CACHEHOOK_TOKEN", "--", "python", "-c", show, "x",
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert passed.returncode == 0, passed.stderr
+    assert "token: tok-SECRET-91c3e7" in passed.stdout
+    replayed = run_cli(
+        "exec", "-i", "in.txt", "--pass-env", "CACHEHOOK_TOKEN", "--", "python", "-c", show, "x",
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert "token: <redacted>" in replayed.stdout, "the stored log never holds the token"
