@@ -7,6 +7,7 @@ beside its last stored run in this project (found through the run history, then 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ class _Explanation:
     compared_with: _StoredRun | None
     changes: list[str] = field(default_factory=list)
     source: str = "local"  # where a would-hit comes from: "local" or "remote"
+    # Dependencies that would run first and write some of this task's inputs: the key above
+    # is the one for the files as they are now, and changes once they have run (issue 9).
+    rewritten_by: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         before = self.compared_with
@@ -60,6 +64,7 @@ class _Explanation:
             if before is None
             else {"key": before.key, "stored_at": before.stored_at},
             "changes": self.changes,
+            "rewritten_by": self.rewritten_by,
         }
 
 
@@ -117,6 +122,23 @@ def _explain(
     return _Explanation(name, key, verdict, None, source=source)
 
 
+def _rewritten_by(plan: list[PlannedTask]) -> dict[str, list[str]]:
+    """The dependencies that would run before the last task and write inputs of it."""
+    current = plan[-1]
+    found: dict[str, list[str]] = {}
+    for upstream in plan[:-1]:
+        if upstream.is_cached or upstream.is_remote:
+            continue
+        paths = [
+            item.path
+            for item in current.prepared.manifest.inputs
+            if upstream.prepared.outputs.matches(item.path)
+        ]
+        if paths:
+            found[upstream.task.name] = paths
+    return found
+
+
 def _age(stored_at: float | None) -> str:
     if stored_at is None:
         return "at an unknown time"
@@ -128,6 +150,18 @@ def _age(stored_at: float | None) -> str:
 
 
 def _echo(explanation: _Explanation) -> None:
+    _echo_verdict(explanation)
+    name = explanation.task
+    for dependency, paths in explanation.rewritten_by.items():
+        shown = ", ".join(paths[:3]) + (", …" if len(paths) > 3 else "")
+        click.echo(
+            f"Note: {dependency} would run first and writes {shown}, read by {name}: this key "
+            f"is for the files as they are now, and the key of {name} will change once "
+            f"{dependency} has run."
+        )
+
+
+def _echo_verdict(explanation: _Explanation) -> None:
     name, key, before = explanation.task, short_key(explanation.key), explanation.compared_with
     if explanation.verdict == "would-hit":
         click.echo(f"{name} would hit: key {key} is in the {explanation.source} cache.")
@@ -184,7 +218,8 @@ def explain(
     Lists every input added, removed or changed since the task's last stored run, the
     environment variables whose values changed (never the values), the tools whose version
     changed (``toolchain: ruff 0.15.9 -> 0.17.6``), and command, salt, output or dependency
-    changes. Runs nothing.
+    changes. Runs nothing. When a dependency would run first and write an input of TASK, it
+    says so: TASK's key then changes once that dependency has run.
     """
     settings = load_settings(
         cwd=Path.cwd(), environ=os.environ, root=root, cache_dir=cache_dir, workspace=True
@@ -192,13 +227,15 @@ def explain(
     graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     console = Console()
     with Runner(settings, on_notice=console.warn, use_toolchain=not no_toolchain) as runner:
-        current = plan_tasks(graph, [task_name], runner)[-1]
+        plan = plan_tasks(graph, [task_name], runner)
+        current = plan[-1]
         try:
             project = None if all_projects else runner.project
             explanation = _explain(current, runner.store, settings.cache_dir, project)
         except StoreError as exc:
             console.warn(f"{exc}; cannot compare with earlier runs")
             explanation = _Explanation(task_name, current.prepared.key, "would-run", None)
+        explanation = dataclasses.replace(explanation, rewritten_by=_rewritten_by(plan))
     if as_json:
         print_json(explanation.to_json())
     else:
