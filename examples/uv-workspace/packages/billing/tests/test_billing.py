@@ -5,4 +5,4 @@ from billing import total
 
 class TotalTest(unittest.TestCase):
     def test_total(self) -> None:
-        self.assertEqual(total("1.50", "2.25"), 375)
+        assert total("1.50", "2.25") == 375

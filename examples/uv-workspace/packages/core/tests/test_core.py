@@ -5,5 +5,5 @@ from core import cents
 
 class CentsTest(unittest.TestCase):
     def test_cents(self) -> None:
-        self.assertEqual(cents("1.5"), 150)
-        self.assertEqual(cents("2"), 200)
+        assert cents("1.5") == 150
+        assert cents("2") == 200
