@@ -10,6 +10,13 @@ temporary folder: the npm server (``.peers/node_modules``, see .ci/run) with loc
 keep-alive connections at a time, from client processes of their own; rounds alternate
 between the servers so machine noise hits all alike, and the median round is reported.
 
+Then, for the npm server and ``cachehook serve --workers 1``, the latency of a normal request
+(a new connection, ``GET /v8/artifacts/status``) is timed ``--probes`` times with no other
+connection, and again while ``--idle`` connections (500) sit open with a half-sent request
+head, the slow-client attack of issue 12; p50 and p99 of each. So that the idle connections stay
+open for the whole measurement, cachehook runs here with ``--header-timeout 120`` and a
+per-client cap above ``--idle`` (by default it would close them after 5 s and refuse past 200).
+
 Then it uploads one 1 GiB artifact to each server (a single worker) and reports how far the
 server's peak resident memory (VmHWM, from /proc) rose above its size before the upload.
 
@@ -131,6 +138,9 @@ def start_cachehook(workdir: Path, *, workers: int) -> Server:
     command += ["--storage", str(workdir / "storage"), "--tokens", str(tokens)]
     command += ["--workers", str(workers), "--no-access-log", "--log-level", "warning"]
     command += ["--max-body", "2GiB", "--max-size", "100GiB"]
+    # the idle-connections phase keeps its connections open (see the module docstring)
+    command += ["--header-timeout", "120", "--max-connections-per-client", "5000"]
+    command += ["--max-connections", "5000"]
     with (workdir / "server.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     name = f"cachehook serve --workers {workers}"
@@ -263,7 +273,8 @@ def _client_worker(args: tuple[str, int, str, list[str], int, int]) -> tuple[lis
                 elapsed = time.perf_counter() - started
                 with lock:
                     latencies.append(elapsed)
-                    if status != 200 or (method == "GET" and length != size):
+                    # a PUT answers 200 or 202 (cachehook serve: 202, issue 12)
+                    if status not in (200, 202) or (method == "GET" and length != size):
                         errors += 1
         finally:
             client.close()
@@ -301,6 +312,79 @@ def load(
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
         "errors": errors,
     }
+
+
+# -- a normal request while idle connections are open (issue 12) -------------------------
+
+
+def _probe(port: int, count: int) -> tuple[list[float], int]:
+    """``count`` status requests, each on a new connection; sorted latencies and failures."""
+    latencies: list[float] = []
+    failures = 0
+    for _ in range(count):
+        started = time.perf_counter()
+        try:
+            client = Client(port)
+            try:
+                status, _ = client.request(
+                    "GET", f"{API}{SLASH}status?slug={TEAM}", {"Authorization": f"Bearer {TOKEN}"}
+                )
+            finally:
+                client.close()
+        except OSError:
+            status = 0
+        latencies.append(time.perf_counter() - started)
+        failures += status != 200
+    return sorted(latencies), failures
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+        "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 2),
+    }
+
+
+def idle_latency(server: Server, *, idle: int, probes: int) -> dict[str, Any]:
+    """p50/p99 of a normal request alone, then with ``idle`` half-sent heads held open."""
+    alone, alone_failures = _probe(server.port, probes)
+    held: list[socket.socket] = []
+    try:
+        for _ in range(idle):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            held.append(sock)
+            sock.sendall(f"GET {API}{SLASH}status HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
+        time.sleep(0.5)
+        loaded, loaded_failures = _probe(server.port, probes)
+        open_after = sum(1 for sock in held if _is_open(sock))
+    finally:
+        for sock in held:
+            sock.close()
+    return {
+        "alone": {**_percentiles(alone), "failures": alone_failures},
+        "idle": {**_percentiles(loaded), "failures": loaded_failures},
+        "idle_connections": idle,
+        "idle_still_open": open_after,
+    }
+
+
+def _is_open(sock: socket.socket) -> bool:
+    sock.settimeout(0)  # a peek that never waits
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def raise_fd_limit(wanted: int) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 # -- memory during a 1 GiB upload --------------------------------------------------------
@@ -381,12 +465,16 @@ def main() -> int:
     parser.add_argument("--size", default="1MiB")
     parser.add_argument("--processes", type=int, default=2, help="client processes")
     parser.add_argument("--no-gib", action="store_true", help="skip the 1 GiB upload")
+    parser.add_argument("--idle", type=int, default=500, help="idle connections held open")
+    parser.add_argument("--probes", type=int, default=400, help="requests timed per phase")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     options = parser.parse_args()
     size = parse_size(options.size)
     workers = [int(count) for count in options.workers.split(",")]
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     memory: dict[str, dict[str, Any]] = {}
+    idle: dict[str, dict[str, Any]] = {}
+    raise_fd_limit(options.idle + 256)
     with (
         tempfile.TemporaryDirectory(prefix="bench-server-") as temp,
         servers(Path(temp), workers) as running,
@@ -413,11 +501,14 @@ def main() -> int:
                         )
                     )
                     random.shuffle(hashes)  # GET them in another order than they were PUT
+        for server in running:
+            if server.name.endswith("--workers 1") or server.name == "turborepo-remote-cache":
+                idle[server.name] = idle_latency(server, idle=options.idle, probes=options.probes)
         if not options.no_gib:
             for server in running:
                 if server.name.endswith("--workers 1") or server.name == "turborepo-remote-cache":
                     memory[server.name] = upload_gib(server)
-    report(results, memory, options, size)
+    report(results, memory, idle, options, size)
     return 0
 
 
@@ -429,11 +520,12 @@ def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
 def report(
     results: dict[str, dict[str, list[dict[str, float]]]],
     memory: dict[str, dict[str, Any]],
+    idle: dict[str, dict[str, Any]],
     options: argparse.Namespace,
     size: int,
 ) -> None:
     if options.json:
-        print(json.dumps({"results": results, "memory": memory}, indent=2))
+        print(json.dumps({"results": results, "memory": memory, "idle": idle}, indent=2))
         return
     print(
         f"\n{options.requests} requests of {size // 1024} KiB per round, {options.concurrency} "
@@ -448,6 +540,20 @@ def report(
             f"| {name} | {put['rps']:.0f} | {put['p50_ms']:.1f} / {put['p99_ms']:.1f} "
             f"| {get['rps']:.0f} | {get['p50_ms']:.1f} / {get['p99_ms']:.1f} | {errors:.0f} |"
         )
+    if idle:
+        print(
+            f"\nA normal request (new connection, GET status), {options.probes} per phase: "
+            f"alone, then with {options.idle} idle half-sent heads open\n"
+        )
+        print("| server | alone p50 / p99 ms | idle p50 / p99 ms | failures | idle still open |")
+        print("|---|---:|---:|---:|---:|")
+        for name, figures in idle.items():
+            alone, held = figures["alone"], figures["idle"]
+            print(
+                f"| {name} | {alone['p50_ms']} / {alone['p99_ms']} | {held['p50_ms']} / "
+                f"{held['p99_ms']} | {alone['failures'] + held['failures']} | "
+                f"{figures['idle_still_open']} |"
+            )
     if memory:
         print("\n1 GiB upload (one process): peak resident memory (VmHWM) above the size before\n")
         print("| server | status | seconds | RSS before MiB | peak MiB | peak rise MiB |")

@@ -18,7 +18,8 @@ like the disk: the app already runs storage calls in worker threads.
 
 - **Uploads stream.** Bytes are gathered into parts of ``PART_SIZE`` (8 MiB); the first full
   part starts a multipart upload on the artifact's own key, and each part is sent as it fills,
-  so a server holds at most one part per upload in memory. ``commit`` completes it; an
+  so a server holds at most one part per upload in memory. ``commit`` completes it (with a
+  15-minute read timeout: S3 may take minutes to answer a large Complete); an
   artifact smaller than one part is a single PUT. Either way the object appears whole or not
   at all: S3 never shows an incomplete multipart upload. A killed server leaves its parts
   invisible; ``remove_stale_uploads`` aborts those older than a day (a bucket lifecycle rule
@@ -156,14 +157,28 @@ class S3Upload:
             if self._buffer:
                 self._send_part(len(self._buffer))
             with storage.translated(f"complete the upload of {self.key}"):
-                storage.client.complete_multipart_upload(
-                    Bucket=storage.bucket,
-                    Key=self.key,
-                    UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._parts},
-                )
+                try:
+                    storage.slow_client.complete_multipart_upload(
+                        Bucket=storage.bucket,
+                        Key=self.key,
+                        UploadId=self._upload_id,
+                        MultipartUpload={"Parts": self._parts},
+                    )
+                except Exception as exc:
+                    # a retried Complete whose first try went through answers NoSuchUpload
+                    if not (_is_code(exc, "NoSuchUpload") and self._is_complete()):
+                        raise
             self._upload_id = None
         self._buffer = bytearray()
+
+    def _is_complete(self) -> bool:
+        """Whether the object is this upload: its size, and an ETag of as many parts."""
+        try:
+            found = self._storage.client.head_object(Bucket=self._storage.bucket, Key=self.key)
+        except Exception:
+            return False
+        etag = str(found.get("ETag", "")).strip('"')
+        return int(found["ContentLength"]) == self.size and etag.endswith(f"-{len(self._parts)}")
 
     def discard(self) -> None:
         """Drop the buffer and abort the multipart upload, if one was started."""
@@ -206,6 +221,8 @@ class S3Storage:
 
     Args:
         client: a boto3 S3 client.
+        slow_client: one with a long read timeout, for completing multipart uploads (S3 can
+            take minutes to answer one).
         bucket: the bucket (checked to exist and be reachable).
         prefix: empty, or ending in ``/``.
         max_size: bytes kept before the least recently used artifacts are evicted.
@@ -226,8 +243,10 @@ class S3Storage:
         lease: Lease,
         touch_every: float = 3600.0,
         part_size: int = PART_SIZE,
+        slow_client: Any = None,
     ) -> None:
         self.client = client
+        self.slow_client = client if slow_client is None else slow_client
         self.bucket, self.prefix = bucket, prefix
         self.max_size = max_size
         self.part_size = part_size
@@ -264,7 +283,9 @@ class S3Storage:
             session = boto3.session.Session(region_name=region)
             config = Config(max_pool_connections=64, connect_timeout=10, read_timeout=60)
             client = session.client("s3", config=config)
-        return cls(client, bucket, prefix, max_size=max_size, lease=lease)
+            slow = Config(max_pool_connections=16, connect_timeout=10, read_timeout=900)
+            slow_client = session.client("s3", config=slow)
+        return cls(client, bucket, prefix, max_size=max_size, lease=lease, slow_client=slow_client)
 
     def translated(self, action: str) -> contextlib.AbstractContextManager[None]:
         """Turn the SDK's errors during ``action`` into ``StoreError``."""
@@ -514,10 +535,14 @@ def _translated(action: str) -> Iterator[None]:
 
 
 def _is_missing(exc: Exception) -> bool:
+    return any(_is_code(exc, code) for code in _MISSING)
+
+
+def _is_code(exc: Exception, code: str) -> bool:
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
         return False
-    return str(response.get("Error", {}).get("Code")) in _MISSING
+    return str(response.get("Error", {}).get("Code")) == code
 
 
 def _metadata(meta: Mapping[str, object]) -> dict[str, str]:
