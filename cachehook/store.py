@@ -12,7 +12,8 @@ one key leave one blob, issue 10).
 Nothing read back is trusted (issue 10): a record for another key, or whose blob is missing or
 unreadable, is evicted with a warning and is a miss. A damaged ``cache.db`` is moved aside and a
 fresh store made. What a killed run leaves (blob rows no record names, value files no row
-names, scratch files nobody holds) is reclaimed at most once an hour when a store opens, and by
+names, scratch files nobody holds) is reclaimed by the next store, at most once an hour (a
+sweep of a large store takes a fraction of a second: a miss pays it, never a hit), and by
 ``cache prune``.
 """
 
@@ -161,9 +162,6 @@ class LocalStore:
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             msg = f"cannot open the cache at {directory}: {exc}"
             raise StoreError(msg) from exc
-        if self._is_reclaim_due():
-            with contextlib.suppress(StoreError):
-                self.reclaim()
 
     def _connect(self) -> diskcache.Cache:
         return diskcache.Cache(
@@ -344,6 +342,9 @@ class LocalStore:
                 # blobs may be shared (an empty log) and wait for ``sweep``.
                 self._delete(f"a/{replaced}")
             self._enforce_cap()
+            if self._is_reclaim_due():
+                with contextlib.suppress(StoreError):  # stored all the same
+                    self.reclaim()
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             self._delete(f"m/{key}")
             msg = f"cannot store artifact {key} in {self.directory}: {exc}"
@@ -479,11 +480,9 @@ class LocalStore:
         Returns:
             How many rows were deleted.
         """
-        named: set[str] = set()
-        for entry in self.entries():
-            named.update(f"{kind}/{entry.meta.get(field)}" for kind, field in _BLOB_FIELDS)
         select = "SELECT key, store_time FROM Cache WHERE key LIKE 'a/%' OR key LIKE 'l/%'"
         try:
+            named = self._named_blobs()
             rows = self._cache._sql(select).fetchall()
         except (OSError, sqlite3.Error) as exc:
             msg = f"cannot read the cache at {self.directory}: {exc}"
@@ -494,11 +493,34 @@ class LocalStore:
             self._delete(name)
         return len(orphans)
 
+    def _named_blobs(self) -> set[str]:
+        """The blob rows some metadata names, read in one query.
+
+        Not through ``entries``: each ``get`` there writes an access time, which makes a sweep
+        of a large store take seconds instead of milliseconds.
+        """
+        named: set[str] = set()
+        rows = self._cache._sql("SELECT value, filename FROM Cache WHERE key LIKE 'm/%'")
+        for value, filename in rows.fetchall():
+            text = value
+            if filename is not None:  # a large record lives in a value file
+                try:
+                    text = (self.directory / filename).read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    continue
+            try:
+                record = json.loads(text)
+            except (TypeError, ValueError):
+                continue
+            if isinstance(record, dict):
+                named.update(f"{kind}/{record.get(field)}" for kind, field in _BLOB_FIELDS)
+        return named
+
     def reclaim(self, *, grace: float = GRACE_SECONDS) -> int:
         """Remove what killed runs left: unnamed blob rows, value files no row names, and
         scratch files nobody holds, each older than ``grace`` seconds.
 
-        Runs by itself at most once an hour when a store opens; ``cache prune`` calls it too.
+        Runs by itself after a store, at most once an hour; ``cache prune`` calls it too.
 
         Returns:
             How many leftovers were removed.

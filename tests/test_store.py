@@ -310,22 +310,26 @@ def test_leftovers_of_a_killed_run_are_reclaimed(tmp_path: Path) -> None:
     assert len(list(directory.rglob("*.val"))) == 1
 
 
-def test_a_store_open_reclaims_at_most_hourly_and_spares_files_in_use(tmp_path: Path) -> None:
+def test_a_store_reclaims_at_most_hourly_and_spares_files_in_use(tmp_path: Path) -> None:
     from cachehook._scratch import scratch_file
 
     directory, scratch = tmp_path / "store", tmp_path / "tmp"
-    LocalStore(directory, max_size=10**9, scratch_dir=scratch).close()
+    store = LocalStore(directory, max_size=10**9, scratch_dir=scratch)
+    store.put("k0", _artifact(tmp_path, b"first"), meta={}, log=b"")  # the first reclaim
     old = scratch / "run-old"
     old.mkdir(parents=True)
     (old / "artifact.tar.zst").write_bytes(b"x" * 1000)
     hour_ago = time.time() - 3600
-    with scratch_file(scratch) as busy:
-        busy.write_bytes(b"y")
-        for path in (old, old / "artifact.tar.zst", busy.parent):
-            os.utime(path, (hour_ago, hour_ago))
-        LocalStore(directory, max_size=10**9, scratch_dir=scratch).close()
-        assert old.exists(), "reclaimed less than an hour ago: nothing to do yet"
-        os.utime(directory / ".reclaimed", (hour_ago - 1, hour_ago - 1))
-        LocalStore(directory, max_size=10**9, scratch_dir=scratch).close()
-        assert not old.exists()
-        assert busy.exists(), "a scratch file a live run holds is never reclaimed"
+    try:
+        with scratch_file(scratch) as busy:
+            busy.write_bytes(b"y")
+            for path in (old, old / "artifact.tar.zst", busy.parent):
+                os.utime(path, (hour_ago, hour_ago))
+            store.put("k1", _artifact(tmp_path, b"second"), meta={}, log=b"")
+            assert old.exists(), "reclaimed less than an hour ago: nothing to do yet"
+            os.utime(directory / ".reclaimed", (hour_ago - 1, hour_ago - 1))
+            store.put("k2", _artifact(tmp_path, b"third"), meta={}, log=b"")
+            assert not old.exists()
+            assert busy.exists(), "a scratch file a live run holds is never reclaimed"
+    finally:
+        store.close()
