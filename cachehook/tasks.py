@@ -198,6 +198,12 @@ def parse_task(name: str, body: object, *, source: str, root: Path) -> Task:
         msg = f"{where}: expected a table with at least 'command', got {_type_name(body)}"
         raise ConfigError(msg)
     for key in body:
+        if key in ("per-member", "upstream-inputs"):  # the keys of workspace tasks (issue 14)
+            msg = (
+                f"{where} {key}: only a uv workspace has members, and {source} declares none; "
+                'add [tool.uv.workspace] members = ["packages/*"] or drop the key'
+            )
+            raise ConfigError(msg)
         if key not in TASK_KEYS:
             known = ", ".join(TASK_KEYS)
             msg = f"{where} {key}: unknown key{_suggest(key, TASK_KEYS)}; known keys: {known}"

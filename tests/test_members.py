@@ -357,3 +357,11 @@ def test_a_member_directory_with_glob_characters_is_matched_literally(
     planned = {p.task.name: p for p in plan_tasks(graph_at(tmp_path), ["t"], runner)}
     paths = {entry.path for entry in planned["odd#t"].prepared.manifest.inputs}
     assert paths == {"packages/v[1]/pyproject.toml"}
+
+
+def test_per_member_outside_a_workspace_says_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "solo"\n[tool.cachehook.tasks.t]\nper-member = true\ncommand = "x"\n'
+    )
+    with pytest.raises(ConfigError, match=r"per-member: only a uv workspace has members.*tool.uv"):
+        graph_at(tmp_path)
