@@ -225,10 +225,11 @@ def serve(
     then: TURBO_API=http://127.0.0.1:8080 TURBO_TOKEN=... TURBO_TEAM=acme turbo run build
     and open http://127.0.0.1:8080/ for hit rate and time saved.
     """
-    if importlib.util.find_spec("uvicorn") is None:
+    # httptools too: the connection limits (server/guard.py) are built on its protocol
+    if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("httptools") is None:
         msg = (
-            "cachehook serve needs the server extra (uvicorn): in a clone of cachehook, "
-            "pip install '.[server]'"
+            "cachehook serve needs the server extra (uvicorn, httptools): in a clone of "
+            "cachehook, pip install '.[server]'"
         )
         raise ConfigError(msg)
     from cachehook.server.app import CONFIG_ENV, CacheServer, ServerConfig
