@@ -191,7 +191,10 @@ def test_a_hit_restores_the_mode_of_an_unchanged_output(project: Path) -> None:
 # --- issue 10: a remote switched off sends no more REMOTE MISS events --------------------------
 
 
-def test_no_remote_miss_events_once_the_remote_is_off(project: Path) -> None:
+@pytest.mark.parametrize("status", [401, 503])
+def test_no_remote_miss_events_once_the_remote_is_off(project: Path, status: int) -> None:
+    """A refused token (401) switches the remote off at once, a failing server (503) after
+    three faults in a row; no task after that sends a REMOTE MISS (issue 10)."""
     import httpx
 
     from cachehook.remote import RemoteSession
@@ -200,16 +203,20 @@ def test_no_remote_miss_events_once_the_remote_is_off(project: Path) -> None:
     settings = load_settings(cwd=project, environ=environ)
     assert settings.remote is not None
     runner = Runner(settings, on_notice=lambda message: None, detach_events=True)
-    refused = httpx.MockTransport(lambda request: httpx.Response(401))
+    failing = httpx.MockTransport(lambda request: httpx.Response(status))
     runner._remote = RemoteSession(
-        settings.remote, modes=settings.modes, on_warning=lambda m: None, transport=refused
+        settings.remote, modes=settings.modes, on_warning=lambda m: None, transport=failing
     )
     try:
+        per_task = []
         for text in ("one", "two", "three"):
+            before = len(runner._detached)
             runner.run(runner.prepare(_writer(project, "out.txt", text)))
-        events = [(e.source, e.event) for e in runner._detached]
-        assert ("REMOTE", "MISS") not in events
-        assert events.count(("LOCAL", "MISS")) == 3
+            per_task.append([(e.source, e.event) for e in runner._detached[before:]])
+        assert not runner._remote.is_enabled
+        assert per_task[-1] == [("LOCAL", "MISS")]
+        if status == 401:
+            assert all(events == [("LOCAL", "MISS")] for events in per_task)
     finally:
         runner._detached.clear()
         runner.close()
