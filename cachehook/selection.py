@@ -2,11 +2,12 @@
 
 Filters are spelled as turbo spells them: ``NAME`` (a member, ``*`` allowed), ``./PATH`` (the
 member at or under a directory, relative to where cachehook runs), ``NAME...`` (the member
-and every member it depends on), ``...NAME`` (the member and every member that depends on it).
-Several filters add up. ``--affected[=REF]`` takes the members whose task inputs changed since
-the merge base of HEAD and REF (default ``main``, or ``$CACHEHOOK_SCM_BASE``) — committed,
-staged, unstaged or untracked — those whose locked closure in ``uv.lock`` changed, and every
-member that depends on one of them. With both, a member must pass both.
+and every member it depends on), ``...NAME`` (the member and every member that depends on it),
+``!NAME`` (not that member). Several filters add up; exclusions apply last.
+``--affected[=REF]`` takes the members whose task inputs changed since the merge base of HEAD
+and REF (default ``main``, or ``$CACHEHOOK_SCM_BASE``) — committed, staged, unstaged or
+untracked — those whose locked closure in ``uv.lock`` changed, and every member that depends
+on one of them. With both, a member must pass both.
 """
 
 from __future__ import annotations
@@ -166,7 +167,9 @@ def filter_members(graph: TaskGraph, filters: Sequence[str], cwd: Path) -> dict[
     """
     workspace = _workspace(graph, "--filter")
     reasons: dict[str, str] = {}
-    for raw in filters:
+    excluded = [f.removeprefix("!") for f in filters if f.startswith("!")]
+    included = [f for f in filters if not f.startswith("!")] or (["*"] if excluded else [])
+    for raw in included:
         with_dependents, with_dependencies = raw.startswith("..."), raw.endswith("...")
         selector = raw.removeprefix("...").removesuffix("...")
         for member in _match(workspace, selector, cwd):
@@ -184,6 +187,9 @@ def filter_members(graph: TaskGraph, filters: Sequence[str], cwd: Path) -> dict[
                 ]
             for name, why in extra:
                 reasons.setdefault(name, why)
+    for raw in excluded:  # '!NAME' takes members out, whichever selector brought them
+        for member in _match(workspace, raw, cwd):
+            reasons.pop(member, None)
     return reasons
 
 

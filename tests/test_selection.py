@@ -46,6 +46,8 @@ def test_filters_by_name_path_dependencies_and_dependents(repo: Path) -> None:
     assert set(filter_members(graph, ["."], repo / "packages" / "d" / "src")) == {"d"}
     assert set(filter_members(graph, ["./packages"], repo)) == {"a", "b", "c", "d"}
     assert set(filter_members(graph, ["[bc]", "d"], repo)) == {"b", "c", "d"}
+    assert set(filter_members(graph, ["a...", "!d"], repo)) == {"a", "b", "c"}
+    assert set(filter_members(graph, ["!./packages/a"], repo)) == {"b", "c", "d"}
     with pytest.raises(ConfigError, match=r"--filter 'e' matches no member; the members are: a"):
         filter_members(graph, ["e"], repo)
 
