@@ -515,7 +515,7 @@ class RemoteCache:
         data = _parse_json(body)
         detail = _error_detail(data, body)
         said = f"{self._settings.api} answered {code} {response.reason_phrase} to {what}{detail}"
-        if code == 401 and not self._settings.token:
+        if code in (401, 403) and not self._settings.token:  # Vercel answers 403 to none
             msg = f"{said}: no token is set; set CACHEHOOK_TOKEN (or TURBO_TOKEN)"
             raise RemoteAuthError(msg)
         if code == 401:

@@ -430,8 +430,9 @@ def test_401_names_the_token_variable_and_hides_the_token() -> None:
     assert TOKEN not in text
 
 
-def test_401_without_a_token_says_that_none_is_set() -> None:
-    cache, recorder = client(answer(401, json={"message": "missing authorization"}), token=None)
+@pytest.mark.parametrize("status", [401, 403])
+def test_401_or_403_without_a_token_says_that_none_is_set(status: int) -> None:
+    cache, recorder = client(answer(status, json={"message": "missing authorization"}), token=None)
     with pytest.raises(RemoteAuthError) as caught:
         cache.exists(KEY)
     assert "Authorization" not in recorder.last.headers
