@@ -684,9 +684,15 @@ class Runner:
             return False
         if not self._inputs_unchanged(prepared):
             return False
-        outputs = [
-            p for p in found.files if p not in prepared.input_paths and not self._is_forbidden(p)
-        ]
+        outputs = [p for p in found.files if p not in prepared.input_paths]
+        refused = {p for p in outputs if self._is_forbidden(p)}
+        if refused:
+            first, more = min(refused), len(refused) - 1
+            self._notice(
+                f"output {first!r}{f' (and {more} more)' if more else ''} is not cached: a "
+                "restore never writes a .git or .cachehook path, pyproject.toml or the cache dir"
+            )
+            outputs = [p for p in outputs if p not in refused]
         digests = hash_files(root, outputs, self._stat_cache)
         try:
             file_modes = {d.path: stat.S_IMODE(os.lstat(root / d.path).st_mode) for d in digests}
