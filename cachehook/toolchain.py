@@ -39,7 +39,7 @@ __all__ = ["INTERPRETER_LABEL", "Toolchain", "describe_tool", "find_executable"]
 INTERPRETER_LABEL = "(interpreter)"
 """The name a task's in-process interpreter (a decorated function, a nox session) is keyed under."""
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _RACY_WINDOW_NS = 1_000_000_000
 _HEAD = 1024
 _MAX_DEPTH = 3  # a script whose interpreter is a script whose interpreter is...
@@ -92,14 +92,14 @@ def _signature(path: str) -> str:
         st = os.stat(path)
     except OSError:
         return "-"
-    return f"{st.st_size:x} {st.st_mtime_ns:x} {st.st_ctime_ns:x} {st.st_ino:x}"
+    return f"{st.st_size:x} {st.st_mtime_ns:x} {st.st_ctime_ns:x} {st.st_ino:x} {st.st_dev:x}"
 
 
 def _is_recent(signatures: Sequence[str], horizon: int) -> bool:
     """Whether a signature was taken within a second of a change (a kernel tick may hide one)."""
     for signature in signatures:
         fields = signature.split()
-        if len(fields) == 4 and max(int(fields[1], 16), int(fields[2], 16)) >= horizon:
+        if len(fields) == 5 and max(int(fields[1], 16), int(fields[2], 16)) >= horizon:
             return True
     return False
 
@@ -534,7 +534,7 @@ class Toolchain:
                 identity = f"pyenv shim {os.path.basename(path)} {selected}"
                 return ToolDigest(label, digest_bytes(identity.encode()), (("pyenv", selected),))
             path = target
-        kind, digest, shebang = self._file(path)
+        kind, digest, shebang, venv_python = self._file(path)
         if kind == "python":
             return self._python_tool(label, path, "")
         if kind == "script":
@@ -545,10 +545,8 @@ class Toolchain:
                 return self._python_tool(label, interpreter, digest)
             inner = self._tool(_short(interpreter), interpreter, cwd, search_path, depth + 1)
             return self._file_tool(label, digest, inner)
-        venv = _venv_of(path) or _venv_of(os.path.realpath(path))
-        interpreter = self._venv_python(venv) if venv is not None else None
-        if interpreter is not None:  # a native tool a wheel installed (ruff, uv)
-            return self._python_tool(label, interpreter, digest)
+        if venv_python is not None:  # a native tool a wheel installed (ruff, uv)
+            return self._python_tool(label, venv_python, digest)
         return self._file_tool(label, digest, None)
 
     def _file_tool(self, label: str, digest: str, inner: ToolDigest | None) -> ToolDigest:
@@ -602,15 +600,17 @@ class Toolchain:
 
     # -- cached facts -------------------------------------------------------------------------
 
-    def _file(self, path: str) -> tuple[str, str, list[str] | None]:
-        """(kind, digest, shebang argv) of a file: ``python``, ``script`` or ``binary``."""
-        real = os.path.realpath(path)
-        stat_signature = _signature(real)
-        signature = f"{real} {stat_signature}"
+    def _file(self, path: str) -> tuple[str, str, list[str] | None, str | None]:
+        """(kind, digest, shebang argv, its venv's python) of a file; kind is ``python``,
+        ``script`` or ``binary``. Its ``stat`` follows links: a retargeted link is a change."""
+        signature = _signature(path)
         entry = self._files.get(path)
         if entry is not None and entry[0] == signature:
-            return entry[1], entry[2], entry[3]
+            return entry[1], entry[2], entry[3], entry[4]
+        real = os.path.realpath(path)
         shebang: list[str] | None = None
+        venv = _venv_of(path) or _venv_of(real)
+        venv_python = self._venv_python(venv) if venv is not None else None
         try:
             with open(real, "rb") as file:
                 head = file.read(_HEAD)
@@ -625,16 +625,15 @@ class Toolchain:
         except (OSError, HashingError) as exc:  # an unreadable tool is keyed as such
             _logger().debug("cannot read the tool %s: %s", path, exc)
             kind, digest = "binary", digest_bytes(b"unreadable")
-        if not _is_recent([stat_signature], time.time_ns() - _RACY_WINDOW_NS):
-            self._files[path] = [signature, kind, digest, shebang]
+        if not _is_recent([signature], time.time_ns() - _RACY_WINDOW_NS):
+            self._files[path] = [signature, kind, digest, shebang, venv_python]
             self._dirty = True
-        return kind, digest, shebang
+        return kind, digest, shebang, venv_python
 
     def _environment_signatures(self, interpreter: str, site: Sequence[str]) -> list[str]:
-        real = os.path.realpath(interpreter)
-        venv = _venv_of(interpreter)
-        signatures = [real, _signature(real)]
-        signatures.append(_signature(os.path.join(venv, "pyvenv.cfg")) if venv else "no venv")
+        prefix = os.path.dirname(os.path.dirname(interpreter))
+        # The binary (through a venv's link) and pyvenv.cfg ("-" when it is no venv).
+        signatures = [_signature(interpreter), _signature(os.path.join(prefix, "pyvenv.cfg"))]
         signatures += [_signature(directory) for directory in site]
         return signatures
 
@@ -654,7 +653,7 @@ class Toolchain:
             entry = {"interpreter": described, "distributions": _distributions(site)}
         signatures = self._environment_signatures(interpreter, site)
         entry.update(signatures=signatures, site=site)
-        if not _is_recent(signatures[1:], time.time_ns() - _RACY_WINDOW_NS):
+        if not _is_recent(signatures, time.time_ns() - _RACY_WINDOW_NS):
             self._pythons[interpreter] = entry
             self._dirty = True
         return entry
