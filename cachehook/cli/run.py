@@ -298,7 +298,8 @@ def run(
     )
     graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     if not task_names:
-        names = ", ".join(graph.names()) or "none yet"
+        bare = {*graph.groups, *(n for n in graph.tasks if n not in graph.member_of)}
+        names = ", ".join(sorted(bare)) or "none yet"  # a workspace's nodes: MEMBER#TASK
         msg = f"name the tasks to run; the tasks in {graph.source} are: {names}"
         raise ConfigError(msg)
     base = os.environ.get("CACHEHOOK_SCM_BASE") or "main"

@@ -77,3 +77,12 @@ def test_tasks_and_explain_work_from_inside_a_member(
     explained = cli("explain", "b#test", cwd=member)
     assert explained.returncode == 0, explained.stderr
     assert "b#test" in explained.stdout
+
+
+def test_run_without_a_task_lists_the_task_names_not_every_node(
+    tmp_path: Path, cli: Callable[..., Ran]
+) -> None:
+    root = make_workspace(tmp_path, ROOT_TASKS)
+    ran = cli("run", cwd=root)
+    assert ran.returncode == 2
+    assert "the tasks in pyproject.toml are: build, lint, test" in ran.stderr
