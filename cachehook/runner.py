@@ -685,14 +685,14 @@ class Runner:
         if not self._inputs_unchanged(prepared):
             return False
         outputs = [p for p in found.files if p not in prepared.input_paths]
-        refused = {p for p in outputs if self._is_forbidden(p)}
+        refused = sorted(p for p in outputs if self._is_forbidden(p))
         if refused:
-            first, more = min(refused), len(refused) - 1
+            # A hit without them would differ from a run: not cached at all (issue 10).
             self._notice(
-                f"output {first!r}{f' (and {more} more)' if more else ''} is not cached: a "
-                "restore never writes a .git or .cachehook path, pyproject.toml or the cache dir"
+                f"output {refused[0]!r} is a path a restore never writes (.git or .cachehook, "
+                "pyproject.toml, the cache dir); not caching it"
             )
-            outputs = [p for p in outputs if p not in refused]
+            return False
         digests = hash_files(root, outputs, self._stat_cache)
         try:
             file_modes = {d.path: stat.S_IMODE(os.lstat(root / d.path).st_mode) for d in digests}
