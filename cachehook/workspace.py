@@ -315,7 +315,8 @@ def locked_closures(
 
     A member's closure follows its dependencies, every extra and every dependency group;
     beyond the member, a package's dependencies and optional dependencies (never its groups,
-    which uv does not install for a dependent).
+    which uv does not install for a dependent). The root's dependency groups (the shared dev
+    tools) are in every member's closure.
 
     Raises:
         ConfigError: the text is not TOML, or its packages are not tables.
@@ -334,11 +335,45 @@ def locked_closures(
     by_name: dict[str, list[dict[str, Any]]] = {}
     for package in packages:
         by_name.setdefault(normalize_name(str(package.get("name", ""))), []).append(package)
+    shared = _shared_edges(data, packages)
     closures = {}
     for member in members:
         if member in by_name:
-            closures[member] = _closure(member, by_name)
+            seeds = [(p, True) for p in by_name[member]]
+            closures[member] = _closure(seeds + _candidates(shared, by_name), by_name)
     return closures
+
+
+def _shared_edges(data: Mapping[str, Any], packages: list[dict[str, Any]]) -> list[Any]:
+    """The root's dependency groups: the tools (pytest, ruff, mypy...) every member runs with.
+
+    uv installs them into the one workspace environment, so a bump there reaches every member:
+    a virtual root keeps them under ``[manifest.dependency-groups]``, a root project in its
+    package's ``dev-dependencies``.
+    """
+    manifest = data.get("manifest")
+    groups = manifest.get("dependency-groups") if isinstance(manifest, dict) else None
+    edges: list[Any] = []
+    for group in (groups or {}).values() if isinstance(groups, dict) else ():
+        edges.extend(group or [])
+    for package in packages:
+        source = package.get("source")
+        if isinstance(source, dict) and "." in source.values():
+            for group in (package.get("dev-dependencies") or {}).values():
+                edges.extend(group or [])
+    return [e for e in edges if isinstance(e, dict) and isinstance(e.get("name"), str)]
+
+
+def _candidates(
+    edges: list[Any], by_name: Mapping[str, list[dict[str, Any]]]
+) -> list[tuple[dict[str, Any], bool]]:
+    found = []
+    for edge in edges:
+        version = edge.get("version")
+        for candidate in by_name.get(normalize_name(edge["name"]), []):
+            if version in (None, candidate.get("version")):
+                found.append((candidate, False))
+    return found
 
 
 def _edges(package: Mapping[str, Any], *, with_groups: bool) -> list[Mapping[str, Any]]:
@@ -351,19 +386,18 @@ def _edges(package: Mapping[str, Any], *, with_groups: bool) -> list[Mapping[str
     return [e for e in edges if isinstance(e, dict) and isinstance(e.get("name"), str)]
 
 
-def _closure(member: str, by_name: Mapping[str, list[dict[str, Any]]]) -> tuple[LockedPackage, ...]:
+def _closure(
+    seeds: list[tuple[dict[str, Any], bool]], by_name: Mapping[str, list[dict[str, Any]]]
+) -> tuple[LockedPackage, ...]:
     seen: dict[tuple[str, str, str], LockedPackage] = {}
-    todo = [(p, True) for p in by_name[member]]
+    todo = list(seeds)
     while todo:
         package, is_member = todo.pop()
         locked = _locked(package)
         if (locked.name, locked.version, locked.source) in seen:
             continue
         seen[(locked.name, locked.version, locked.source)] = locked
-        for edge in _edges(package, with_groups=is_member):
-            candidates = by_name.get(normalize_name(edge["name"]), [])
-            version = edge.get("version")
-            todo += [(c, False) for c in candidates if version in (None, c.get("version"))]
+        todo += _candidates(_edges(package, with_groups=is_member), by_name)
     return tuple(sorted(seen.values(), key=lambda p: (p.name, p.version, p.source)))
 
 

@@ -250,3 +250,67 @@ def test_a_member_missing_from_the_lock_takes_the_whole_lock(tmp_path: Path) -> 
     workspace = load_workspace(root)
     assert workspace is not None
     assert workspace.closure_digest("app") is None
+
+
+SHARED_TOOLS = """
+version = 1
+
+[manifest]
+members = ["app", "lib"]
+
+[manifest.dependency-groups]
+dev = [{{ name = "pytest" }}]
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = {{ editable = "packages/app" }}
+dependencies = [{{ name = "httpx" }}]
+
+[[package]]
+name = "lib"
+version = "0.1.0"
+source = {{ editable = "packages/lib" }}
+
+[[package]]
+name = "httpx"
+version = "{httpx}"
+source = {{ registry = "https://pypi.org/simple" }}
+
+[[package]]
+name = "pytest"
+version = "{pytest}"
+source = {{ registry = "https://pypi.org/simple" }}
+dependencies = [{{ name = "pluggy" }}]
+
+[[package]]
+name = "pluggy"
+version = "1.5.0"
+source = {{ registry = "https://pypi.org/simple" }}
+"""
+
+
+def test_the_roots_dependency_groups_are_in_every_members_closure() -> None:
+    def closures(**versions: str) -> dict[str, Any]:
+        text = SHARED_TOOLS.format(**({"httpx": "0.27.0", "pytest": "8.3.0"} | versions))
+        return locked_closures(text, ["app", "lib"])
+
+    before = closures()
+    # The shared dev tools (a virtual root's groups) and what they pull in reach every member.
+    assert [p.name for p in before["lib"]] == ["lib", "pluggy", "pytest"]
+    bumped = closures(pytest="8.4.0")
+    assert bumped["lib"] != before["lib"]
+    assert bumped["app"] != before["app"]
+    # A package only app requires still leaves lib alone.
+    assert closures(httpx="0.28.1")["lib"] == before["lib"]
+
+
+def test_a_root_projects_own_groups_are_shared_too() -> None:
+    text = (
+        'version = 1\n[[package]]\nname = "root"\nversion = "0"\nsource = { virtual = "." }\n'
+        '[package.dev-dependencies]\ndev = [{ name = "ruff" }]\n'
+        '[[package]]\nname = "lib"\nversion = "0.1.0"\nsource = { editable = "packages/lib" }\n'
+        '[[package]]\nname = "ruff"\nversion = "0.15.0"\n'
+        'source = { registry = "https://pypi.org/simple" }\n'
+    )
+    assert [p.name for p in locked_closures(text, ["lib"])["lib"]] == ["lib", "ruff"]
