@@ -5,8 +5,8 @@
 Run it with a Python where cachehook is installed from a wheel (``pip install .`` into a fresh
 venv), as users have it: an editable install imports from the work tree and would measure that.
 
-For one task, ``python -c pass`` with 10 input files, whose interpreter lives in the running
-environment (so every distribution installed in it is keyed), it measures, interleaved so
+For one task, ``python -c pass`` with 10 input files, whose interpreter is this one or
+``--python`` (every distribution installed in its environment is keyed), it measures, interleaved so
 machine noise hits both sides alike:
   * in-process, one ``Runner``: ``prepare`` (hash + key) and ``prepare`` + ``run`` (a local hit),
     toolchain on vs off (``TaskSpec(toolchain=False)``, what ``--no-toolchain`` gives a task);
@@ -63,12 +63,12 @@ def make_project(root: Path) -> None:
         (root / "src" / f"m{index}.py").write_text(f"X = {index}\n")
 
 
-def in_process(root: Path, repeat: int) -> dict[str, float]:
+def in_process(root: Path, repeat: int, python: str) -> dict[str, float]:
     from cachehook.config import load_settings
     from cachehook.runner import Runner, TaskSpec
 
     settings = load_settings(cwd=root, environ=os.environ)
-    keyed = TaskSpec(command=(sys.executable, "-c", "pass"), inputs=("src/**",), cwd=root)
+    keyed = TaskSpec(command=(python, "-c", "pass"), inputs=("src/**",), cwd=root)
     bare = dataclasses.replace(keyed, toolchain=False)  # what --no-toolchain gives every task
     # One runner (one store connection, one stat cache) for both, so only the toolchain differs.
     with Runner(settings, on_notice=print) as runner:
@@ -90,8 +90,8 @@ def in_process(root: Path, repeat: int) -> dict[str, float]:
         )
 
 
-def whole_process(root: Path, repeat: int) -> dict[str, float]:
-    argv = [cachehook_bin(), "exec", "-q", "-i", "src/**", "--", sys.executable, "-c", "pass"]
+def whole_process(root: Path, repeat: int, python: str) -> dict[str, float]:
+    argv = [cachehook_bin(), "exec", "-q", "-i", "src/**", "--", python, "-c", "pass"]
     bare = [*argv[:2], "--no-toolchain", *argv[2:]]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
@@ -111,6 +111,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=201)
     parser.add_argument("--exec-repeat", type=int, default=31)
     parser.add_argument("--allow-editable", action="store_true")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter the task runs (default: this one); a venv with many "
+        "distributions shows the cost of keying them",
+    )
     args = parser.parse_args()
     import cachehook
 
@@ -130,8 +136,8 @@ def main() -> int:
         for name in list(os.environ):
             if name.startswith(("CACHEHOOK_API", "CACHEHOOK_TOKEN", "TURBO_")):
                 del os.environ[name]  # a local hit, without a remote
-        figures = in_process(root, args.repeat)
-        figures.update(whole_process(root, args.exec_repeat))
+        figures = in_process(root, args.repeat, args.python)
+        figures.update(whole_process(root, args.exec_repeat, args.python))
     print(f"\nMedians (ms), {os.cpu_count()} cores, Python {sys.version.split()[0]}\n")
     print("| step | toolchain | --no-toolchain | added | ratio |")
     print("|---|---:|---:|---:|---:|")

@@ -509,19 +509,32 @@ def _tool_from_json(value: object) -> ToolDigest:
         and value.keys() == {"name", "digest", "versions"}
         and isinstance(value["name"], str)
         and isinstance(value["digest"], str)
-        and isinstance(value["versions"], list)
-        and all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(v, str) for v in p)
-            for p in value["versions"]
-        )
+        and isinstance(value["versions"], str)
     ):
         msg = f"manifest toolchain entry must be {{name, digest, versions}}, not {value!r}"
         raise ValueError(msg)
-    return ToolDigest(value["name"], value["digest"], tuple(map(tuple, value["versions"])))
+    lines = value["versions"].split("\n") if value["versions"] else []
+    versions = tuple((name, version) for name, _, version in (s.partition("\t") for s in lines))
+    return ToolDigest(value["name"], value["digest"], versions)
 
 
 def _tool_json(tool: ToolDigest) -> dict[str, Any]:
-    return {"name": tool.name, "digest": tool.digest, "versions": [list(p) for p in tool.versions]}
+    # Versions as one "name<TAB>version" line each: a venv's hundreds parse fast on a hit.
+    versions = "\n".join(f"{name}\t{version}" for name, version in tool.versions)
+    return {"name": tool.name, "digest": tool.digest, "versions": versions}
+
+
+_ENCODED_TOOLS: dict[ToolDigest, str] = {}
+
+
+def _encoded_tool(tool: ToolDigest) -> str:
+    # Once per tool: a venv's hundreds of versions are not re-encoded on every hit (issue 10).
+    encoded = _ENCODED_TOOLS.get(tool)
+    if encoded is None:
+        if len(_ENCODED_TOOLS) >= 256:
+            _ENCODED_TOOLS.clear()
+        encoded = _ENCODED_TOOLS[tool] = _dumps(_tool_json(tool), sort_keys=True)
+    return encoded
 
 
 _MANIFEST_KEYS = frozenset(
@@ -591,7 +604,7 @@ class Manifest:
             f'"dependencies":{_dumps(list(self.dependencies))},'
             f'"env":{_dumps([list(pair) for pair in self.env])},"inputs":[{inputs}],'
             f'"outputs":{_dumps(list(self.outputs))},"salt":{_dumps(self.salt)},'
-            f'"toolchain":{_dumps([_tool_json(t) for t in self.toolchain], sort_keys=True)},'
+            f'"toolchain":[{",".join(map(_encoded_tool, self.toolchain))}],'
             f'"version":{_dumps(self.version)}}}'
         )
         return text.encode("utf-8", "surrogatepass")
