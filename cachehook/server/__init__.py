@@ -5,8 +5,11 @@ Optional: it needs the ``server`` extra (``pip install 'cachehook[server]'``, i.
 
 - ``app``: the ASGI application (routes, credentials, streaming uploads and downloads);
 - ``tokens``: the bearer tokens file (scopes and teams per token);
-- ``storage``: artifacts by team in the project's ``LocalStore``;
-- ``eventlog``: the cache events in SQLite, and the stats the dashboard shows;
+- ``storage``: the storage interface, and artifacts by team in the project's ``LocalStore``;
+- ``s3``: artifacts in an S3-compatible object store several servers share (the ``s3``
+  extra, boto3);
+- ``eventlog``: the cache events in SQLite or PostgreSQL, and the stats the dashboard shows;
+- ``_database``: the SQL both engines run (the ``postgres`` extra, psycopg 3, for PostgreSQL);
 - ``dashboard``: the HTML page at ``/``;
 - ``validation``: the patterns and schemas every request is checked against.
 """
