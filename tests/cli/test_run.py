@@ -412,7 +412,7 @@ def test_dry_run_shows_keys_and_inputs_and_runs_nothing(example: Path) -> None:
         ),
         (
             "[tool.cachehook]\ntasks = ['a']\n",
-            "pyproject.toml: [tool.cachehook] tasks: expected a table of tasks, got an array",
+            "pyproject.toml: [tool.cachehook] tasks: expected a table (named tasks",
         ),
         ("[tool.cachehook.tasks.a]\ncommand = 'true\n", "malformed TOML"),
     ],
