@@ -28,7 +28,7 @@ from tests.server.engines import bucket, postgres, postgres_url, s3_env, s3_serv
 from tests.servers import PEERS_DIR, free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
 __all__ = ["bucket", "postgres", "postgres_url", "s3_env", "s3_server"]  # fixtures (issue 13)
@@ -123,10 +123,12 @@ def start_serve(
     workers: int = 1,
     extra_tokens: str = "",
     env: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Serve:
     """Start ``cachehook serve`` on a free 127.0.0.1 port and wait until it answers.
 
-    ``extra_tokens`` is TOML appended to the tokens file (more ``[[token]]`` tables).
+    ``extra_tokens`` is TOML appended to the tokens file (more ``[[token]]`` tables);
+    ``wrapper`` runs before the command (``prlimit --nofile=1024:1024``).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     tokens_file = workdir / "tokens.toml"
@@ -136,7 +138,7 @@ def start_serve(
     storage = workdir / "storage"
     port = free_port()
     log = workdir / "serve.log"
-    command = [sys.executable, "-m", "cachehook", "serve", "--port", str(port)]
+    command = [*wrapper, sys.executable, "-m", "cachehook", "serve", "--port", str(port)]
     command += ["--storage", str(storage), "--tokens", str(tokens_file)]
     command += ["--workers", str(workers), "--log-level", "warning", *args]
     environ = None if env is None else {**os.environ, **env}
@@ -196,10 +198,16 @@ def serve_factory(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
     started: list[Serve] = []
 
     def start(
-        *args: str, workers: int = 1, extra_tokens: str = "", env: Mapping[str, str] | None = None
+        *args: str,
+        workers: int = 1,
+        extra_tokens: str = "",
+        env: Mapping[str, str] | None = None,
+        wrapper: Sequence[str] = (),
     ) -> Serve:
         workdir = tmp_path / f"serve-{len(started)}"
-        serve = start_serve(workdir, *args, workers=workers, extra_tokens=extra_tokens, env=env)
+        serve = start_serve(
+            workdir, *args, workers=workers, extra_tokens=extra_tokens, env=env, wrapper=wrapper
+        )
         started.append(serve)
         return serve
 

@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import resource
+import shutil
 import socket
 import time
 from typing import TYPE_CHECKING
@@ -278,6 +279,30 @@ def test_an_idle_flood_past_the_total_cap_cannot_lock_others_out(
         answer, closed = read_until_closed(sock)
         assert closed
         assert answer == b"" or answer[:12] in (b"HTTP/1.1 408", b"HTTP/1.1 503"), answer
+
+
+def test_the_issues_case_1100_idle_connections_under_a_1024_fd_limit(
+    serve_factory: Callable[..., Serve], sockets: list[socket.socket]
+) -> None:
+    # issue 12 as measured: 1,100 idle half-sent heads against a server limited to 1,024
+    # descriptors refused every other client for over 60 s. With the default limits the server
+    # caps itself below its descriptor limit, refuses the excess at once, and its 5 s header
+    # timeout frees the rest; a normal client gets in while the flood is still held open.
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        pytest.fail("prlimit (util-linux) is needed")
+    serve = serve_factory(wrapper=(prlimit, "--nofile=1024:1024", "--"))
+    flood = 1100
+    raise_fd_limit(flood + 300)
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < flood + 200:
+        pytest.fail(f"this test needs ~{flood + 200} file descriptors")
+    for index in range(flood):
+        sock = connect(serve, f"127.0.1.{1 + index % 10}")  # 10 addresses, 110 each
+        sockets.append(sock)
+        with contextlib.suppress(OSError):
+            sock.sendall(b"GET " + API.encode())
+    wait_until_served(serve)
+    assert "Too many open files" not in serve.log.read_text()
 
 
 def test_limits_round_trip_through_the_environment() -> None:
