@@ -40,6 +40,19 @@ INTERPRETER_LABEL = "(interpreter)"
 """The name a task's in-process interpreter (a decorated function, a nox session) is keyed under."""
 
 _CACHE_VERSION = 2
+_ENVIRONMENT_KEYS = frozenset({"interpreter", "signatures", "site"})
+
+
+def _is_environment_entry(entry: object) -> bool:
+    """A saved environment has what a lookup reads (a damaged cache file is ignored)."""
+    if not isinstance(entry, dict) or not entry.keys() >= _ENVIRONMENT_KEYS:
+        return False
+    interpreter = entry["interpreter"]
+    if interpreter is None:
+        return isinstance(entry.get("binary"), str)
+    return isinstance(interpreter, dict) and isinstance(entry.get("distributions"), list)
+
+
 _RACY_WINDOW_NS = 1_000_000_000
 _HEAD = 1024
 _MAX_DEPTH = 3  # a script whose interpreter is a script whose interpreter is...
@@ -301,9 +314,16 @@ def _probe_child(interpreter: str) -> dict[str, Any] | None:
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         _logger().debug("cannot ask %s about itself: %s", interpreter, exc)
         return None
-    if not isinstance(data, dict) or not all(isinstance(v, str | list) for v in data.values()):
+    keys = {"implementation", "implementation_version", "version", "abi", "platform"}
+    if (
+        not isinstance(data, dict)
+        or not keys <= data.keys()
+        or not isinstance(data.get("site"), list)
+    ):
         return None
-    return data
+    if not all(isinstance(data[key], str) for key in keys):
+        return None
+    return {**{key: data[key] for key in keys}, "site": data["site"]}
 
 
 def _describe_interpreter(interpreter: str) -> dict[str, Any] | None:
@@ -460,9 +480,16 @@ class Toolchain:
             with open(path, "rb") as file:
                 data = json.loads(file.read())
             if data.get("version") == _CACHE_VERSION:
-                files, pythons = data["files"], data["pythons"]
-                if isinstance(files, dict) and isinstance(pythons, dict):
-                    toolchain._files, toolchain._pythons = files, pythons
+                toolchain._files = {
+                    path: entry
+                    for path, entry in data["files"].items()
+                    if isinstance(entry, list) and len(entry) == 5
+                }
+                toolchain._pythons = {
+                    path: entry
+                    for path, entry in data["pythons"].items()
+                    if _is_environment_entry(entry)
+                }
         except FileNotFoundError:
             pass
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:

@@ -401,6 +401,22 @@ def test_a_warm_lookup_reads_the_cache_and_starts_nothing(
     assert Toolchain.load(path).identify([other, "sh"], cwd=str(project)) == first
 
 
+def test_a_damaged_cache_file_is_ignored(project: Path, tmp_path: Path) -> None:
+    path = tmp_path / "toolchain.json"
+    good = Toolchain(None).identify([sys.executable, "sh"], cwd=str(project))
+    python, sh = sys.executable, str(find_executable("sh", cwd=str(project)))
+    for text in (
+        "not json",
+        '{"version": 2, "files": [], "pythons": {}}',
+        json.dumps({"version": 2, "files": {sh: ["x"]}, "pythons": {python: {"site": 1}}}),
+        json.dumps(
+            {"version": 2, "files": {}, "pythons": {python: {"interpreter": None, "site": []}}}
+        ),
+    ):
+        path.write_text(text)
+        assert Toolchain.load(path).identify([python, "sh"], cwd=str(project)) == good
+
+
 # --------------------------------------------------------------------------- resolution
 
 
