@@ -148,7 +148,10 @@ def cli(capfd: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 def other_interpreter() -> str:
     """A real Python 3 whose version differs from this one's (pyenv's, or the system's)."""
-    roots = [os.environ.get("PYENV_ROOT", ""), str(Path("~root").expanduser() / ".pyenv")]
+    import pwd  # the tests point HOME elsewhere: the user's real home holds pyenv
+
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    roots = [os.environ.get("PYENV_ROOT", ""), str(home / ".pyenv")]
     candidates = [p for r in roots if r for p in sorted(Path(r).glob("versions/3.*/bin/python3"))]
     candidates += [*sorted(Path("/usr/bin").glob("python3.*[0-9]")), Path("/usr/bin/pypy3")]
     for candidate in candidates:
