@@ -195,6 +195,20 @@ def test_a_split_index_is_listed_by_git(tmp_path: Path) -> None:
     assert gitindex.tracked_paths(repo) == tracked_by_git(root)
 
 
+def test_a_sparse_index_is_listed_by_git(tmp_path: Path) -> None:
+    root = index_case(tmp_path)
+    git(root, "commit", "-qm", "one")
+    git(root, "sparse-checkout", "set", "--cone", "--sparse-index", "src/d1")
+    repo, _ = gitindex.find_repo(str(root))
+    assert repo is not None
+    assert gitindex._parse_index((root / ".git" / "index").read_bytes(), 20) is None
+    assert "src/d5/f150.py" in gitindex.tracked_paths(repo)  # not on disk, yet tracked
+    assert gitindex.tracked_paths(repo) == tracked_by_git(root)
+    (root / ".gitignore").write_text("d1\n")
+    found = expand_globs(root, GlobSet.compile(["src/**"])).files
+    assert found == tuple(f"src/d1/f{index:03d}.py" for index in range(30, 60))
+
+
 def test_a_linked_worktree_reads_its_own_index(tmp_path: Path) -> None:
     root = index_case(tmp_path)
     git(root, "commit", "-qm", "one")
