@@ -65,7 +65,7 @@ OPTIONS: tuple[Option, ...] = (
         "no_inputs",
         ("--no-inputs",),
         "flag",
-        "The command reads no file: key it on its argv, env and salt alone.",
+        "The command reads no file: no input file enters its key.",
     ),
     Option(
         "outputs",
