@@ -92,16 +92,30 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
     def _adopt(self, value: _AdoptedFile, key: object) -> Any:
         """Rename a finished file into the cache instead of copying it (``cachehook serve``)."""
         filename, full_path = self.filename(key, value)
-        os.makedirs(os.path.dirname(full_path), exist_ok=True)
         try:
-            os.rename(value.path, full_path)  # same file system: scratch files sit beside it
-            os.utime(full_path)  # a fresh file to ``reclaim`` until its row is committed
+            self._rename_in(value.path, full_path)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
             with value.path.open("rb") as handle:  # another file system after all: copy
                 self._write(full_path, iter(lambda: handle.read(_CHUNK), b""), "xb")
         return value.size, diskcache.core.MODE_BINARY, filename, None
+
+    @staticmethod
+    def _rename_in(src: Path, full_path: str) -> None:
+        # Same file system: scratch files sit beside the store. diskcache removes a value
+        # directory it empties, so a concurrent delete may take ours away: retry, as its own
+        # ``_write`` does.
+        for attempt in range(10):
+            os.makedirs(os.path.dirname(full_path), exist_ok=True)
+            try:
+                os.rename(src, full_path)
+            except FileNotFoundError:
+                if attempt == 9 or not src.exists():
+                    raise
+                continue
+            os.utime(full_path)  # a fresh file to ``reclaim`` until its row is committed
+            return
 
     def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> Any:
         try:
@@ -329,10 +343,12 @@ class LocalStore:
                 record["log_checksum"] = digest_bytes(log)
             blob = f"a/{record['checksum']}"
             if move:
-                self._cache.set(blob, _AdoptedFile(src, record["size"]), read=True, retry=True)
+                adopted = _AdoptedFile(src, record["size"])
+                self._cache.set(blob, adopted, read=True, retry=True, tag=key)
             else:
                 with src.open("rb") as handle:
-                    self._cache.set(blob, handle, read=True, retry=True)
+                    # Tagged with its key: the size cap drops the record with the blob.
+                    self._cache.set(blob, handle, read=True, retry=True, tag=key)
             if log is not None:
                 self._cache.set(f"l/{record['log_checksum']}", log, retry=True)
             # Last, so a reader that finds the metadata finds complete blobs.
@@ -343,7 +359,7 @@ class LocalStore:
                 self._delete(f"a/{replaced}")
             self._enforce_cap()
             if self._is_reclaim_due():
-                with contextlib.suppress(StoreError):  # stored all the same
+                with contextlib.suppress(StoreError, OSError):  # stored all the same
                     self.reclaim()
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             self._delete(f"m/{key}")
@@ -391,17 +407,21 @@ class LocalStore:
     def _enforce_cap(self) -> None:
         """Evict least-recently-used blobs until the store fits its cap.
 
-        Metadata whose blob is gone reads as a miss and is dropped then.
+        An artifact blob takes the record of the key it is tagged with along (quietly: this is
+        the cap at work), so a record whose blob is missing is a fault worth a warning.
         """
         select = (
-            "SELECT key FROM Cache WHERE key LIKE 'a/%' OR key LIKE 'l/%'"
+            "SELECT key, tag FROM Cache WHERE key LIKE 'a/%' OR key LIKE 'l/%'"
             " ORDER BY access_time LIMIT 1"
         )
         while self._cache.volume() > self.max_size:
             row = self._cache._sql(select).fetchone()
             if row is None:
                 return
-            self._cache.delete(row[0], retry=True)
+            name, tag = row
+            self._cache.delete(name, retry=True)
+            if isinstance(tag, str) and name.startswith("a/"):
+                self._forget(tag, {"checksum": name[2:]})
 
     def _delete(self, name: str) -> None:
         # Best effort: a record we cannot delete is dropped again on its next read.
@@ -551,8 +571,7 @@ class LocalStore:
             raise StoreError(msg) from exc
         cutoff = time.time() - grace
         removed = 0
-        for path in self.directory.glob("[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/*.val"):
-            name = path.relative_to(self.directory).as_posix()
+        for name, path in _value_files(self.directory):
             with contextlib.suppress(OSError):
                 if name not in known and path.lstat().st_mtime <= cutoff:
                     path.unlink()
@@ -572,6 +591,27 @@ class LocalStore:
         except OSError as exc:
             msg = f"the cache at {self.directory} is not writable: {exc}"
             raise StoreError(msg) from exc
+
+
+def _value_files(directory: Path) -> Iterator[tuple[str, Path]]:
+    """diskcache's value files (``ab/cd/*.val``) with their names relative to ``directory``.
+
+    A directory may vanish while this walks: diskcache removes the ones it empties.
+    """
+    for first in _subdirectories(directory):
+        for second in _subdirectories(directory / first):
+            with contextlib.suppress(OSError), os.scandir(directory / first / second) as files:
+                for entry in files:
+                    if entry.name.endswith(".val"):
+                        yield f"{first}/{second}/{entry.name}", Path(entry.path)
+
+
+def _subdirectories(path: Path) -> list[str]:
+    try:
+        with os.scandir(path) as entries:
+            return [e.name for e in entries if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 def _checksum_of(text: object) -> str | None:

@@ -333,3 +333,15 @@ def test_a_store_reclaims_at_most_hourly_and_spares_files_in_use(tmp_path: Path)
             assert busy.exists(), "a scratch file a live run holds is never reclaimed"
     finally:
         store.close()
+
+
+def test_the_size_cap_drops_records_with_their_blobs_quietly(tmp_path: Path) -> None:
+    """A record whose blob is missing is a fault worth a warning; the cap at work is not."""
+    warnings: list[str] = []
+    with LocalStore(tmp_path / "store", max_size=700_000, on_warning=warnings.append) as store:
+        for index in range(4):
+            artifact = _artifact(tmp_path, bytes([index]) * 300_000)
+            store.put(f"k{index}", artifact, meta={}, log=b"")
+        assert store._cache.get("m/k0") is None, "evicted with its blob"
+        assert store.get_meta("k3") is not None
+        assert warnings == []
