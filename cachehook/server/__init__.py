@@ -1,6 +1,7 @@
 """``cachehook serve``: a self-hosted Turborepo Remote Cache (v8) server with an events dashboard.
 
-Optional: it needs the ``server`` extra (``pip install 'cachehook[server]'``, i.e. uvicorn).
+Optional: it needs the ``server`` extra (``pip install 'cachehook[server]'``, i.e. uvicorn and
+httptools).
 ``import cachehook`` never imports this package. The pieces:
 
 - ``app``: the ASGI application (routes, credentials, streaming uploads and downloads);
@@ -10,7 +11,9 @@ Optional: it needs the ``server`` extra (``pip install 'cachehook[server]'``, i.
   extra, boto3);
 - ``eventlog``: the cache events in SQLite or PostgreSQL, and the stats the dashboard shows;
 - ``_database``: the SQL both engines run (the ``postgres`` extra, psycopg 3, for PostgreSQL);
-- ``dashboard``: the HTML page at ``/``;
+- ``guard``: connection limits on uvicorn's protocol (header and body timeouts, 431, caps);
+- ``dashboard``: the HTML page at ``/``; ``chart``: its SVG chart; ``tasknames``: the task an
+  uploaded cachehook artifact names;
 - ``validation``: the patterns and schemas every request is checked against.
 """
 
