@@ -22,7 +22,8 @@ from cachehook.hashing import GlobSet, expand_globs
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges")
 
-NAMES = ["a", "b", "build", "lib", "env", "bin", "src", "var", "x.py", "y.txt", ".hidden", "k.txt"]
+NAMES = ["a", "b", "c", "build", "lib", "env", "bin", "bin.py", "src", "var", "x.py", "y.txt"]
+NAMES += [".hidden", "k.txt", "#x", "x.py "]
 RULES = [
     "build",
     "build/",
@@ -53,6 +54,32 @@ RULES = [
     "# a comment",
     "",
     "var/ ",
+    "a/*/b",
+    "a/*",
+    "*/x.py",
+    "**/",
+    "/**/b",
+    "b/**/",
+    "[a-c]",
+    "[!a]",
+    "x.*",
+    "*.t?t",
+    "\\#x",
+    "x.py\\ ",
+    "**/a/**",
+    "/src/",
+    "src/**/",
+    "!/src/x.py",
+    "!**/b",
+    "a/**/b/",
+    "bi*",
+    "*n",
+    "!env",
+    "lib",
+    "/*",
+    "!/*.py",
+    "**",
+    "!**/",
 ]
 
 
