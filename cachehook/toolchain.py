@@ -40,6 +40,7 @@ INTERPRETER_LABEL = "(interpreter)"
 """The name a task's in-process interpreter (a decorated function, a nox session) is keyed under."""
 
 _CACHE_VERSION = 2
+_MAX_ENTRIES = 2000
 _ENVIRONMENT_KEYS = frozenset({"interpreter", "signatures", "site"})
 
 
@@ -501,6 +502,9 @@ class Toolchain:
         if not self._dirty or self._path is None:
             return
         with self._lock:
+            # One file for every project on this cache: bounded by starting over, not by LRU.
+            if len(self._files) > _MAX_ENTRIES or len(self._pythons) > _MAX_ENTRIES:
+                self._files, self._pythons = {}, {}
             data = json.dumps(
                 {"version": _CACHE_VERSION, "files": self._files, "pythons": self._pythons}
             )
