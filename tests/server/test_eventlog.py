@@ -177,3 +177,23 @@ def test_one_lease_holder_at_a_time_until_it_expires(open_log: Callable[..., Eve
     assert one.take_lease("sweep", seconds=60, now=NOON + 65)
     one.drop_lease("other")  # not its lease: nothing happens
     assert not one.take_lease("other", seconds=60, now=NOON + 4)
+
+
+@pytest.mark.integration
+def test_a_lost_postgresql_connection_is_reopened_once(postgres_url: str) -> None:
+    """A restart or failover ends the server's sessions: the next call works all the same."""
+    import psycopg
+
+    log = EventLog(postgres_url)
+    try:
+        log.record("t", run(("LOCAL", "HIT", "a", 1)), ci=None, interactive=None, now=NOON)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+        assert ended  # the log's own connection was among them
+        log.record("t", run(("LOCAL", "HIT", "b", 1)), ci=None, interactive=None, now=NOON)
+        assert log.count() == 2
+    finally:
+        log.close()
