@@ -510,6 +510,65 @@ def test_a_pyenv_shim_is_followed_to_the_version_it_picks(
     assert run_task(project, spec)[1].key() == before.key()
 
 
+def test_pyenv_system_prefixes_and_unknown_versions(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "pyenv"
+    (root / "shims").mkdir(parents=True)
+    for version in ("3.1.9", "3.1.10"):
+        (root / "versions" / version / "bin").mkdir(parents=True)
+        shutil.copy(shutil.which("true") or "", root / "versions" / version / "bin" / "tool")
+    (root / "versions" / "3.1.10" / "bin" / "tool").write_bytes(b"#!/bin/sh\nexit 0\n")
+    (root / "versions" / "3.1.10" / "bin" / "tool").chmod(0o755)
+    (root / "shims" / "tool").write_text("#!/bin/sh\n")
+    (root / "shims" / "tool").chmod(0o755)
+    system = tmp_path / "system"
+    system.mkdir()
+    shutil.copy(shutil.which("false") or "", system / "tool")
+    search = os.pathsep.join([str(root / "shims"), str(system)])
+    toolchain = Toolchain(None)
+
+    def identify(version: str) -> ToolDigest:
+        monkeypatch.setenv("PYENV_VERSION", version)
+        (tool,) = toolchain.identify(["tool"], cwd=str(project), search_path=search)
+        return tool
+
+    direct = Toolchain(None).identify([str(system / "tool")], cwd=str(project))[0]
+    assert identify("system").digest == direct.digest  # the next `tool` on PATH
+    assert identify("3.1").versions[0][0] == "tool"  # the latest 3.1.x: the script
+    assert identify("3.1").versions == identify("3.1.10").versions
+    assert identify("3.1").digest != identify("3.1.9").digest
+    assert identify("nope:also-nope").versions == (("pyenv", "nope:also-nope"),)
+
+
+def test_unusual_installs_and_interpreters(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "old.egg-info").mkdir(parents=True)
+    (site / "old.egg-info" / "PKG-INFO").write_text("Name: Old_Pkg\nVersion: 0.1\n\nbody\n")
+    (site / "flat-2.0.egg-info").write_text("Metadata-Version: 1.0\nName: flat\nVersion: 2.0\n")
+    (site / "broken-3.0.dist-info").mkdir()
+    found = toolchain_module._distributions([str(site), str(tmp_path / "missing")])
+    assert found == [
+        ["broken", "3.0", "no metadata"],
+        ["flat", "2.0", "egg"],
+        ["old-pkg", "0.1", "egg"],
+    ]
+    # Named like an interpreter but not one: keyed on its bytes.
+    fake = tmp_path / "bin" / "python3"
+    fake.parent.mkdir()
+    shutil.copy(shutil.which("true") or "", fake)
+    (tool,) = Toolchain(None).identify([str(fake)], cwd=str(tmp_path))
+    assert tool.versions[0][0] == "python3"
+    assert tool.digest == toolchain_module._digest_whole(str(fake))
+    # "#!/usr/bin/env python3" names the interpreter on PATH.
+    script = tmp_path / "bin" / "gen"
+    script.write_text("#!/usr/bin/env python3\nprint(1)\n")
+    script.chmod(0o755)
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    (tool,) = Toolchain(None).identify([str(script)], cwd=str(tmp_path), search_path=search)
+    assert tool.versions[0] == ("python", ".".join(map(str, sys.version_info[:3])))
+
+
 # --------------------------------------------------------------------------- the manifest
 
 
