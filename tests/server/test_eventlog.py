@@ -197,3 +197,41 @@ def test_a_lost_postgresql_connection_is_reopened_once(postgres_url: str) -> Non
         assert log.count() == 2
     finally:
         log.close()
+
+
+@pytest.mark.integration
+def test_sqlite_and_postgresql_give_the_dashboard_the_same_numbers(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Every query the dashboard runs, on the same events in both engines (issue 13)."""
+    logs = [EventLog(tmp_path / "events.sqlite3"), EventLog(postgres_url)]
+    sessions = [
+        run(("LOCAL", "MISS", f"h{i % 7}", 0), ("REMOTE", "HIT", f"h{i % 7}", 90 * i))
+        for i in range(20)
+    ]
+    sessions += [
+        run(("LOCAL", "MISS", f"m{i % 3}", 0), ("REMOTE", "MISS", f"m{i % 3}", 0)) for i in range(9)
+    ]
+    try:
+        for log in logs:
+            for index, events in enumerate(sessions):
+                team = ("team_abc", "beta")[index % 2]
+                ci = ("GITHUB_ACTIONS", None, "GITLAB_CI")[index % 3]
+                day = NOON - (index % 4) * DAY
+                log.record(team, events, ci=ci, interactive=index % 2, now=day, slug="acme")
+                log.record(team, events, ci=ci, interactive=index % 2, now=day)  # a retry
+            for index in range(3):
+                log.record_task("team_abc", f"m{index}", f"pkg#build{index}")
+                log.record_task("beta", f"m{index}", f"pkg#test{index}")
+        for days in (1, 3, 30):
+            sqlite_side, postgres_side = (
+                (log.stats(days=days, now=NOON), log.details(days=days, now=NOON)) for log in logs
+            )
+            assert sqlite_side == postgres_side
+            assert sqlite_side[0]["totals"]["lookups"] > 0
+        assert logs[0].details(now=NOON)["top_misses"]
+        assert logs[0].count() == logs[1].count() == 2 * len(sessions)
+        assert logs[0].stats(now=NOON, teams={"beta"}) == logs[1].stats(now=NOON, teams={"beta"})
+    finally:
+        for log in logs:
+            log.close()
