@@ -41,6 +41,9 @@ def _isolated_environment(
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    # git's global and system config (a developer's excludes file) must not change inputs.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("CACHEHOOK_CACHE_DIR", str(home / "cachehook-cache"))
 
 
