@@ -106,6 +106,10 @@ def test_two_servers_share_one_bucket_and_one_database(
         assert row["by_source"]["LOCAL"]["misses"] == 1
         assert row["by_source"]["REMOTE"]["hits"] == 1
     assert seen[0]["totals"] == seen[1]["totals"]
+    for serve in (one, two):  # and the page itself, from either
+        page = httpx.get(f"{serve.url}{SLASH}", headers=serve.auth(), timeout=30)
+        assert page.status_code == 200
+        assert team in page.text
 
     # Uploads through both keep the shared store under its cap; the newest stay.
     for index in range(10):
