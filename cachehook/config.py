@@ -11,7 +11,6 @@ What ``[tool.cachehook]`` and ``[tool.cachehook.remote]`` may hold is one table 
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -110,6 +109,8 @@ def type_name(value: object) -> str:
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
     """`` (did you mean 'x'?)`` for the choices close to ``word``, or ``""``."""
+    import difflib  # only a config error needs it; a hit must not pay its import (issue 11)
+
     close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
     if not close:
         return ""

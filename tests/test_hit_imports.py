@@ -1,0 +1,138 @@
+"""A local hit imports only what a hit needs (issue 11): the modules it loads are listed here.
+
+A real ``cachehook exec`` hit runs in a child interpreter, which reports the top-level modules
+loaded after its own start-up. Anything outside the allow-list fails the test, so an eager import
+of a heavy module on the hit path (httpx, click, zstandard, tarfile, tomllib, subprocess, ...)
+is caught when it is added, not when someone next profiles a hit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+PROBE = """
+import sys
+def tops(names):
+    return {name.partition(".")[0] for name in names}
+start = tops(sys.modules)
+from cachehook.cli import main
+code = main(sys.argv[1:])
+print(code, " ".join(sorted(tops(sys.modules) - start)))
+"""
+
+# Private names (C accelerators such as _sqlite3, _json) go with the public module that loads
+# them and are not listed.
+ALLOWED = frozenset(
+    {
+        # cachehook and the two runtime dependencies a hit uses
+        "cachehook",
+        "diskcache",
+        "xxhash",
+        # the local store is diskcache, which imports these at its own import (store.py;
+        # a store whose hit path does not open SQLite would take them off this list)
+        "bz2",
+        "copyreg",
+        "datetime",
+        "lzma",
+        "pickle",
+        "pickletools",
+        "random",
+        "shutil",
+        "sqlite3",
+        "tempfile",
+        "zlib",
+        # pathlib (fnmatch, re, urllib.parse, which imports ipaddress; on 3.13 glob, grp, pwd)
+        "fnmatch",
+        "glob",
+        "grp",
+        "ipaddress",
+        "ntpath",
+        "pathlib",
+        "pwd",
+        "re",
+        "urllib",
+        # dataclasses (inspect and what it imports)
+        "ast",
+        "copy",
+        "dataclasses",
+        "dis",
+        "enum",
+        "inspect",
+        "keyword",
+        "linecache",
+        "opcode",
+        "token",
+        "tokenize",
+        "types",
+        "weakref",
+        # small modules the walk, the stat cache, the key and the history use
+        "__future__",
+        "bisect",
+        "collections",
+        "contextlib",
+        "errno",
+        "fcntl",
+        "functools",
+        "gc",
+        "heapq",
+        "importlib",
+        "itertools",
+        "json",
+        "math",
+        "operator",
+        "reprlib",
+        "struct",
+        "threading",
+        "typing",
+        "warnings",
+    }
+)
+
+# Named so that the failure says which rule broke; all are also outside ALLOWED.
+NEVER = ("click", "httpx", "zstandard", "tarfile", "tomllib", "difflib", "subprocess", "logging")
+
+
+def _hit_modules(project: Path, env: dict[str, str], args: list[str]) -> tuple[set[str], str]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    code, _, names = done.stdout.strip().partition(" ")
+    assert code == "0", done.stderr
+    public = {name for name in names.split() if not name.startswith("_") or name == "__future__"}
+    return public, done.stderr
+
+
+def test_a_local_hit_loads_only_the_allowed_modules(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'p'\nversion = '0'\n")
+    for index in range(5):
+        (project / "src" / f"m{index}.py").write_text(f"x = {index}\n")
+    past = 1_000_000_000  # outside the stat cache's racy-clean window, with no sleep
+    for path in (project / "src").iterdir():
+        os.utime(path, (past, past))
+    env = {**os.environ, "CACHEHOOK_CACHE_DIR": str(tmp_path / "cache")}
+    write = "import pathlib; pathlib.Path('out').mkdir(); pathlib.Path('out/o.txt').write_text('o')"
+    args = ["exec", "-i", "src/**", "-o", "out/**", "--", sys.executable, "-c", write]
+
+    _hit_modules(project, env, args)  # the miss runs the command and stores its output
+    output = project / "out" / "o.txt"
+    os.utime(output, (past, past))
+    inode = output.stat().st_ino
+    loaded, stderr = _hit_modules(project, env, args)
+
+    assert "local hit" in stderr
+    assert output.stat().st_ino == inode  # nothing was restored: the output was already there
+    assert not loaded & set(NEVER), stderr
+    assert not loaded - ALLOWED, f"a hit now imports {sorted(loaded - ALLOWED)}: {stderr}"
