@@ -67,7 +67,8 @@ def test_two_servers_share_one_bucket_and_one_database(
     shared = ["--storage", f"s3://{bucket}/{PREFIX}", "--events-db", postgres_url]
     shared += ["--max-size", str(CAP), "--max-body", "20MiB"]
     one = serve_factory(*shared)
-    two = serve_factory(*shared, "--tokens", str(one.tokens_file))  # one tokens file for both
+    # one tokens file for both; the second runs two worker processes, as a host would
+    two = serve_factory(*shared, "--tokens", str(one.tokens_file), workers=2)
     two.tokens = one.tokens
     team = f"chk-{uuid.uuid4().hex[:8]}"
 
