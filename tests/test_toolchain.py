@@ -655,6 +655,10 @@ def test_run_no_toolchain(
     keyed = json.loads(cli(capfd, "run", "t", "--dry-run=json")[1])
     bare = json.loads(cli(capfd, "run", "t", "--dry-run=json", "--no-toolchain")[1])
     assert keyed["tasks"][0]["key"] != bare["tasks"][0]["key"]
+    (tool,) = keyed["tasks"][0]["toolchain"]
+    assert tool["versions"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert bare["tasks"][0]["toolchain"] == []
+    assert re.search(r"^  tool     [0-9a-f]{32}  ", cli(capfd, "run", "t", "--dry-run")[1], re.M)
     code, output = cli(capfd, "run", "t", "--no-toolchain")
     assert code == 0, output
     assert "would hit" in cli(capfd, "explain", "t", "--no-toolchain")[1]

@@ -487,6 +487,10 @@ def _planned_json(item: PlannedTask, why: str | None = None) -> dict[str, Any]:
         "inputs": [{"path": f.path, "digest": f.digest} for f in manifest.inputs],
         "outputs": list(manifest.outputs),
         "env": [name for name, _ in manifest.env],
+        "toolchain": [
+            {"name": t.name, "digest": t.digest, "versions": dict(t.versions)}
+            for t in manifest.toolchain
+        ],
     }
 
 
@@ -497,6 +501,8 @@ def _print_dry_run(
     as_json: bool,
     selection: Selection | None,
 ) -> None:
+    from cachehook.toolchain import describe_tool
+
     why = _why(planned, selection) if selection is not None else {}
     if as_json:
         tasks = [_planned_json(p, why.get(p.task.name)) for p in planned]
@@ -521,6 +527,8 @@ def _print_dry_run(
             click.echo(f"  depends  {name} ({short_key(key)})")
         for name, _ in manifest.env:
             click.echo(f"  env      {name}")
+        for tool in manifest.toolchain:
+            click.echo(f"  tool     {tool.digest}  {tool.name}  ({describe_tool(tool)})")
         for entry in manifest.inputs:
             click.echo(f"  input    {entry.digest}  {entry.path}")
         if not item.task.inputs:  # 'inputs = []' on purpose (issue 10)
