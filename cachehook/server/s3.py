@@ -283,6 +283,7 @@ class S3Storage:
         self.max_size = max_size
         self.part_size = part_size
         self.touch_every = touch_every
+        self.sweeps_in_background = True  # False: only explicit ``sweep()`` calls evict
         self._lease = lease
         self._lock = threading.Lock()
         self._touched: dict[str, float] = {}
@@ -489,7 +490,7 @@ class S3Storage:
 
     def _start_sweeper(self) -> None:
         with self._lock:
-            if self._sweeper is not None or self._closing:
+            if self._sweeper is not None or self._closing or not self.sweeps_in_background:
                 return
             self._sweeper = threading.Thread(
                 target=self._sweep_loop, name="cachehook-s3-sweep", daemon=True

@@ -157,6 +157,7 @@ def test_the_sweep_evicts_the_least_recently_used(
     open_s3: Callable[..., S3Storage], s3_server: S3Server, bucket: str
 ) -> None:
     storage = open_s3(max_size=450_000, touch_every=0)
+    storage.sweeps_in_background = False  # this test calls sweep() itself
     store(storage, "t", "01", os.urandom(200_000))
     time.sleep(1.1)  # S3 times objects to the second: the order must be visible in them
     store(storage, "t", "02", os.urandom(200_000))
