@@ -143,9 +143,12 @@ def make_workspace(root: Path, count: int, script: str, env: dict[str, str]) -> 
 
 def warm(argv: Sequence[str], root: Path, env: dict[str, str]) -> None:
     """The miss, then a hit past the stat cache's racy-clean window, as on a real second run."""
-    subprocess.run(argv, cwd=root, env=env, check=True, stdout=subprocess.DEVNULL)
-    time.sleep(1.1)
-    subprocess.run(argv, cwd=root, env=env, check=True, stdout=subprocess.DEVNULL)
+    for pause in (1.1, 0):
+        done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False)
+        if done.returncode:
+            msg = f"{argv[0]} failed in {root}:\n{done.stdout}{done.stderr}"
+            raise SystemExit(msg)
+        time.sleep(pause)
 
 
 def commands(cachehook: Path, script: str) -> tuple[list[str], list[str]]:
