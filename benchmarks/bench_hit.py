@@ -142,11 +142,17 @@ def make_workspace(root: Path, count: int, script: str, env: dict[str, str]) -> 
 
 
 def warm(argv: Sequence[str], root: Path, env: dict[str, str]) -> None:
-    """The miss, then a hit past the stat cache's racy-clean window, as on a real second run."""
-    for pause in (1.1, 0):
-        done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False)
-        if done.returncode:
-            msg = f"{argv[0]} failed in {root}:\n{done.stdout}{done.stderr}"
+    """The miss, then a hit past the stat cache's racy-clean window, as on a real second run.
+
+    The hit must say it is one (cachehook without ``-q``: ``local hit``; turbo: ``1 cached``),
+    so that no row times a miss.
+    """
+    says = "1 cached" if argv[0] == str(TURBO) else "local hit"
+    for pause, words in ((1.1, ""), (0, says)):
+        loud = [arg for arg in argv if arg != "-q"]
+        done = subprocess.run(loud, cwd=root, env=env, capture_output=True, text=True, check=False)
+        if done.returncode or words not in done.stdout + done.stderr:
+            msg = f"{argv[0]} did not {'hit' if words else 'run'} in {root}:\n{done.stdout}{done.stderr}"
             raise SystemExit(msg)
         time.sleep(pause)
 
