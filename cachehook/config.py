@@ -61,8 +61,10 @@ _SIZE_UNITS = {
     "tb": 1000**4,
     "tib": 1024**4,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+# Patterns, not compiled objects: re compiles (and caches) them on first use, so a hit that
+# parses no size or duration does not pay for them (issue 11).
+_SIZE_RE = r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$"
+_DURATION_RE = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$"
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -211,7 +213,7 @@ def parse_size(value: object, *, name: str = "max-size") -> int:
     if isinstance(value, int):
         number, unit = float(value), ""
     else:
-        match = _SIZE_RE.match(str(value))
+        match = re.match(_SIZE_RE, str(value))
         if not match or match.group(2).lower() not in _SIZE_UNITS:
             msg = f"{name}: expected a size such as '10GiB' or '500MB', got {value!r}"
             raise ConfigError(msg)
@@ -228,7 +230,7 @@ def parse_duration(value: object, *, name: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        match = _DURATION_RE.match(str(value))
+        match = re.match(_DURATION_RE, str(value))
         if not match:
             msg = f"{name}: expected a duration such as '1.5s', '200ms' or '7d', got {value!r}"
             raise ConfigError(msg)
