@@ -11,9 +11,8 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple
 
 from cachehook.cli._options import CACHE_DIR_HELP, ROOT_HELP
 from cachehook.cli._output import Console, ProgressLine, print_json
@@ -40,9 +39,11 @@ __all__ = [
 Kind = Literal["multiple", "value", "flag", "path", "choice", "optional-choice"]
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     """One ``exec`` option: how it is spelled, parsed and explained."""
+
+    # A NamedTuple, not a frozen dataclass: built at import on every hit, it costs ~0.3 ms
+    # where a dataclass costs ~1.9 ms on the 2-core VM (issue 11).
 
     dest: str
     flags: tuple[str, ...]
