@@ -2,10 +2,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cachehook import process
+from cachehook._api import close_runners
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytest_plugins = ["tests.servers"]
 
@@ -53,6 +58,10 @@ def cache_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _reset_registries() -> None:
-    """A stop signal one test sent must not reach the children of the next."""
+def _reset_registries() -> Iterator[None]:
+    """A stop signal one test sent must not reach the children of the next, and the runners
+    the decorators keep open between calls belong to one test's cache directory (any test
+    may call a decorated function, not only those under tests/integrations)."""
     process.reset()
+    yield
+    close_runners()

@@ -6,18 +6,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cachehook._api import close_runners
-
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
-
-
-@pytest.fixture(autouse=True)
-def _close_pooled_runners() -> Iterator[None]:
-    """Runners kept open between calls belong to one test's cache directory."""
-    yield
-    close_runners()
 
 
 @pytest.fixture
