@@ -221,7 +221,7 @@ def test_json_result(project: Path) -> None:
     assert second["status"] == "HIT"
     assert second["source"] == "LOCAL"
     assert second["key"] == first["key"]
-    assert second["saved_ms"] >= 0
+    assert second["saved_ms"] == first["task_ms"] > 0  # a hit saves what the run it replays took
 
 
 @pytest.mark.parametrize(
