@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
+import subprocess
 from typing import TYPE_CHECKING, Any
 
 from cachehook.errors import ConfigError
@@ -27,9 +28,15 @@ from cachehook.tasks import Task, TaskGraph, parse_task
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from cachehook.workspace import Member, Workspace
+    from cachehook.workspace import LockedPackage, Member, Workspace
 
-__all__ = ["MEMBER_TASK_KEYS", "UV_ENV", "load_workspace_tasks", "rebase_glob"]
+__all__ = [
+    "MEMBER_TASK_KEYS",
+    "UV_ENV",
+    "describe_salt_change",
+    "load_workspace_tasks",
+    "rebase_glob",
+]
 
 MEMBER_TASK_KEYS = ("per-member", "upstream-inputs")
 _LOCK_SALT = "\x1fuv.lock closure "
@@ -246,3 +253,97 @@ def load_workspace_tasks(
     )
     graph.check()
     return graph
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def _split_salt(salt: str) -> tuple[str, str | None]:
+    user, mark, closure = salt.partition(_LOCK_SALT)
+    return user, closure if mark else None
+
+
+def describe_salt_change(workspace: Workspace, member: str, old: str, new: str) -> list[str]:
+    """What ``explain`` says for a member task whose salt changed (its uv.lock closure is in it).
+
+    A changed closure is named package by package (``widget 1.0 -> 1.1``) when an earlier
+    ``uv.lock`` in git (the index, then the last commits that changed it) locks exactly the
+    closure of the stored run; otherwise the line says the closure changed, without names.
+    """
+    (old_user, old_lock), (new_user, new_lock) = _split_salt(old), _split_salt(new)
+    lines = ["salt changed"] if old_user != new_user else []
+    if old_lock == new_lock:
+        return lines
+    if old_lock is None:
+        return [*lines, "uv.lock added: the member's locked dependencies now enter its key"]
+    if new_lock is None:
+        return [*lines, "uv.lock removed"]
+    if new_lock.startswith("uv.lock "):
+        return [*lines, f"uv.lock changed, and it does not lock {member} (run `uv lock`)"]
+    before = _earlier_closure(workspace, member, old_lock)
+    found = [] if before is None else _closure_changes(before, workspace, member)
+    return lines + (
+        found
+        or [
+            f"locked dependencies changed (uv.lock): the versions locked for {member}'s "
+            "dependency closure differ from its last stored run (no earlier uv.lock in git "
+            "locks that closure, so which packages is not known)"
+        ]
+    )
+
+
+def _earlier_closure(
+    workspace: Workspace, member: str, digest: str
+) -> tuple[LockedPackage, ...] | None:
+    """The closure of ``member`` whose digest is ``digest``, from a uv.lock git still has."""
+    from cachehook.workspace import locked_closures
+
+    def git(*args: str) -> bytes | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=workspace.root, capture_output=True, check=False
+            )
+        except OSError:
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commits = (git("log", "-n", "10", "--format=%H", "--", "uv.lock") or b"").split()
+    for revision in [b"", *commits]:  # b"": the index
+        text = git("show", f"{revision.decode()}:./uv.lock")
+        if text is None:
+            continue
+        try:
+            closures = locked_closures(text.decode(errors="replace"), [member])
+        except ConfigError:
+            continue
+        earlier = dataclasses.replace(workspace, closures=closures)
+        if member in closures and earlier.closure_digest(member) == digest:
+            return closures[member]
+    return None
+
+
+def _closure_changes(
+    before: tuple[LockedPackage, ...], workspace: Workspace, member: str
+) -> list[str]:
+    now = (workspace.closures or {}).get(member, ())
+    old: dict[str, set[LockedPackage]] = {}
+    new: dict[str, set[LockedPackage]] = {}
+    for packages, by_name in ((before, old), (now, new)):
+        for package in packages:
+            by_name.setdefault(package.name, set()).add(package)
+    lines = []
+    for name in sorted(old.keys() | new.keys()):
+        was, now_ = old.get(name, set()), new.get(name, set())
+        if was == now_:
+            continue
+        a = ", ".join(sorted({p.version for p in was}))
+        b = ", ".join(sorted({p.version for p in now_}))
+        if not was:
+            lines.append(f"locked dependency added (uv.lock): {name} {b}")
+        elif not now_:
+            lines.append(f"locked dependency removed (uv.lock): {name} {a}")
+        elif a != b:
+            lines.append(f"locked dependency changed (uv.lock): {name} {a} -> {b}")
+        else:
+            lines.append(f"locked dependency changed (uv.lock): {name} {a} (its source or hashes)")
+    return lines

@@ -24,7 +24,7 @@ from cachehook.errors import StoreError
 from cachehook.hashing import Manifest, diff_manifests
 from cachehook.history import read_history
 from cachehook.runner import Runner
-from cachehook.tasks import PlannedTask, plan_tasks
+from cachehook.tasks import PlannedTask, TaskGraph, plan_tasks
 
 if TYPE_CHECKING:
     from cachehook.store import LocalStore
@@ -92,8 +92,16 @@ def _stored_run(store: LocalStore, key: str) -> _StoredRun | None:
     return _StoredRun(key, manifest, stored_at if isinstance(stored_at, float | int) else None)
 
 
-def _changes(before: Manifest, current: PlannedTask) -> list[str]:
+def _changes(before: Manifest, current: PlannedTask, graph: TaskGraph) -> list[str]:
     lines = [line for line in diff_manifests(before, current.prepared.manifest)]
+    member = graph.member_of.get(current.task.name)
+    if "salt changed" in lines and member is not None and graph.workspace is not None:
+        # A member task's salt holds its locked closure from uv.lock: say what changed there.
+        from cachehook.members import describe_salt_change
+
+        at = lines.index("salt changed")
+        new = current.prepared.manifest.salt
+        lines[at : at + 1] = describe_salt_change(graph.workspace, member, before.salt, new)
     if "dependency changed" not in lines:
         return lines
     lines.remove("dependency changed")
@@ -105,7 +113,11 @@ def _changes(before: Manifest, current: PlannedTask) -> list[str]:
 
 
 def _explain(
-    current: PlannedTask, store: LocalStore | None, cache_dir: Path, project: str | None
+    current: PlannedTask,
+    store: LocalStore | None,
+    cache_dir: Path,
+    project: str | None,
+    graph: TaskGraph,
 ) -> _Explanation:
     name, key = current.task.name, current.prepared.key
     verdict: Verdict = "would-hit" if current.is_cached or current.is_remote else "would-run"
@@ -117,7 +129,7 @@ def _explain(
             continue  # explain how this key came to be: compare with the run before it
         run = _stored_run(store, earlier)
         if run is not None:
-            changes = _changes(run.manifest, current)
+            changes = _changes(run.manifest, current, graph)
             return _Explanation(name, key, verdict, run, changes, source=source)
     return _Explanation(name, key, verdict, None, source=source)
 
@@ -231,7 +243,7 @@ def explain(
         current = plan[-1]
         try:
             project = None if all_projects else runner.project
-            explanation = _explain(current, runner.store, settings.cache_dir, project)
+            explanation = _explain(current, runner.store, settings.cache_dir, project, graph)
         except StoreError as exc:
             console.warn(f"{exc}; cannot compare with earlier runs")
             explanation = _Explanation(task_name, current.prepared.key, "would-run", None)

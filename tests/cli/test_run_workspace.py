@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from typing import TYPE_CHECKING
 
+from tests.integrations.hosts import BIN
 from tests.test_members import ROOT_TASKS, make_workspace
 from tests.test_selection import git
 
@@ -86,3 +94,85 @@ def test_run_without_a_task_lists_the_task_names_not_every_node(
     ran = cli("run", cwd=root)
     assert ran.returncode == 2
     assert "the tasks in pyproject.toml are: build, lint, test" in ran.stderr
+
+
+def _wheel(folder: Path, name: str, version: str) -> None:
+    """A pure-Python wheel of ``name`` ``version`` in ``folder`` (a find-links index for uv)."""
+    folder.mkdir(exist_ok=True)
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"VERSION = {version!r}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = []
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+            digest = hashlib.sha256(text.encode()).digest()
+            encoded = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+            record.append(f"{path},sha256={encoded},{len(text.encode())}")
+        archive.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
+
+
+def _uv_lock(root: Path, *args: str) -> None:
+    env = {
+        **os.environ,
+        "UV_OFFLINE": "1",
+        "UV_CACHE_DIR": os.fspath(root.parent / "uv-cache"),
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_NO_CONFIG": "1",
+    }
+    uv = shutil.which("uv", path=str(BIN))
+    assert uv, "uv is missing: pip install '.[test]' installs it"
+    argv = [uv, "lock", "--find-links", "wheels", "--python", sys.executable, *args]
+    done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_explain_names_the_locked_package_a_uv_lock_bump_changed(
+    tmp_path: Path, cli: Callable[..., Ran]
+) -> None:
+    root = tmp_path / "ws"
+    (root / "packages" / "lib").mkdir(parents=True)
+    (root / "packages" / "app").mkdir()
+    test = json.dumps([sys.executable, "-c", "pass"])
+    (root / "pyproject.toml").write_text(
+        '[tool.uv.workspace]\nmembers = ["packages/*"]\n'
+        f"[tool.cachehook.tasks.test]\nper-member = true\ncommand = {test}\n"
+    )
+    (root / "packages" / "lib" / "pyproject.toml").write_text(
+        '[project]\nname = "lib"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
+    )
+    (root / "packages" / "app" / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
+        'dependencies = ["lib", "widget"]\n[tool.uv.sources]\nlib = { workspace = true }\n'
+    )
+    (root / ".gitignore").write_text("wheels/\n")
+    _wheel(root / "wheels", "widget", "1.0")
+    _uv_lock(root)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "widget 1.0")
+    assert cli("run", "test", cwd=root).returncode == 0
+
+    _wheel(root / "wheels", "widget", "1.1")
+    _uv_lock(root, "--upgrade-package", "widget")  # uv itself rewrites uv.lock
+    assert 'version = "1.1"' in (root / "uv.lock").read_text()
+    ran = cli("run", "test", cwd=root)
+    assert ran.returncode == 0, ran.stderr
+    assert "cachehook: lib:test: local hit" in ran.stderr  # only app reaches widget
+    assert "cachehook: app:test: cache miss" in ran.stderr
+
+    # app's last stored run is the new one: explain compares it with the run before it,
+    # whose uv.lock is still in git's index.
+    explained = cli("explain", "app#test", cwd=root)
+    assert explained.returncode == 0, explained.stderr
+    assert "  locked dependency changed (uv.lock): widget 1.0 -> 1.1" in explained.stdout
+    assert "salt changed" not in explained.stdout
+
+    shutil.rmtree(root / ".git")  # no earlier uv.lock to read: say what changed, not which
+    unknown = json.loads(cli("explain", "app#test", "--json", cwd=root).stdout)
+    assert len(unknown["changes"]) == 1
+    assert unknown["changes"][0].startswith("locked dependencies changed (uv.lock): the versions")
