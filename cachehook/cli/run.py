@@ -50,6 +50,16 @@ Examples:
   cachehook run docs --dry-run      show each task's key, inputs and cache state; run nothing
   cachehook run test --continue     after a failure, still run what does not depend on it
 
+\b
+In a uv workspace (`test` in every member that has it; output prefixed app:test | ...):
+  cachehook run test --filter app          app's test, and the tasks it depends on
+  cachehook run test --filter 'app...'     app and every member app depends on
+  cachehook run test --filter '...core'    core and every member that depends on core
+  cachehook run test --affected            members changed since the merge base with main,
+                                           and every member that depends on them
+  cachehook run test --affected --dry-run=json   the chosen tasks, each with its "why"
+'NAME...' (dependencies) and '...NAME' (dependents) are spelled as turbo and pnpm spell them.
+
 Tasks are [tool.cachehook.tasks.NAME] tables in pyproject.toml; `cachehook tasks` lists them.
 """
 _MAX_PARTIAL_LINE = 1 << 16
@@ -256,15 +266,17 @@ class _RunCommand(click.Command):
     "filters",
     multiple=True,
     metavar="SELECTOR",
-    help="In a uv workspace: only these members (NAME, ./PATH, NAME... with its "
-    "dependencies, ...NAME with its dependents). Repeatable.",
+    help="In a uv workspace: only these members. NAME (* allowed), ./PATH, 'NAME...' (NAME "
+    "and every member it depends on), '...NAME' (NAME and every member that depends on it), "
+    "'!NAME' (not NAME). Repeatable.",
 )
 @click.option(
     "--affected",
     metavar="[=REF]",
     default=None,
-    help="In a uv workspace: only members changed since the merge base with REF "
-    "(default main), and their dependents.",
+    help="In a uv workspace: only members whose inputs changed since the merge base of "
+    "HEAD and REF (default main, or $CACHEHOOK_SCM_BASE), and their dependents: "
+    "--affected or --affected=REF.",
 )
 def run(
     task_names: tuple[str, ...],

@@ -176,3 +176,22 @@ def test_explain_names_the_locked_package_a_uv_lock_bump_changed(
     unknown = json.loads(cli("explain", "app#test", "--json", cwd=root).stdout)
     assert len(unknown["changes"]) == 1
     assert unknown["changes"][0].startswith("locked dependencies changed (uv.lock): the versions")
+
+
+def test_help_and_dry_run_spell_out_dependencies_and_dependents(
+    tmp_path: Path, cli: Callable[..., Ran]
+) -> None:
+    helped = cli("run", "--help", cwd=tmp_path)
+    assert "--filter 'app...'     app and every member app depends on" in helped.stdout
+    assert "--filter '...core'    core and every member that depends on core" in helped.stdout
+
+    root = make_workspace(tmp_path, ROOT_TASKS)
+    (root / "shared.toml").write_text("")
+    # b depends on d; a on b and c: 'b...' is b and d, '...b' is b and a.
+    for selector, why in (
+        ("b...", {"b#lint": "--filter b...", "d#lint": "--filter b...: b depends on it"}),
+        ("...b", {"b#lint": "--filter ...b", "a#lint": "--filter ...b: it depends on b"}),
+    ):
+        ran = cli("run", "lint", "--filter", selector, "--dry-run=json", cwd=root)
+        assert ran.returncode == 0, ran.stderr
+        assert {t["name"]: t["why"] for t in json.loads(ran.stdout)["tasks"]} == why
