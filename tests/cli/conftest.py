@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -8,7 +10,7 @@ import pytest
 from cachehook.cli import main
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
 
@@ -21,12 +23,29 @@ class Ran:
 
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
-    """``cli(*args, cwd=DIR)``: ``cachehook ARGS`` in this process, through the error boundary."""
+    """``cli(*args, cwd=DIR)``: ``cachehook ARGS`` in this process, through the error boundary.
 
-    def invoke(*args: str, cwd: Path) -> Ran:
+    ``env`` adds (or, with a None value, removes) variables for this one call; ``stdin`` is
+    what a prompt reads (without it, reading stdin fails as under pytest).
+    """
+
+    def invoke(
+        *args: str,
+        cwd: Path,
+        env: Mapping[str, str | None] | None = None,
+        stdin: str | None = None,
+    ) -> Ran:
         monkeypatch.chdir(cwd)
         capfd.readouterr()
-        code = main(list(args))
+        with pytest.MonkeyPatch.context() as call:
+            for name, value in (env or {}).items():
+                if value is None:
+                    call.delenv(name, raising=False)
+                else:
+                    call.setenv(name, value)
+            if stdin is not None:
+                call.setattr(sys, "stdin", io.StringIO(stdin))
+            code = main(list(args))
         out, err = capfd.readouterr()
         return Ran(code, out, err)
 
