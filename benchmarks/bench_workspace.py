@@ -11,20 +11,20 @@ run that must be all hits is not, so CI keeps the benchmark working at a few sec
 The members form a binary tree of workspace dependencies (m01 and m02 depend on m00, ...).
 Figures, interleaved so machine noise hits every side alike, medians in milliseconds:
 
-  * ``cachehook run test`` (10 member tasks, all hits) beside ``turbo run test`` on the same
-    tree as an npm workspace (a package.json per member with the same ``test`` script and the
-    same dependencies; ``"cache": true``). turbo 2.11.11 reads uv workspaces behind
-    ``futureFlags.experimentalPythonWorkspaces``, but its Python tasks are only ``build``
-    (``uv build``) and detected tools (ruff, black, mypy, pyright, ty): it has no way to give
-    a member a ``test`` command, hence the npm-workspace twin for this figure.
+turbo 2.11.11 runs on the same uv workspace, with ``futureFlags.experimentalPythonWorkspaces``
+(it reads the members and each one's closure in ``uv.lock``; it needs ``[tool.turbo] name``)
+and ``experimentalTaskCommand`` (a ``command`` array in turbo.json gives every member the same
+``test`` command as cachehook's); each task has ``"cache": true`` set explicitly.
+
+  * ``cachehook run test`` (one test task per member, all hits) beside ``turbo run test
+    --filter=./packages/*`` (the filter leaves out the root, which turbo also gives the task).
   * ``cachehook run build`` (the ``build`` preset: ``uv build --package NAME``) beside
-    ``turbo run build`` with ``experimentalPythonWorkspaces`` on the uv workspace itself
-    (``"cache": true`` set explicitly: turbo leaves uv tasks uncached by default).
+    ``turbo run build`` (turbo's own ``uv build --package=NAME``).
   * ``cachehook run test --affected`` on a clean tree (a branch with no change since ``main``:
     nothing to run) beside the all-hit ``cachehook run test``, and ``turbo run test
-    --affected`` on its twin.
+    --affected`` on the same tree.
 
-Needs ``uv`` (the test extra) and turbo in ``.peers/`` (see .ci/run); git and npm on PATH.
+Needs ``uv`` (the test extra) and turbo in ``.peers/`` (see .ci/run); git on PATH.
 Not a test: read the ratios. Everything happens in a temporary directory.
 """
 
@@ -105,47 +105,16 @@ def make_workspace(root: Path, members: int, files: int, env: dict[str, str]) ->
     (root / "turbo.json").write_text(
         json.dumps(
             {
-                "futureFlags": {"experimentalPythonWorkspaces": True},
-                "tasks": {"build": {"dependsOn": ["^build"], "cache": True}},
+                "futureFlags": {
+                    "experimentalPythonWorkspaces": True,
+                    "experimentalTaskCommand": True,
+                },
+                "tasks": {
+                    "build": {"dependsOn": ["^build"], "cache": True},
+                    "test": {"command": TEST, "cache": True, "outputs": []},
+                },
             }
         )
-    )
-
-
-def make_npm_twin(source: Path, twin: Path, env: dict[str, str]) -> None:
-    """The same tree as an npm workspace, each member's package.json running the same test."""
-    shutil.copytree(source, twin, ignore=shutil.ignore_patterns(".git", ".venv", "dist", ".turbo"))
-    (twin / "turbo.json").write_text(
-        json.dumps({"tasks": {"test": {"dependsOn": ["^test"], "cache": True, "outputs": []}}})
-    )
-    for member in sorted((twin / "packages").iterdir()):
-        index = int(member.name[1:])
-        script = " ".join(TEST[:2]) + " pass"
-        package = {
-            "name": member.name,
-            "version": "0.1.0",
-            "private": True,
-            "scripts": {"test": script},
-            "dependencies": {d: "*" for d in dependencies(index)},
-        }
-        (member / "package.json").write_text(json.dumps(package))
-    npm = subprocess.run(["npm", "--version"], capture_output=True, text=True, check=True)
-    (twin / "package.json").write_text(
-        json.dumps(
-            {
-                "name": "bench",
-                "private": True,
-                "packageManager": f"npm@{npm.stdout.strip()}",
-                "workspaces": ["packages/*"],
-            }
-        )
-    )
-    subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--offline"],
-        cwd=twin,
-        env=env,
-        check=True,
-        capture_output=True,
     )
 
 
@@ -211,17 +180,12 @@ def main() -> None:
             "UV_CACHE_DIR": str(base / "uv-cache"),
             "UV_PYTHON_DOWNLOADS": "never",
         }
-        root, twin = base / "uv", base / "npm"
+        root = base / "uv"
         make_workspace(root, options.members, options.files, env)
         git(root, "init", "-q", "-b", "main")
         git(root, "add", "-A")
         git(root, "commit", "-q", "-m", "bench")
         git(root, "checkout", "-q", "-b", "feature")
-        make_npm_twin(root, twin, env)
-        git(twin, "init", "-q", "-b", "main")
-        git(twin, "add", "-A")
-        git(twin, "commit", "-q", "-m", "bench")
-        git(twin, "checkout", "-q", "-b", "feature")
 
         if options.cachehook:
             ch = str(options.cachehook)
@@ -229,11 +193,12 @@ def main() -> None:
             ch = cachehook_bin() if options.quick else wheel_cachehook(base)
         turbo = str(TURBO)
         quiet = ["--output-logs=hash-only"]
+        members = "--filter=./packages/*"
         # First runs fill the caches.
         for argv, cwd in (
             ([ch, "run", "test", "-j", "2"], root),
             ([ch, "run", "build", "-j", "2"], root),
-            ([turbo, "run", "test", *quiet], twin),
+            ([turbo, "run", "test", members, *quiet], root),
             ([turbo, "run", "build", *quiet], root),
         ):
             timed(argv, cwd, env)
@@ -244,7 +209,7 @@ def main() -> None:
                     [ch, "run", "test", "-j", "2", *quiet], root, env, hits=all_hits
                 ),
                 "turbo test": lambda: timed(
-                    [turbo, "run", "test", *quiet], twin, env, hits="FULL TURBO"
+                    [turbo, "run", "test", members, *quiet], root, env, hits="FULL TURBO"
                 ),
                 "cachehook build": lambda: timed(
                     [ch, "run", "build", "-j", "2", *quiet], root, env, hits=all_hits
@@ -256,7 +221,7 @@ def main() -> None:
                     [ch, "run", "test", "--affected"], root, env, hits="nothing to run"
                 ),
                 "turbo test --affected": lambda: timed(
-                    [turbo, "run", "test", "--affected", *quiet], twin, env
+                    [turbo, "run", "test", "--affected", *quiet], root, env
                 ),
                 "python -c pass": lambda: timed(TEST, root, env),
             },
@@ -271,9 +236,9 @@ def report(f: dict[str, float], options: argparse.Namespace) -> None:
     print("| figure | cachehook wall | turbo 2.11.11 wall | ratio | cachehook CPU | turbo CPU |")
     print("|---|---|---|---|---|---|")
     rows = [
-        ("`run test`, every task a hit (turbo: npm-workspace twin)", "test"),
-        ("`run build`, every task a hit (turbo: experimentalPythonWorkspaces)", "build"),
-        ("`run test --affected`, clean tree (turbo: npm twin)", "test --affected"),
+        ("`run test`, every task a hit", "test"),
+        ("`run build` (`uv build`), every task a hit", "build"),
+        ("`run test --affected`, clean tree (nothing to run)", "test --affected"),
     ]
     for label, key in rows:
         ours, theirs = f[f"cachehook {key}"], f[f"turbo {key}"]
