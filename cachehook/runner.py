@@ -28,6 +28,7 @@ from cachehook.hashing import (
     StatCache,
     ToolDigest,
     digest_bytes,
+    digest_file,
     escape_glob,
     expand_globs,
     hash_files,
@@ -35,13 +36,14 @@ from cachehook.hashing import (
 )
 from cachehook.history import append_result, project_id
 from cachehook.logs import LogRecorder
-from cachehook.store import LocalStore
 from cachehook.toolchain import Toolchain
 
 if TYPE_CHECKING:
+    from cachehook._hits import Hit
     from cachehook.config import RemoteSettings, Settings
     from cachehook.events import Event, EventSender
     from cachehook.remote import Progress, RemoteSession
+    from cachehook.store import LocalStore
 
 __all__ = ["Execute", "Prepared", "RunResult", "Runner", "TaskSpec", "input_patterns"]
 
@@ -175,9 +177,12 @@ class Runner:
 
     def _open_store(self) -> LocalStore | None:
         if self._store is None and not self._store_failed:
+            # Not on a hit's path: a hit reads its hit record instead (issue 11).
+            from cachehook.store import LocalStore
+
             try:
                 self._store = LocalStore(
-                    self.settings.cache_dir / "store",
+                    self._store_dir,
                     max_size=self.settings.max_size,
                     on_warning=self._notice,
                     scratch_dir=self.settings.cache_dir / "tmp",
@@ -578,7 +583,75 @@ class Runner:
                 self._stat_cache.digest(self.settings.root, path)
         return restored
 
+    @property
+    def _store_dir(self) -> Path:
+        return self.settings.cache_dir / "store"
+
     def _restore_local(self, prepared: Prepared, started: float) -> RunResult | None:
+        from cachehook import _hits
+
+        hit = _hits.read_hit(self._store_dir, prepared.key)
+        if hit is not None:
+            replayed = self._replay_hit(prepared, started, hit)
+            if replayed is not False:
+                return replayed
+        return self._restore_from_store(prepared, started)
+
+    def _replay_hit(
+        self, prepared: Prepared, started: float, hit: Hit
+    ) -> RunResult | Literal[False] | None:
+        """A hit through its hit record, without SQLite (issue 11); False: ask the store.
+
+        The store's own path evicts what is wrong; an artifact whose checksum holds but whose
+        contents the task refuses is evicted here, as that path would.
+        """
+        from cachehook import _hits
+
+        meta = hit.meta.to_record()
+        unchanged = self._unchanged_outputs(meta)
+        restored: list[str] = []
+        if {o.path for o in hit.meta.outputs} - unchanged:
+            # Checked before anything is placed (the store's path checks its copy); an unpack
+            # that verifies the checksum as it streams makes this read unnecessary.
+            try:
+                if digest_file(hit.artifact) != hit.meta.checksum:
+                    return False
+            except HashingError:
+                return False  # evicted by another process since the record was read
+            unpacked = self._unpack(prepared, hit.artifact, meta, unchanged)
+            if unpacked is None:
+                store = self.store
+                if store is not None:
+                    store.evict(prepared.key, reason="its contents were refused", meta=meta)
+                return None
+            restored = unpacked
+        _hits.touch_hit(self._store_dir, prepared.key)
+        return self._local_hit(prepared, started, hit.meta.duration_ms, hit.log, restored, meta)
+
+    def _local_hit(
+        self,
+        prepared: Prepared,
+        started: float,
+        saved_ms: int,
+        log: bytes,
+        restored: list[str],
+        meta: dict[str, Any],
+    ) -> RunResult:
+        return RunResult(
+            prepared.key,
+            "HIT",
+            "LOCAL",
+            0,
+            _ms(time.monotonic() - started),
+            saved_ms=saved_ms,
+            log=log,
+            local_hit=True,
+            restored=tuple(restored),
+            manifest=prepared.manifest,
+            value=_meta_value(meta),
+        )
+
+    def _restore_from_store(self, prepared: Prepared, started: float) -> RunResult | None:
         store = self.store
         if store is None:
             return None
@@ -604,19 +677,9 @@ class Runner:
         except StoreError as exc:
             self._notice(f"{exc}; treating it as a miss")
             return None
-        return RunResult(
-            prepared.key,
-            "HIT",
-            "LOCAL",
-            0,
-            _ms(time.monotonic() - started),
-            saved_ms=int(meta.get("duration_ms", 0)),
-            log=log,
-            local_hit=True,
-            restored=tuple(restored),
-            manifest=prepared.manifest,
-            value=_meta_value(meta),
-        )
+        store.refresh_hit(prepared.key, meta, log)  # the next hit needs no SQLite
+        saved_ms = int(meta.get("duration_ms", 0))
+        return self._local_hit(prepared, started, saved_ms, log, restored, meta)
 
     def _restore_remote(
         self, prepared: Prepared, started: float, local_hit: bool | None

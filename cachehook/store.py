@@ -9,6 +9,10 @@ once can interleave freely: whichever metadata lands last names complete blobs, 
 replacement drops the artifact blob the record it replaced named (eight concurrent misses of
 one key leave one blob, issue 10).
 
+Beside the database, each stored artifact has a hit record (``_hits``): a plain file a local hit
+reads without opening SQLite (issue 11). Whatever forgets a key here removes its record too, and
+the size cap and ``last_used`` take a record's mtime (touched by each hit) as a use.
+
 Nothing read back is trusted (issue 10): a record for another key, or whose blob is missing or
 unreadable, is evicted with a warning and is a miss. A damaged ``cache.db`` is moved aside and a
 fresh store made. What a killed run leaves (blob rows no record names, value files no row
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import diskcache
 
+from cachehook import _hits
 from cachehook._scratch import GRACE_SECONDS, reclaim_scratch
 from cachehook.errors import StoreError
 from cachehook.hashing import digest_bytes, digest_file
@@ -212,6 +217,7 @@ class LocalStore:
         os.replace(database, aside)
         for suffix in ("-wal", "-shm"):
             Path(f"{database}{suffix}").unlink(missing_ok=True)
+        _hits.remove_all(self.directory)  # they name files of the database set aside
         self._warn(
             f"the cache database {database} is damaged ({exc}); moved it to {aside} and "
             "started an empty cache (its files are reclaimed later)"
@@ -351,8 +357,12 @@ class LocalStore:
                     self._cache.set(blob, handle, read=True, retry=True, tag=key)
             if log is not None:
                 self._cache.set(f"l/{record['log_checksum']}", log, retry=True)
-            # Last, so a reader that finds the metadata finds complete blobs.
+            # Last, so a reader that finds the metadata finds complete blobs. The hit record of
+            # the artifact it replaces goes first: a run killed in between leaves none to replay.
+            _hits.remove_hit(self.directory, key)
             replaced = self._replace_record(key, json.dumps(record, sort_keys=True))
+            if log is not None:
+                self._write_hit(key, record, log)
             if replaced is not None and replaced != record["checksum"]:
                 # The artifact blob is its key's alone (meta.json inside names the key); log
                 # blobs may be shared (an empty log) and wait for ``sweep``.
@@ -363,9 +373,33 @@ class LocalStore:
                     self.reclaim()
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             self._delete(f"m/{key}")
+            _hits.remove_hit(self.directory, key)
             msg = f"cannot store artifact {key} in {self.directory}: {exc}"
             raise StoreError(msg) from exc
         return record
+
+    def _write_hit(self, key: str, record: dict[str, Any], log: bytes) -> None:
+        """Write the hit record of ``key`` after its store record, or remove a stale one.
+
+        Best effort: without a record, a hit takes the store's own path (and writes it then).
+        """
+        try:
+            meta = _hits.ArtifactMeta.from_record(record)
+            row = self._cache._sql(
+                "SELECT filename FROM Cache WHERE key = ? AND raw = 1", (f"a/{meta.checksum}",)
+            ).fetchone()
+            if row is None:
+                msg = "its artifact row is gone"
+                raise ValueError(msg)
+            _hits.write_hit(self.directory, meta, artifact_file=row[0], log=log)
+        except (ValueError, OSError, sqlite3.Error):
+            _hits.remove_hit(self.directory, key)
+
+    def refresh_hit(self, key: str, meta: dict[str, Any], log: bytes) -> None:
+        """Write the hit record of ``key`` from its checked metadata and log (after a hit that
+        found none, e.g. one stored before issue 11 or one a concurrent store replaced)."""
+        with contextlib.suppress(diskcache.Timeout):
+            self._write_hit(key, meta, log)
 
     def _replace_record(self, key: str, text: str) -> str | None:
         """Write the metadata of ``key``; the artifact checksum of the record it replaced."""
@@ -414,6 +448,8 @@ class LocalStore:
             "SELECT key, tag FROM Cache WHERE key LIKE 'a/%' OR key LIKE 'l/%'"
             " ORDER BY access_time LIMIT 1"
         )
+        if self._cache.volume() > self.max_size:
+            self._fold_hit_times()
         while self._cache.volume() > self.max_size:
             row = self._cache._sql(select).fetchone()
             if row is None:
@@ -422,6 +458,30 @@ class LocalStore:
             self._cache.delete(name, retry=True)
             if isinstance(tag, str) and name.startswith("a/"):
                 self._forget(tag, {"checksum": name[2:]})
+
+    def _fold_hit_times(self) -> None:
+        """Raise the access time of the blobs of each key hit since (its record's mtime).
+
+        A hit through its record does not touch SQLite; before the cap picks what to drop, the
+        newer of the two times counts. Only records newer than their blob's access time are read.
+        """
+        used = _hits.used_times(self.directory)
+        rows = self._cache._sql(
+            "SELECT key, tag, access_time FROM Cache WHERE key LIKE 'a/%'"
+        ).fetchall()
+        updates = []
+        for name, tag, access_time in rows:
+            when = used.get(tag) if isinstance(tag, str) else None
+            if when is None or when <= access_time:
+                continue
+            names = _hits.blob_checksums(self.directory, tag)
+            if names is not None and names[0] == name[2:]:
+                updates.append((when, name, f"l/{names[1]}", when))
+        if updates:
+            update = "UPDATE Cache SET access_time = ? WHERE key IN (?, ?) AND access_time < ?"
+            with self._cache.transact(retry=True):
+                for values in updates:
+                    self._cache._sql(update, values)
 
     def _delete(self, name: str) -> None:
         # Best effort: a record we cannot delete is dropped again on its next read.
@@ -440,7 +500,9 @@ class LocalStore:
     def _forget(self, key: str, meta: dict[str, Any] | None) -> None:
         if meta is None:
             self._delete(f"m/{key}")
+            _hits.remove_hit(self.directory, key)
             return
+        dropped = False
         with (
             contextlib.suppress(OSError, sqlite3.Error, diskcache.Timeout),
             self._cache.transact(retry=True),
@@ -448,10 +510,16 @@ class LocalStore:
             current = self._cache.get(f"m/{key}", default=None, retry=True)
             if current is None or _checksum_of(current) == meta.get("checksum"):
                 self._cache.delete(f"m/{key}", retry=True)
+                dropped = True
+        # A record another process stored meanwhile keeps its hit record.
+        checksum = meta.get("checksum")
+        stale = None if dropped or not isinstance(checksum, str) else checksum
+        _hits.remove_hit(self.directory, key, checksum=stale)
 
     def discard(self, key: str) -> None:
         """Forget ``key`` quietly (``--force`` overwrites, ``cache prune``)."""
         self._delete(f"m/{key}")
+        _hits.remove_hit(self.directory, key)
 
     def set_record(self, name: str, value: str) -> None:
         """Keep a small text record (e.g. the last key of a named task)."""
@@ -480,15 +548,20 @@ class LocalStore:
     def last_used(self) -> dict[str, float]:
         """When each artifact file was last read or written (epoch seconds), by checksum.
 
-        Reading metadata (``entries``) does not count as a use (``cache prune``, issue 4).
+        Reading metadata (``entries``) does not count as a use (``cache prune``, issue 4); a hit
+        through the key's hit record does (its mtime).
         """
-        select = "SELECT key, access_time FROM Cache WHERE key LIKE 'a/%'"
+        select = "SELECT key, tag, access_time FROM Cache WHERE key LIKE 'a/%'"
         try:
             rows = self._cache._sql(select).fetchall()
         except (OSError, sqlite3.Error) as exc:
             msg = f"cannot read the cache at {self.directory}: {exc}"
             raise StoreError(msg) from exc
-        return {name[2:]: float(when) for name, when in rows}
+        hits = _hits.used_times(self.directory)
+        return {
+            name[2:]: max(float(when), hits.get(tag, 0.0) if isinstance(tag, str) else 0.0)
+            for name, tag, when in rows
+        }
 
     def sweep(self, *, grace: float = 0.0) -> int:
         """Delete the artifact and log rows no metadata names (after ``discard``).
@@ -550,6 +623,7 @@ class LocalStore:
             stamp.touch()
             os.utime(stamp)  # first: a concurrent open does not start a second reclaim
         removed = self.sweep(grace=grace) + self._remove_stray_files(grace)
+        removed += self._remove_stray_hits(grace)
         if self.scratch_dir is not None:
             removed += reclaim_scratch(self.scratch_dir, grace=grace)[0]
         return removed
@@ -560,6 +634,17 @@ class LocalStore:
         except OSError:
             return True
         return not 0 <= time.time() - last < _RECLAIM_EVERY
+
+    def _remove_stray_hits(self, grace: float) -> int:
+        """Hit records of keys the database no longer has (forgotten by a run killed between the
+        two), and temporary records of killed writers."""
+        try:
+            rows = self._cache._sql("SELECT key FROM Cache WHERE key LIKE 'm/%'").fetchall()
+        except (OSError, sqlite3.Error) as exc:
+            msg = f"cannot read the cache at {self.directory}: {exc}"
+            raise StoreError(msg) from exc
+        keep = {name[2:] for (name,) in rows}
+        return _hits.remove_stray(self.directory, keep=keep, cutoff=time.time() - grace)
 
     def _remove_stray_files(self, grace: float) -> int:
         """Value files written by a run killed before their row was committed."""
@@ -580,7 +665,9 @@ class LocalStore:
 
     def clear(self) -> int:
         """Remove everything; returns the number of records removed."""
-        return int(self._cache.clear(retry=True))
+        removed = int(self._cache.clear(retry=True))
+        _hits.remove_all(self.directory)
+        return removed
 
     def check_writable(self) -> None:
         """Raise StoreError if a value file cannot be written (read-only or full disk)."""

@@ -1,0 +1,357 @@
+"""Hit records (issue 11): a local hit without SQLite, and every doubt about one is a fallback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from cachehook import _hits
+from cachehook.config import load_settings
+from cachehook.hashing import digest_bytes
+from cachehook.logs import STDOUT, encode_frames
+from cachehook.runner import Runner, TaskSpec
+from cachehook.store import LocalStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from cachehook.logs import LogRecorder
+
+
+def _artifact(tmp_path: Path, content: bytes, name: str = "artifact.bin") -> Path:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LocalStore]:
+    with LocalStore(tmp_path / "store", max_size=10**9) as opened:
+        yield opened
+
+
+def _record(store: LocalStore, key: str) -> Path:
+    return store.directory / "hits" / key
+
+
+# --- the record itself ------------------------------------------------------------------------
+
+
+def test_a_stored_artifact_has_a_hit_record_that_reads_back(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    outputs = [{"path": "out/a", "digest": "d" * 32, "executable": False, "mode": 0o644}]
+    meta = {"duration_ms": 7, "outputs": outputs, "value": "42"}
+    store.put("k1", _artifact(tmp_path, b"A" * 1000), meta=meta, log=b"the log")
+    hit = _hits.read_hit(store.directory, "k1")
+    assert hit is not None
+    assert hit.log == b"the log"
+    assert hit.artifact.read_bytes() == b"A" * 1000
+    assert hit.artifact.is_relative_to(store.directory)
+    assert hit.meta.duration_ms == 7
+    assert hit.meta.value == "42"
+    assert hit.meta.outputs == (_hits.OutputEntry("out/a", "d" * 32, False, 0o644),)
+    stored = store.get_meta("k1")
+    assert stored is not None
+    assert hit.meta == _hits.ArtifactMeta.from_record(stored)
+    assert _record(store, "k1").stat().st_mode & 0o777 == 0o600
+    assert (store.directory / "hits").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_file_stored_without_a_log_has_no_hit_record(store: LocalStore, tmp_path: Path) -> None:
+    """``cachehook serve`` stores files without logs; its store is never hit locally."""
+    store.put_file("team/h1", _artifact(tmp_path, b"S" * 100), meta={})
+    assert not (store.directory / "hits").exists()
+
+
+def _garble(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+
+
+def _resigned(data: bytes, change: Callable[[dict[str, object]], None]) -> bytes:
+    """The record with its header changed and its digest made to match again."""
+    _, _, body = data.partition(b"\n")
+    header, _, log = body.partition(b"\n")
+    fields = json.loads(header)
+    change(fields)
+    new_body = json.dumps(fields).encode() + b"\n" + log
+    digest = digest_bytes(new_body).encode()
+    return b"cachehook-hit 1 " + digest + b"\n" + new_body
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda data: data[: len(data) - 3], id="truncated"),
+        pytest.param(lambda data: data[:20], id="cut-in-the-header"),
+        pytest.param(lambda data: b"", id="empty"),
+        pytest.param(_garble, id="garbled"),
+        pytest.param(lambda data: data.replace(b"hit 1 ", b"hit 2 ", 1), id="wrong-version"),
+        pytest.param(
+            lambda data: _resigned(data, lambda f: f.update(log_checksum="0" * 32)),
+            id="log-checksum",
+        ),
+        pytest.param(lambda data: _resigned(data, lambda f: f.update(size=1)), id="artifact-size"),
+        pytest.param(
+            lambda data: _resigned(data, lambda f: f.update(file="../../../etc/passwd")),
+            id="file-outside-the-store",
+        ),
+        pytest.param(
+            lambda data: _resigned(data, lambda f: f.update(duration_ms="5")), id="malformed"
+        ),
+    ],
+)
+def test_a_damaged_record_reads_as_none(
+    store: LocalStore, tmp_path: Path, damage: Callable[[bytes], bytes]
+) -> None:
+    store.put("k1", _artifact(tmp_path, b"B" * 1000), meta={"duration_ms": 5}, log=b"log")
+    record = _record(store, "k1")
+    assert _hits.read_hit(store.directory, "k1") is not None
+    record.write_bytes(damage(record.read_bytes()))
+    assert _hits.read_hit(store.directory, "k1") is None
+
+
+def test_a_record_filed_under_another_key_reads_as_none(store: LocalStore, tmp_path: Path) -> None:
+    store.put("k2", _artifact(tmp_path, b"K2"), meta={}, log=b"")
+    _record(store, "k1").write_bytes(_record(store, "k2").read_bytes())
+    assert _hits.read_hit(store.directory, "k1") is None
+    assert _hits.read_hit(store.directory, "k2") is not None
+
+
+def test_an_artifact_evicted_by_another_store_is_no_hit(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    with LocalStore(directory, max_size=10**9) as store:
+        store.put("k1", _artifact(tmp_path, b"C" * 1000), meta={}, log=b"")
+        hit = _hits.read_hit(directory, "k1")
+        assert hit is not None
+        with LocalStore(directory, max_size=10**9) as other:
+            other._cache.delete(f"a/{hit.meta.checksum}")  # another process's size cap
+        assert not hit.artifact.exists()
+        assert _hits.read_hit(directory, "k1") is None
+
+
+def test_forgetting_a_key_removes_its_record(store: LocalStore, tmp_path: Path) -> None:
+    for key in ("k1", "k2", "k3"):
+        store.put(key, _artifact(tmp_path, key.encode()), meta={}, log=b"")
+    store.discard("k1")
+    store.evict("k2", reason="a test")
+    assert not _record(store, "k1").exists()
+    assert not _record(store, "k2").exists()
+    store.clear()
+    assert list((store.directory / "hits").iterdir()) == []
+
+
+def test_evicting_a_stale_record_keeps_the_hit_record_of_a_fresh_one(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    store.put("k1", _artifact(tmp_path, b"old"), meta={}, log=b"")
+    stale = store.get_meta("k1")
+    assert stale is not None
+    store.put("k1", _artifact(tmp_path, b"new"), meta={}, log=b"")
+    store.evict("k1", reason="its blob went away", meta=stale)
+    hit = _hits.read_hit(store.directory, "k1")
+    assert hit is not None
+    assert hit.artifact.read_bytes() == b"new"
+
+
+def test_reclaim_removes_records_the_database_forgot(store: LocalStore, tmp_path: Path) -> None:
+    store.put("k1", _artifact(tmp_path, b"one"), meta={}, log=b"")
+    store.put("k2", _artifact(tmp_path, b"two"), meta={}, log=b"")
+    store._cache.delete("m/k1")  # forgotten by a run killed before it removed the record
+    (store.directory / "hits" / ".k2.1.abcd.tmp").write_bytes(b"half")  # a killed writer
+    assert store.reclaim(grace=0) >= 2
+    assert sorted(p.name for p in (store.directory / "hits").iterdir()) == ["k2"]
+
+
+def test_the_size_cap_counts_a_hit_through_the_record_as_a_use(tmp_path: Path) -> None:
+    with LocalStore(tmp_path / "store", max_size=1_000_000) as store:
+        for index in range(3):
+            store.put(f"k{index}", _artifact(tmp_path, bytes([index]) * 300_000), meta={}, log=b"")
+        # k0 is the oldest in SQLite, but was hit last through its record; k1 was used least.
+        for index, when in ((0, 3000.0), (1, 1000.0), (2, 2000.0)):
+            store._cache._sql(
+                "UPDATE Cache SET access_time = ? WHERE tag = ?", (100.0, f"k{index}")
+            )
+            os.utime(_record(store, f"k{index}"), (when, when))
+        assert store.last_used()[_checksum(store, "k0")] == 3000.0
+        store.put("k3", _artifact(tmp_path, b"\x03" * 300_000), meta={}, log=b"")
+        assert store.get_meta("k1") is None, "the least recently used, counting hits"
+        for key in ("k0", "k2", "k3"):
+            assert store.get_meta(key) is not None, key
+            assert _hits.read_hit(store.directory, key) is not None, key
+        assert not _record(store, "k1").exists()
+
+
+def _checksum(store: LocalStore, key: str) -> str:
+    meta = store.get_meta(key)
+    assert meta is not None
+    return str(meta["checksum"])
+
+
+def test_touch_marks_a_record_used_now(store: LocalStore, tmp_path: Path) -> None:
+    store.put("k1", _artifact(tmp_path, b"t"), meta={}, log=b"")
+    os.utime(_record(store, "k1"), (1000.0, 1000.0))
+    _hits.touch_hit(store.directory, "k1")
+    assert _record(store, "k1").stat().st_mtime > time.time() - 3600
+
+
+# --- through the runner ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "p"
+    (root / "src").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    (root / "src" / "m.py").write_text("x = 1\n")
+    return root
+
+
+_LOG = encode_frames([(STDOUT, b"built\n")])
+
+
+def _spec(root: Path, name: str) -> TaskSpec:
+    return TaskSpec(
+        command=(name,), inputs=("src/**",), outputs=("out/**",), cwd=root, toolchain=False
+    )
+
+
+class _Task:
+    """A task that writes ``out/o.bin`` and logs a line, counting its runs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.runs = 0
+        self.spec = _spec(root, "write")
+
+    def __call__(self, recorder: LogRecorder) -> int:
+        self.runs += 1
+        (self.root / "out").mkdir(exist_ok=True)
+        (self.root / "out" / "o.bin").write_bytes(b"O" * 100_000)
+        recorder.add(STDOUT, b"built\n")
+        return 0
+
+
+def _runner(root: Path, notices: list[str]) -> Runner:
+    return Runner(load_settings(cwd=root, environ=dict(os.environ)), on_notice=notices.append)
+
+
+def _hit_record(runner: Runner, key: str) -> Path:
+    return runner.settings.cache_dir / "store" / "hits" / key
+
+
+def test_a_restoring_hit_through_the_record_opens_no_store(project: Path) -> None:
+    task, notices = _Task(project), list[str]()
+    with _runner(project, notices) as runner:
+        prepared = runner.prepare(task.spec)
+        assert runner.run(prepared, execute=task).stored
+    (project / "out" / "o.bin").unlink()
+    with _runner(project, notices) as runner:
+        os.utime(_hit_record(runner, prepared.key), (1000.0, 1000.0))
+        result = runner.run(prepared, execute=task)
+        assert (result.status, result.source, result.restored) == ("HIT", "LOCAL", ("out/o.bin",))
+        assert result.log == _LOG
+        assert runner._store is None, "the hit read its record, not SQLite"
+        assert _hit_record(runner, prepared.key).stat().st_mtime > 1000.0, "touched"
+    assert (project / "out" / "o.bin").read_bytes() == b"O" * 100_000
+    assert task.runs == 1
+    assert notices == []
+
+
+def _corrupt_log(record: Path) -> None:
+    data = record.read_bytes()
+    record.write_bytes(data.replace(b"built", b"BUILT"))
+
+
+def _corrupt_artifact(record: Path) -> None:
+    _, _, body = record.read_bytes().partition(b"\n")
+    value = record.parent.parent / json.loads(body.partition(b"\n")[0])["file"]
+    data = bytearray(value.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    value.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "status"),
+    [
+        pytest.param(lambda r: r.write_bytes(r.read_bytes()[:-2]), "HIT", id="truncated"),
+        pytest.param(lambda r: r.write_bytes(b"cachehook-hit 9 x\n"), "HIT", id="wrong-version"),
+        pytest.param(_corrupt_log, "HIT", id="log"),
+        pytest.param(_corrupt_artifact, "MISS", id="artifact"),
+    ],
+)
+def test_a_damaged_record_falls_back_to_the_store_and_never_replays_it(
+    project: Path, damage: Callable[[Path], None], status: str
+) -> None:
+    """What the store holds decides: its own hit (and a fresh record), or its eviction and a run."""
+    task, notices = _Task(project), list[str]()
+    with _runner(project, notices) as runner:
+        prepared = runner.prepare(task.spec)
+        assert runner.run(prepared, execute=task).stored
+        record = _hit_record(runner, prepared.key)
+        damage(record)
+        (project / "out" / "o.bin").unlink()
+        result = runner.run(prepared, execute=task)
+        assert result.status == status
+        assert result.log == _LOG
+        assert (project / "out" / "o.bin").read_bytes() == b"O" * 100_000
+        assert task.runs == (2 if status == "MISS" else 1)
+        if status == "MISS":
+            assert any("checksum" in n for n in notices), notices
+        hit = _hits.read_hit(record.parent.parent, prepared.key)
+        assert hit is not None, "written again, by the hit or by the run"
+        assert hit.log == _LOG
+
+
+def test_a_record_of_another_key_never_replays(project: Path) -> None:
+    notices: list[str] = []
+    one, two = _Task(project), _Task(project)
+    two.spec = _spec(project, "other")
+    with _runner(project, notices) as runner:
+        first, second = runner.prepare(one.spec), runner.prepare(two.spec)
+        assert runner.run(second, execute=two).stored
+        _hit_record(runner, first.key).write_bytes(_hit_record(runner, second.key).read_bytes())
+        assert runner.run(first, execute=one).status == "MISS"
+        assert one.runs == 1
+
+
+# --- through the real CLI -------------------------------------------------------------------
+
+_WRITE = (
+    "import pathlib; p = pathlib.Path('out'); p.mkdir(exist_ok=True);"
+    " (p / 'o.txt').write_text('{}')"
+)
+
+
+def _exec(project: Path, env: dict[str, str], text: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "cachehook", "exec", "-i", "src/**", "-o", "out/**", "--"]
+    argv += [sys.executable, "-c", _WRITE.format(text)]
+    return subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, check=True)
+
+
+def test_cachehook_exec_hits_through_the_record_and_survives_a_damaged_one(
+    project: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "CACHEHOOK_CACHE_DIR": str(tmp_path / "cache")}
+    assert "miss" in _exec(project, env, "one").stderr
+    records = list((tmp_path / "cache" / "store" / "hits").iterdir())
+    assert len(records) == 1
+    output = project / "out" / "o.txt"
+    output.write_text("changed by hand")
+    assert "local hit" in _exec(project, env, "one").stderr
+    assert output.read_text() == "one"
+    records[0].write_bytes(_garble(records[0].read_bytes()))
+    output.unlink()
+    assert "local hit" in _exec(project, env, "one").stderr
+    assert output.read_text() == "one"
+    assert _hits.read_hit(tmp_path / "cache" / "store", records[0].name) is not None
+    assert "miss" in _exec(project, env, "two").stderr, "another command, another key"
+    assert output.read_text() == "two"
