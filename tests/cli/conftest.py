@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -12,6 +13,25 @@ from cachehook.cli import main
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from pathlib import Path
+
+
+# Coverage's settings for child Pythons (its ``patch = subprocess``), as this process started:
+# a test that strips them from its tasks passes them on to a ``python -m cachehook`` it starts.
+CHILD_COVERAGE = {
+    name: value for name in ("COVERAGE_PROCESS_CONFIG",) if (value := os.environ.get(name))
+}
+
+
+@pytest.fixture
+def unmeasured_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Child Pythons (a task's own ``python ...``) start without coverage.
+
+    Coverage measures cachehook only, yet every Python child it is passed to imports it and
+    starts tracing: seconds per test on a loaded machine. For tests that run cachehook in
+    this process; a ``python -m cachehook`` child needs ``env={**os.environ, **CHILD_COVERAGE}``.
+    """
+    for name in CHILD_COVERAGE:
+        monkeypatch.delenv(name, raising=False)
 
 
 @dataclass(frozen=True)
