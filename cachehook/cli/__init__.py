@@ -52,12 +52,15 @@ def __getattr__(name: str) -> Any:
 
 def _crash_dir(args: Sequence[str]) -> Path:
     """Where a crash log goes: ``--cache-dir``, else the cache directory as settings find it."""
+    from cachehook.cli._options import CACHE_DIR
+
     for index, arg in enumerate(args):
         if arg == "--":
             break
-        if arg.startswith("--cache-dir="):
-            return Path(arg.partition("=")[2])
-        if arg == "--cache-dir" and index + 1 < len(args):
+        name, has_value, value = arg.partition("=")
+        if name in CACHE_DIR.flags and has_value:
+            return Path(value)
+        if arg in CACHE_DIR.flags and index + 1 < len(args):
             return Path(args[index + 1])
     from cachehook.config import default_cache_dir
 

@@ -12,46 +12,43 @@ import itertools
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from cachehook.cli._options import CACHE_DIR_HELP, ROOT_HELP
+from cachehook.cli._options import (
+    CACHE,
+    CACHE_DIR,
+    DRY_RUN,
+    FORCE,
+    JSON,
+    NO_CACHE,
+    NO_TOOLCHAIN,
+    OUTPUT_LOGS,
+    QUIET,
+    REMOTE_ONLY,
+    ROOT,
+    Option,
+    load_cli_settings,
+)
 from cachehook.cli._output import Console, ProgressLine, print_json
 from cachehook.cli._project import root_notice
-from cachehook.config import OUTPUT_LOG_MODES, load_settings
 from cachehook.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Unpack
 
+    from cachehook.cli._options import SettingsFlags
     from cachehook.config import Settings
     from cachehook.runner import Prepared, RunResult
 
 __all__ = [
     "OPTIONS",
-    "Option",
     "check_command",
     "parse_exec_fast",
     "run_exec",
     "split_command",
     "stray_words",
 ]
-
-Kind = Literal["multiple", "value", "flag", "path", "choice", "optional-choice"]
-
-
-class Option(NamedTuple):
-    """One ``exec`` option: how it is spelled, parsed and explained."""
-
-    # A NamedTuple, not a frozen dataclass: built at import on every hit, it costs ~0.3 ms
-    # where a dataclass costs ~1.9 ms on the 2-core VM (issue 11).
-
-    dest: str
-    flags: tuple[str, ...]
-    kind: Kind
-    help: str
-    metavar: str | None = None
-    choices: tuple[str, ...] = ()
-
 
 OPTIONS: tuple[Option, ...] = (
     Option(
@@ -98,79 +95,32 @@ OPTIONS: tuple[Option, ...] = (
         "toolchain enters the key too (repeatable).",
         "NAME",
     ),
+    NO_TOOLCHAIN,
     Option(
-        "no_toolchain",
-        ("--no-toolchain",),
-        "flag",
-        "Leave the toolchain (interpreter, installed packages, program files) out of the key.",
-    ),
-    Option(
-        "salt", ("--salt",), "value", "Any string; change it to disown earlier results.", "TEXT"
-    ),
-    Option(
-        "root",
-        ("--root",),
-        "path",
-        ROOT_HELP,
-        "DIR",
-    ),
-    Option(
-        "cache_dir",
-        ("--cache-dir",),
-        "path",
-        CACHE_DIR_HELP,
-        "DIR",
-    ),
-    Option(
-        "cache_modes",
-        ("--cache",),
+        "salt",
+        ("--salt",),
         "value",
-        "Which caches to read/write, as turbo spells it: 'local:rw,remote:r'.",
-        "MODES",
+        "Any string; change it to disown earlier results.",
+        "TEXT",
+        default="",
     ),
-    Option("remote_only", ("--remote-only",), "flag", "Use only the remote cache."),
-    Option("force", ("--force",), "flag", "Run even on a hit, and overwrite the cached result."),
-    Option("no_cache", ("--no-cache",), "flag", "Just run the command (also CACHEHOOK_DISABLE=1)."),
-    Option(
-        "dry_run",
-        ("--dry-run",),
-        "optional-choice",
-        "Print the key and every input with its digest; run nothing. --dry-run=json for JSON.",
-        choices=("text", "json"),
-    ),
-    Option(
-        "output_logs",
-        ("--output-logs",),
-        "choice",
-        "What of the command's output to show: full (default), errors-only, hash-only, none.",
-        choices=OUTPUT_LOG_MODES,
-    ),
-    Option("quiet", ("-q", "--quiet"), "flag", "No status line (warnings still show)."),
-    Option(
-        "as_json",
-        ("--json",),
-        "flag",
-        "Print one JSON result on stdout; the command's stdout goes to stderr.",
-    ),
+    ROOT,
+    CACHE_DIR,
+    CACHE,
+    REMOTE_ONLY,
+    FORCE,
+    NO_CACHE,
+    DRY_RUN,
+    OUTPUT_LOGS,
+    QUIET,
+    JSON._replace(help="Print one JSON result on stdout; the command's stdout goes to stderr."),
 )
 _BY_FLAG = {flag: option for option in OPTIONS for flag in option.flags}
 
 
-def _defaults() -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for option in OPTIONS:
-        if option.kind == "multiple":
-            values[option.dest] = ()
-        elif option.kind == "flag":
-            values[option.dest] = False
-        else:
-            values[option.dest] = "" if option.dest == "salt" else None
-    return values
-
-
 def parse_exec_fast(args: Sequence[str]) -> dict[str, Any] | None:
     """Parse ``exec``'s arguments without click, or return None to let click do it."""
-    values = _defaults()
+    values = {option.dest: option.unset for option in OPTIONS}
     multiple: dict[str, list[str]] = {}
     index = 0
     while index < len(args):
@@ -223,20 +173,15 @@ def run_exec(
     env: tuple[str, ...],
     pass_env: tuple[str, ...] = (),
     salt: str,
-    root: Path | None,
     tools: tuple[str, ...] = (),
     no_toolchain: bool = False,
-    cache_dir: Path | None,
-    cache_modes: str | None,
-    remote_only: bool,
     force: bool,
-    no_cache: bool,
     dry_run: str | None,
-    output_logs: str | None,
     quiet: bool,
     as_json: bool,
     command: tuple[str, ...],
     stray: int = 0,
+    **flags: Unpack[SettingsFlags],
 ) -> int:
     """Run one command through the cache and return its exit code.
 
@@ -250,18 +195,9 @@ def run_exec(
         )
         raise ConfigError(msg)
     check_command(command, cwd=Path.cwd(), stray=stray)
-    settings = load_settings(
-        cwd=Path.cwd(),
-        environ=os.environ,
-        root=root,
-        cache_dir=cache_dir,
-        cache=cache_modes,
-        remote_only=remote_only,
-        no_cache=no_cache,
-        output_logs=output_logs,
-    )
+    settings = load_cli_settings(flags)
     console = Console(quiet=quiet or settings.output_logs == "none")
-    notice = None if root is not None else root_notice(settings, cwd=Path.cwd())
+    notice = None if flags.get("root") is not None else root_notice(settings, cwd=Path.cwd())
     if notice is not None:
         console.info(notice)
     if no_inputs and inputs:
@@ -375,8 +311,7 @@ def stray_words(args: Sequence[str]) -> tuple[list[int], bool]:
             found.append(index)
             index += 1
             continue
-        takes_value = option.kind in ("multiple", "value", "path", "choice")
-        index += 2 if takes_value and "=" not in token else 1
+        index += 2 if option.takes_value and "=" not in token else 1
     return found, False
 
 

@@ -7,23 +7,24 @@ exits with code 1 and removes nothing.
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from cachehook.cli._group import SuggestingGroup
-from cachehook.cli._options import cache_dir_option
+from cachehook.cli._options import ALL_PROJECTS, CACHE_DIR, JSON, load_cli_settings, options
 from cachehook.cli._output import Console, format_duration, print_json
-from cachehook.config import Settings, load_settings, parse_duration, parse_size
+from cachehook.config import parse_duration, parse_size
 from cachehook.errors import CachehookError, ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Unpack
 
+    from cachehook.cli._options import SettingsFlags
+    from cachehook.config import Settings
     from cachehook.store import LocalStore, StoredEntry
 
 __all__ = ["cache", "format_size", "open_store"]
@@ -60,10 +61,6 @@ def open_store(settings: Settings, *, create: bool = True) -> LocalStore | None:
     )
 
 
-def _settings(cache_dir: Path | None) -> Settings:
-    return load_settings(cwd=Path.cwd(), environ=os.environ, cache_dir=cache_dir)
-
-
 def _stored_at(entry: StoredEntry) -> float:
     value = entry.meta.get("stored_at", 0)
     return float(value) if isinstance(value, int | float) else 0.0
@@ -87,16 +84,12 @@ cache = SuggestingGroup("cache", help="Look into and clean the local cache.")
 
 
 @cache.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option(
-    "--all-projects", is_flag=True, help="List every project's artifacts, not only this one's."
-)
-@cache_dir_option()
-def ls(as_json: bool, all_projects: bool, cache_dir: Path | None) -> None:
+@options(JSON, ALL_PROJECTS, CACHE_DIR)
+def ls(as_json: bool, all_projects: bool, **flags: Unpack[SettingsFlags]) -> None:
     """List the artifacts in the local cache, newest first."""
     from cachehook.history import project_id
 
-    settings = _settings(cache_dir)
+    settings = load_cli_settings(flags)
     store = open_store(settings, create=False)
     entries: list[StoredEntry] = []
     if store is not None:
@@ -161,13 +154,13 @@ def _show_json(entry: StoredEntry) -> dict[str, Any]:
 
 @cache.command("show", short_help="Show one artifact: task, command, inputs, outputs.")
 @click.argument("key")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@cache_dir_option()
-def show(key: str, as_json: bool, cache_dir: Path | None) -> None:
+@options(JSON, CACHE_DIR)
+def show(key: str, as_json: bool, **flags: Unpack[SettingsFlags]) -> None:
     """Show one artifact: its task, command, outputs and inputs (KEY may be a prefix)."""
-    store = open_store(_settings(cache_dir), create=False)
+    settings = load_cli_settings(flags)
+    store = open_store(settings, create=False)
     if store is None:
-        msg = f"the local cache at {_settings(cache_dir).cache_dir} is empty"
+        msg = f"the local cache at {settings.cache_dir} is empty"
         raise CachehookError(msg)
     with store:
         entry = _find(store, key)
@@ -237,9 +230,13 @@ def _parse_age(text: str) -> float:
 @click.option("--older-than", metavar="AGE", help="Remove what was stored more than AGE ago.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
-@cache_dir_option()
+@options(CACHE_DIR)
 def prune(
-    max_size: str | None, older_than: str | None, yes: bool, dry_run: bool, cache_dir: Path | None
+    max_size: str | None,
+    older_than: str | None,
+    yes: bool,
+    dry_run: bool,
+    **flags: Unpack[SettingsFlags],
 ) -> None:
     """Remove old or least recently used artifacts (e.g. --older-than 7d, --max-size 2GiB)."""
     if max_size is None and older_than is None:
@@ -247,7 +244,7 @@ def prune(
         raise ConfigError(msg)
     limit = parse_size(max_size, name="--max-size") if max_size is not None else None
     age = _parse_age(older_than) if older_than is not None else None
-    store = open_store(_settings(cache_dir), create=False)
+    store = open_store(load_cli_settings(flags), create=False)
     if store is None:
         click.echo("nothing to prune: the local cache is empty")
         return
@@ -282,10 +279,10 @@ def prune(
 
 @cache.command("clear", short_help="Remove every artifact from the local cache.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
-@cache_dir_option()
-def clear(yes: bool, cache_dir: Path | None) -> None:
+@options(CACHE_DIR)
+def clear(yes: bool, **flags: Unpack[SettingsFlags]) -> None:
     """Remove every artifact from the local cache (the run history is kept)."""
-    store = open_store(_settings(cache_dir), create=False)
+    store = open_store(load_cli_settings(flags), create=False)
     if store is None:
         click.echo("the local cache is already empty")
         return

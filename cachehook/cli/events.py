@@ -14,13 +14,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cachehook.cli._group import SuggestingGroup
-from cachehook.cli._options import cache_dir_option
-from cachehook.config import load_settings
+from cachehook.cli._options import CACHE_DIR, JSON, load_cli_settings, options
 from cachehook.errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from cachehook.cli._options import SettingsFlags
 
 __all__ = ["events"]
 
@@ -44,16 +49,18 @@ def _cwd() -> Path:
 
 
 @events.command("flush")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@cache_dir_option(
-    "The cache directory whose spool to send (default: $CACHEHOOK_CACHE_DIR, else "
-    "$XDG_CACHE_HOME/cachehook, else ~/.cache/cachehook)."
+@options(
+    JSON,
+    CACHE_DIR._replace(
+        help="The cache directory whose spool to send (default: $CACHEHOOK_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/cachehook, else ~/.cache/cachehook)."
+    ),
 )
-def flush(as_json: bool, cache_dir: Path | None) -> None:
+def flush(as_json: bool, **flags: Unpack[SettingsFlags]) -> None:
     """Send the cache events that earlier runs left in the spool."""
     from cachehook.events import default_spool_dir, flush_spool, flushing, pending_count
 
-    settings = load_settings(cwd=_cwd(), environ=os.environ, cache_dir=cache_dir)
+    settings = load_cli_settings(flags, cwd=_cwd())
     if settings.remote is None:
         msg = "no remote cache configured: set CACHEHOOK_API (or TURBO_API)"
         raise ConfigError(msg)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from cachehook.cli._exec import OPTIONS, Option, run_exec, split_command, stray_words
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from cachehook.cli._exec import OPTIONS, run_exec, split_command, stray_words
+from cachehook.cli._options import options
 
 __all__ = ["exec_command"]
 
@@ -28,31 +25,6 @@ A symlink counts with its target's content. Without -i, the inputs are every fil
 git would list under the working directory (outputs and the cache excluded);
 --no-inputs says the command reads no file. Exit status is the command's own.
 """
-
-
-def _click_option(option: Option) -> Callable[[Any], Any]:
-    flags = (*option.flags, option.dest)
-    common: dict[str, Any] = {"help": option.help, "metavar": option.metavar}
-    if option.kind == "multiple":
-        return click.option(*flags, multiple=True, **common)
-    if option.kind == "flag":
-        return click.option(*flags, is_flag=True, help=option.help)
-    if option.kind == "path":
-        return click.option(*flags, type=click.Path(file_okay=False, path_type=Path), **common)
-    if option.kind == "choice":
-        return click.option(
-            *flags, type=click.Choice(option.choices), default=None, help=option.help
-        )
-    if option.kind == "optional-choice":
-        return click.option(
-            *flags,
-            type=click.Choice(option.choices),
-            is_flag=False,
-            flag_value=option.choices[0],
-            default=None,
-            help=option.help,
-        )
-    return click.option(*flags, default="" if option.dest == "salt" else None, **common)
 
 
 class _ExecCommand(click.Command):
@@ -81,8 +53,7 @@ def _build() -> click.Command:
         return run_exec(**values, stray=click.get_current_context().meta.get("cachehook.stray", 0))
 
     command: Any = click.argument("command", nargs=-1, type=click.UNPROCESSED)(callback)
-    for option in reversed(OPTIONS):
-        command = _click_option(option)(command)
+    command = options(*OPTIONS)(command)
     return click.command(
         "exec",
         cls=_ExecCommand,

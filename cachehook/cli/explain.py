@@ -8,7 +8,6 @@ beside its last stored run in this project (found through the run history, then 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +15,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
-from cachehook.cli._options import cache_dir_option, root_option
+from cachehook.cli._options import (
+    ALL_PROJECTS,
+    CACHE_DIR,
+    JSON,
+    NO_TOOLCHAIN,
+    ROOT,
+    load_cli_settings,
+    options,
+)
 from cachehook.cli._output import Console, print_json, short_key
 from cachehook.cli._project import load_tasks_or_explain
-from cachehook.config import load_settings
 from cachehook.errors import StoreError
 from cachehook.hashing import Manifest, diff_manifests
 from cachehook.history import read_history
@@ -27,6 +33,9 @@ from cachehook.runner import Runner
 from cachehook.tasks import PlannedTask, TaskGraph, plan_tasks
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
+    from cachehook.cli._options import SettingsFlags
     from cachehook.store import LocalStore
 
 __all__ = ["explain"]
@@ -204,26 +213,23 @@ def _echo_verdict(explanation: _Explanation) -> None:
 
 @click.command("explain")
 @click.argument("task_name", metavar="TASK")
-@click.option(
-    "--all-projects",
-    is_flag=True,
-    help="Compare with the task's runs in any project on this cache, not only this one.",
+@options(
+    ALL_PROJECTS._replace(
+        help="Compare with the task's runs in any project on this cache, not only this one."
+    ),
+    JSON,
+    NO_TOOLCHAIN._replace(
+        help="Hash as `cachehook run --no-toolchain` does: without the toolchain."
+    ),
+    ROOT,
+    CACHE_DIR,
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option(
-    "--no-toolchain",
-    is_flag=True,
-    help="Hash as `cachehook run --no-toolchain` does: without the toolchain.",
-)
-@root_option()
-@cache_dir_option()
 def explain(
     task_name: str,
     all_projects: bool,
     as_json: bool,
     no_toolchain: bool,
-    root: Path | None,
-    cache_dir: Path | None,
+    **flags: Unpack[SettingsFlags],
 ) -> None:
     """Say why TASK would run now, or why its last run missed.
 
@@ -233,9 +239,7 @@ def explain(
     changes. Runs nothing. When a dependency would run first and write an input of TASK, it
     says so: TASK's key then changes once that dependency has run.
     """
-    settings = load_settings(
-        cwd=Path.cwd(), environ=os.environ, root=root, cache_dir=cache_dir, workspace=True
-    )
+    settings = load_cli_settings(flags, workspace=True)
     graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     console = Console()
     with Runner(settings, on_notice=console.warn, use_toolchain=not no_toolchain) as runner:

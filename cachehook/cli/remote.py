@@ -17,15 +17,13 @@ Exit codes of ``remote status``:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from cachehook.cli._group import SuggestingGroup
-from cachehook.config import load_settings
+from cachehook.cli._options import JSON, load_cli_settings, options
 from cachehook.errors import (
     ConfigError,
     RemoteAuthError,
@@ -73,7 +71,7 @@ remote = SuggestingGroup("remote", help="Inspect the remote cache (Turborepo Rem
 
 
 @remote.command("status", short_help="Check that the remote is reachable, takes the token, is on.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@options(JSON)
 def status(as_json: bool) -> None:
     """Check that the remote cache is reachable, takes the token and is enabled.
 
@@ -81,7 +79,7 @@ def status(as_json: bool) -> None:
     Exit codes: 0 enabled, 2 not configured, 4 unreachable, 5 credentials refused,
     6 caching disabled/over limit/paused, 7 not a Remote Cache API answer.
     """
-    settings = load_settings(cwd=Path.cwd(), environ=os.environ).remote
+    settings = load_cli_settings({}).remote
     if settings is None:
         if not as_json:
             raise ConfigError(_NOT_CONFIGURED)

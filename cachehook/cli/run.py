@@ -3,6 +3,10 @@
 Exit codes of ``run``: 0 when every task ran or hit; else the exit code of the first task that
 failed (2 when cachehook could not run it: an unreadable input, a command not found); 2 for a
 malformed task table or an unknown task; 130 when interrupted.
+
+It is longer than 400 lines because it renders a run three ways besides the command itself:
+the live reporter (whole prefixed lines for parallel tasks), the ``--summarize`` JSON and the
+dry-run listing; the reporter is to become a listener of the runner's events (issue 11).
 """
 
 from __future__ import annotations
@@ -20,10 +24,22 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 import click
 
 from cachehook import __version__
-from cachehook.cli._options import cache_dir_option, root_option
+from cachehook.cli._options import (
+    CACHE,
+    CACHE_DIR,
+    DRY_RUN,
+    FORCE,
+    NO_CACHE,
+    NO_TOOLCHAIN,
+    OUTPUT_LOGS,
+    QUIET,
+    REMOTE_ONLY,
+    ROOT,
+    load_cli_settings,
+    options,
+)
 from cachehook.cli._output import Console, format_duration, print_json, short_key
 from cachehook.cli._project import load_tasks_or_explain
-from cachehook.config import OUTPUT_LOG_MODES, Settings, load_settings
 from cachehook.errors import ConfigError
 from cachehook.logs import STDOUT, decode
 from cachehook.runner import Runner
@@ -39,6 +55,10 @@ from cachehook.tasks import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from typing import Unpack
+
+    from cachehook.cli._options import SettingsFlags
+    from cachehook.config import Settings
 
     Keys = Mapping[str, str | None]
 
@@ -223,43 +243,30 @@ class _RunCommand(click.Command):
     is_flag=True,
     help="After a failure, still run every task that does not depend on it.",
 )
-@click.option("--force", is_flag=True, help="Run every task even on a hit; overwrite the cache.")
-@click.option(
-    "--dry-run",
-    type=click.Choice(["text", "json"]),
-    is_flag=False,
-    flag_value="text",
-    default=None,
-    help="Show each task's key, inputs and cache state; run nothing. --dry-run=json.",
+@options(
+    FORCE._replace(help="Run every task even on a hit; overwrite the cache."),
+    DRY_RUN._replace(
+        help="Show each task's key, inputs and cache state; run nothing. --dry-run=json."
+    ),
 )
 @click.option(
     "--summarize",
     is_flag=True,
     help="Write a JSON summary of the run (under the cache dir) and print its path.",
 )
-@root_option()
-@cache_dir_option()
-@click.option(
-    "--cache",
-    "cache_modes",
-    metavar="MODES",
-    help="Which caches to read/write, as turbo spells it: 'local:rw,remote:r'.",
-)
-@click.option("--remote-only", is_flag=True, help="Use only the remote cache.")
-@click.option("--no-cache", is_flag=True, help="Just run the tasks (also CACHEHOOK_DISABLE=1).")
-@click.option(
-    "--no-toolchain",
-    is_flag=True,
-    help="Leave the toolchain (interpreter, installed packages, program files) out of the keys.",
-)
-@click.option(
-    "--output-logs",
-    type=click.Choice(OUTPUT_LOG_MODES),
-    default=None,
-    help="What of the tasks' output to show: full (default), errors-only, hash-only, none.",
-)
-@click.option(
-    "-q", "--quiet", is_flag=True, help="No status lines (warnings and errors still show)."
+@options(
+    ROOT,
+    CACHE_DIR,
+    CACHE,
+    REMOTE_ONLY,
+    NO_CACHE._replace(help="Just run the tasks (also CACHEHOOK_DISABLE=1)."),
+    NO_TOOLCHAIN._replace(
+        help="Leave the toolchain (interpreter, installed packages, program files) out of the keys."
+    ),
+    OUTPUT_LOGS._replace(
+        help="What of the tasks' output to show: full (default), errors-only, hash-only, none."
+    ),
+    QUIET._replace(help="No status lines (warnings and errors still show)."),
 )
 @click.option(
     "--filter",
@@ -285,29 +292,14 @@ def run(
     force: bool,
     dry_run: str | None,
     summarize: bool,
-    root: Path | None,
-    cache_dir: Path | None,
-    cache_modes: str | None,
-    remote_only: bool,
-    no_cache: bool,
     no_toolchain: bool,
-    output_logs: str | None,
     quiet: bool,
     filters: tuple[str, ...],
     affected: str | None,
+    **flags: Unpack[SettingsFlags],
 ) -> int:
     """Run the named TASKs and what they depend on, or restore them from the cache."""
-    settings = load_settings(
-        cwd=Path.cwd(),
-        environ=os.environ,
-        root=root,
-        cache_dir=cache_dir,
-        cache=cache_modes,
-        remote_only=remote_only,
-        no_cache=no_cache,
-        output_logs=output_logs,
-        workspace=True,
-    )
+    settings = load_cli_settings(flags, workspace=True)
     graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     if not task_names:
         bare = {*graph.groups, *(n for n in graph.tasks if n not in graph.member_of)}

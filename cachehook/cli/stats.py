@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import datetime
-import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from cachehook.cli._options import cache_dir_option
+from cachehook.cli._options import ALL_PROJECTS, CACHE_DIR, JSON, load_cli_settings, options
 from cachehook.cli._output import Console, format_duration, print_json
 from cachehook.cli.cache import format_size, open_store
-from cachehook.config import load_settings
 from cachehook.errors import StoreError
 from cachehook.history import history_path, project_id, read_history
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from pathlib import Path
+    from typing import Unpack
 
+    from cachehook.cli._options import SettingsFlags
     from cachehook.config import Settings
     from cachehook.history import HistoryEntry
 
@@ -99,17 +99,17 @@ def _percent(rate: float | None) -> str:
 
 
 @click.command("stats", short_help="Show hits, misses and time saved from the run history.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option(
-    "--all-projects", is_flag=True, help="Count every project's runs, not only this one's."
+@options(
+    JSON,
+    ALL_PROJECTS._replace(help="Count every project's runs, not only this one's."),
+    CACHE_DIR,
 )
-@cache_dir_option()
-def stats(as_json: bool, all_projects: bool, cache_dir: Path | None) -> None:
+def stats(as_json: bool, all_projects: bool, **flags: Unpack[SettingsFlags]) -> None:
     """Show hits and misses (local and remote), hit rate and time saved, today, over 7 days
     and all time, from the run history of this project (of all, with --all-projects); and
     the cache's size against its cap.
     """
-    settings = load_settings(cwd=Path.cwd(), environ=os.environ, cache_dir=cache_dir)
+    settings = load_cli_settings(flags)
     console = Console()
     project = None if all_projects else project_id(settings.root)
     periods = _periods(settings, time.time(), project)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from cachehook.cli._options import root_option
+from cachehook.cli._options import JSON, ROOT, load_cli_settings, options
 from cachehook.cli._output import print_json
 from cachehook.cli._project import load_tasks_or_explain
-from cachehook.config import load_settings
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
+    from cachehook.cli._options import SettingsFlags
     from cachehook.tasks import Task
 
 __all__ = ["tasks"]
@@ -51,15 +52,14 @@ def _echo_task(task: Task) -> None:
 
 
 @click.command("tasks", short_help="List the named tasks with their inputs and outputs.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@root_option()
-def tasks(as_json: bool, root: Path | None) -> None:
+@options(JSON, ROOT)
+def tasks(as_json: bool, **flags: Unpack[SettingsFlags]) -> None:
     """List the tasks in [tool.cachehook.tasks] with their inputs and outputs.
 
     A malformed table (a wrong type, an unknown key, a cycle, a dependency on a missing
     task, a bad glob) is reported with the file, the table and the key, and exit code 2.
     """
-    settings = load_settings(cwd=Path.cwd(), environ=os.environ, root=root, workspace=True)
+    settings = load_cli_settings(flags, workspace=True)
     graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     ordered = [graph.tasks[name] for name in graph.names()]
     if as_json:

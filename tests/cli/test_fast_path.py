@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from cachehook.cli._exec import parse_exec_fast
+from cachehook.cli._exec import OPTIONS, parse_exec_fast
 from cachehook.cli.exec import exec_command
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from cachehook.cli._options import Option
 
 
 def _click_parse(args: list[str]) -> dict[str, Any]:
@@ -37,6 +39,31 @@ def test_fast_parse_matches_click(args: list[str]) -> None:
     fast = parse_exec_fast(args)
     assert fast is not None
     assert fast == _click_parse(args)
+
+
+def _samples(option: Option) -> list[list[str]]:
+    """Every way to give ``option`` that the fast parser takes, each before a command."""
+    long = option.flags[-1]
+    if option.kind == "flag":
+        return [[flag] for flag in option.flags]
+    if option.kind == "optional-choice":
+        return [[long], *([f"{long}={choice}"] for choice in option.choices)]
+    values = option.choices or ("v",)
+    found = [[flag, value] for flag in option.flags for value in values]
+    found += [[f"{long}={value}"] for value in values]
+    if option.kind == "multiple":
+        found.append([option.flags[0], "a", long, "b"])
+    return found
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda option: option.flags[-1])
+def test_fast_parse_matches_click_for_every_option_in_the_table(option: Option) -> None:
+    """The two parsers read one table; a kind one of them treats otherwise fails here."""
+    for given in _samples(option):
+        args = [*given, "--", "x"]
+        fast = parse_exec_fast(args)
+        assert fast is not None, args
+        assert fast == _click_parse(args), args
 
 
 @pytest.mark.parametrize(
