@@ -2,36 +2,39 @@
 
 The nox, invoke and function decorators differ only in how they name a task and where they
 print; the key, store, remote and events are the runner's, exactly as for ``cachehook exec``.
+The runners kept open between calls are ``_pool``'s.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import inspect
 import json
 import math
 import os
 import sys
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+
+from cachehook._pool import close_runners, leased_runner
 
 if TYPE_CHECKING:
     from types import CodeType
+    from typing import Unpack
 
-    from cachehook.config import Settings
-    from cachehook.runner import Execute, Runner, RunResult
+    from cachehook.runner import Execute, RunResult
 
 __all__ = [
+    "CacheArguments",
     "CacheOptions",
     "FunctionIdentity",
+    "bare_or_configured",
     "bind_arguments",
     "canonical_json",
     "close_runners",
     "describe_result",
+    "host_parameter",
     "interpreter_tag",
     "run_cached",
 ]
@@ -39,7 +42,36 @@ __all__ = [
 _SUPPORTED = "None, bool, int, float, str, list, tuple, dict with str keys, set, pathlib paths"
 
 
-def _globs(value: str | Iterable[str], what: str) -> tuple[str, ...]:
+class CacheArguments(TypedDict, total=False):
+    """What every ``cached()`` takes, as keywords: the function decorator, nox's and invoke's.
+
+    Attributes:
+        inputs: globs of the files the task reads, relative to the project root; ``{name}``
+            is filled from the call's arguments.
+        outputs: globs of the files it writes, stored after a successful run and restored on
+            a hit; ``{name}`` as for inputs (``build/{fmt}/**``).
+        env: environment variables whose values enter the key (``PREFIX*`` matches many).
+        salt: any string; change it to disown earlier results.
+        ignore: arguments left out of the key (a logger, a verbosity flag, ``self``).
+        root: the project root (default: found from the working directory, as the CLI does).
+        tools: programs the task runs (found on ``PATH``) whose toolchain enters the key, with
+            the interpreter the task runs in and its installed distributions (issue 10).
+        toolchain: False leaves the toolchain (interpreter, distributions, tools) out of the key.
+
+    A bare string counts as one glob or name.
+    """
+
+    inputs: str | Iterable[str]
+    outputs: str | Iterable[str]
+    env: str | Iterable[str]
+    salt: str
+    ignore: str | Iterable[str]
+    root: str | os.PathLike[str] | None
+    tools: str | Iterable[str]
+    toolchain: bool
+
+
+def _strings(value: str | Iterable[str], what: str) -> tuple[str, ...]:
     # A bare string is one glob, not a sequence of one-character globs.
     items = (value,) if isinstance(value, str) else tuple(value)
     for item in items:
@@ -51,19 +83,7 @@ def _globs(value: str | Iterable[str], what: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class CacheOptions:
-    """What a decorator was told about the task it wraps.
-
-    Attributes:
-        inputs: globs of the files the task reads, relative to the project root.
-        outputs: globs of the files it writes, stored and restored.
-        env: environment variable names (``PREFIX*`` matches many) whose values enter the key.
-        salt: any string; change it to disown earlier results.
-        root: the project root (default: the nearest ancestor of the working directory
-            holding ``pyproject.toml`` or ``.git``).
-        tools: programs the task runs (found on ``PATH``) whose toolchain enters the key,
-            besides the interpreter the task runs in (issue 10).
-        toolchain: False leaves the toolchain out of the key.
-    """
+    """What a ``cached()`` was told about the task it wraps, normalised (see CacheArguments)."""
 
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
@@ -72,33 +92,41 @@ class CacheOptions:
     root: Path | None = None
     tools: tuple[str, ...] = ()
     toolchain: bool = True
+    ignore: tuple[str, ...] = ()
 
     @classmethod
-    def create(
-        cls,
-        *,
-        inputs: str | Iterable[str] = (),
-        outputs: str | Iterable[str] = (),
-        env: str | Iterable[str] = (),
-        salt: str = "",
-        root: str | os.PathLike[str] | None = None,
-        tools: str | Iterable[str] = (),
-        toolchain: bool = True,
-    ) -> CacheOptions:
-        """Normalise what a decorator received; a bare string counts as one glob.
+    def create(cls, **arguments: Unpack[CacheArguments]) -> CacheOptions:
+        """Normalise what a ``cached()`` received; a bare string counts as one glob.
 
         Raises:
-            TypeError: a glob or name is not a string.
+            TypeError: an unknown keyword, or a glob or name that is not a string.
         """
+        unknown = sorted(set(arguments) - CacheArguments.__optional_keys__)
+        if unknown:
+            msg = f"cached() got an unexpected keyword argument {unknown[0]!r}"
+            raise TypeError(msg)
+        root = arguments.get("root")
         return cls(
-            inputs=_globs(inputs, "inputs"),
-            outputs=_globs(outputs, "outputs"),
-            env=_globs(env, "env"),
-            salt=str(salt),
+            inputs=_strings(arguments.get("inputs", ()), "inputs"),
+            outputs=_strings(arguments.get("outputs", ()), "outputs"),
+            env=_strings(arguments.get("env", ()), "env"),
+            salt=str(arguments.get("salt", "")),
             root=None if root is None else Path(root),
-            tools=_globs(tools, "tools"),
-            toolchain=bool(toolchain),
+            tools=_strings(arguments.get("tools", ()), "tools"),
+            toolchain=bool(arguments.get("toolchain", True)),
+            ignore=_strings(arguments.get("ignore", ()), "ignore"),
         )
+
+    def check_ignore(self, parameters: Iterable[str], *, owner: str) -> None:
+        """Refuse an ``ignore`` that names no parameter of the wrapped function.
+
+        Raises:
+            TypeError: naming the parameters that do not exist.
+        """
+        unknown = sorted(set(self.ignore) - set(parameters))
+        if unknown:
+            msg = f"cached(ignore=...) names no parameter of {owner}: {', '.join(unknown)}"
+            raise TypeError(msg)
 
     def fill(self, arguments: Mapping[str, object], *, owner: str) -> CacheOptions:
         """Fill ``{name}`` placeholders in the globs from the call's arguments.
@@ -116,6 +144,37 @@ class CacheOptions:
             inputs=tuple(_fill(glob, arguments, owner) for glob in self.inputs),
             outputs=tuple(_fill(glob, arguments, owner) for glob in self.outputs),
         )
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def bare_or_configured(
+    func: F | None, options: CacheOptions, wrap: Callable[[F, CacheOptions], F]
+) -> F | Callable[[F], F]:
+    """``func`` wrapped (bare ``@cached``), or the decorator (``@cached(...)``)."""
+
+    def decorate(func: F) -> F:
+        return wrap(func, options)
+
+    return decorate if func is None else decorate(func)
+
+
+def host_parameter(func: Callable[..., Any], *, takes: str) -> str:
+    """The name of ``func``'s first parameter, the one its host tool passes.
+
+    Raises:
+        TypeError: ``func`` does not take one positionally; ``takes`` says what it should
+            (``"a nox session takes the session"``).
+    """
+    parameters = list(inspect.signature(func).parameters.values())
+    if not parameters or parameters[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        msg = f"{takes} first; {func.__qualname__} does not"
+        raise TypeError(msg)
+    return parameters[0].name
 
 
 def _fill(glob: str, arguments: Mapping[str, object], owner: str) -> str:
@@ -259,97 +318,6 @@ def interpreter_tag() -> str:
     return sys.implementation.cache_tag or sys.implementation.name
 
 
-class _Forward:
-    """The ``on_notice`` a pooled runner keeps; forwards to whoever holds it now."""
-
-    def __init__(self) -> None:
-        self.target: Callable[[str], None] = _discard
-
-    def __call__(self, message: str) -> None:
-        self.target(message)
-
-
-def _discard(message: str) -> None:
-    del message
-
-
-class _RunnerPool:
-    """Idle runners kept open between calls in one process.
-
-    Opening the local store (SQLite) and loading the stat cache cost several milliseconds,
-    more than a whole hit should (issue 5), so a process that calls a cached function many times
-    reuses its runners. A runner serves one call at a time: concurrent calls open their own.
-    Idle runners are closed at exit (flushing events, saving the stat cache) or by ``close``.
-    """
-
-    def __init__(self, *, limit: int = 4) -> None:
-        self._limit = limit
-        self._idle: list[tuple[Runner, _Forward]] = []
-        self._orphans: list[tuple[Runner, _Forward]] = []
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._is_registered = False
-
-    def take(self, settings: Settings) -> tuple[Runner, _Forward]:
-        with self._lock:
-            if self._pid != os.getpid():
-                # A forked child must not use, nor close, the parent's SQLite connections:
-                # keep them referenced (so no finaliser closes them) and open its own.
-                self._orphans.extend(self._idle)
-                self._idle.clear()
-                self._pid = os.getpid()
-            for index, (runner, forward) in enumerate(self._idle):
-                if runner.settings == settings:
-                    del self._idle[index]
-                    return runner, forward
-            if not self._is_registered:
-                atexit.register(self.close)
-                self._is_registered = True
-        from cachehook.runner import Runner
-
-        forward = _Forward()
-        return Runner(settings, on_notice=forward), forward
-
-    def give_back(self, runner: Runner, forward: _Forward) -> None:
-        forward.target = _discard
-        with self._lock:
-            self._idle.append((runner, forward))
-            evicted = self._idle[: -self._limit]
-            del self._idle[: -self._limit]
-        for old, _ in evicted:
-            old.close()
-
-    def close(self) -> None:
-        """Close every idle runner: flush events, save stat caches, close stores."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for runner, _ in idle:
-            runner.close()
-
-
-_POOL = _RunnerPool()
-
-
-def close_runners() -> None:
-    """Close the runners kept open between calls (done at exit; tests call it between tests)."""
-    _POOL.close()
-
-
-@contextlib.contextmanager
-def _leased_runner(settings: Settings, on_notice: Callable[[str], None]) -> Iterator[Runner]:
-    runner, forward = _POOL.take(settings)
-    forward.target = on_notice
-    try:
-        yield runner
-    except Exception:
-        _POOL.give_back(runner, forward)  # the task failed, not the runner
-        raise
-    except BaseException:
-        runner.close()  # interrupted mid-call: do not trust it again
-        raise
-    _POOL.give_back(runner, forward)
-
-
 def run_cached(
     command: tuple[str, ...],
     options: CacheOptions,
@@ -398,7 +366,7 @@ def run_cached(
         interpreter=interpreter or (Path(sys.executable) if sys.executable else None),
         search_path=search_path,
     )
-    with _leased_runner(settings, on_notice) as runner:
+    with leased_runner(settings, on_notice) as runner:
         prepared = runner.prepare(spec)
         for pattern in prepared.unmatched_inputs:
             on_notice(f"input glob {pattern!r} matched no file")

@@ -21,8 +21,10 @@ import warnings
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from cachehook._api import (
+    CacheArguments,
     CacheOptions,
     FunctionIdentity,
+    bare_or_configured,
     bind_arguments,
     canonical_json,
     describe_result,
@@ -30,13 +32,13 @@ from cachehook._api import (
 )
 
 if TYPE_CHECKING:
-    import os
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
+    from typing import Unpack
 
     from cachehook.logs import LogRecorder
     from cachehook.runner import RunResult
 
-__all__ = ["UncachedValueWarning", "cached"]
+__all__ = ["CacheArguments", "UncachedValueWarning", "cached"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -77,22 +79,13 @@ def _json_problem(value: object, where: str = "the value") -> str | None:
 class _CachedFunction:
     """One decorated function: its identity, options and the once-only warning."""
 
-    def __init__(
-        self,
-        func: Callable[..., Any],
-        options: CacheOptions,
-        ignore: tuple[str, ...],
-    ) -> None:
+    def __init__(self, func: Callable[..., Any], options: CacheOptions) -> None:
         self.func = func
         self.options = options
-        self.ignore = ignore
         self.signature = inspect.signature(func)
         self.identity = FunctionIdentity(func)
         self.has_warned = False
-        unknown = sorted(set(ignore) - set(self.signature.parameters))
-        if unknown:
-            msg = f"cached(ignore=...) names no parameter of {self.owner}: {', '.join(unknown)}"
-            raise TypeError(msg)
+        options.check_ignore(self.signature.parameters, owner=self.owner)
 
     @property
     def owner(self) -> str:
@@ -102,7 +95,7 @@ class _CachedFunction:
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[str, ...], CacheOptions]:
         arguments = bind_arguments(self.signature, args, kwargs)
-        keyed = {name: value for name, value in arguments.items() if name not in self.ignore}
+        keyed = {k: v for k, v in arguments.items() if k not in self.options.ignore}
         identity = self.identity
         arguments_json = canonical_json(keyed, owner=self.owner)
         command = ("py:", identity.qualname, identity.source_digest, arguments_json)
@@ -175,31 +168,11 @@ def cached(func: Callable[P, R], /) -> Callable[P, R]: ...
 
 
 @overload
-def cached(
-    *,
-    inputs: str | Iterable[str] = (),
-    outputs: str | Iterable[str] = (),
-    env: str | Iterable[str] = (),
-    salt: str = "",
-    ignore: str | Iterable[str] = (),
-    root: str | os.PathLike[str] | None = None,
-    tools: str | Iterable[str] = (),
-    toolchain: bool = True,
-) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def cached(**options: Unpack[CacheArguments]) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
 def cached(
-    func: Callable[P, R] | None = None,
-    /,
-    *,
-    inputs: str | Iterable[str] = (),
-    outputs: str | Iterable[str] = (),
-    env: str | Iterable[str] = (),
-    salt: str = "",
-    ignore: str | Iterable[str] = (),
-    root: str | os.PathLike[str] | None = None,
-    tools: str | Iterable[str] = (),
-    toolchain: bool = True,
+    func: Callable[P, R] | None = None, /, **options: Unpack[CacheArguments]
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Cache a function's outputs and return value; skip it when nothing it depends on changed.
 
@@ -207,50 +180,34 @@ def cached(
 
     Args:
         func: the function, when used bare.
-        inputs: globs of the files the function reads, relative to the project root;
-            ``{name}`` is filled from the call's arguments.
-        outputs: globs of the files it writes; restored on a hit. ``{name}`` as for inputs.
-        env: environment variables whose values enter the key (``PREFIX*`` matches many).
-        salt: any string; change it to disown earlier results.
-        ignore: parameters left out of the key (a logger, a verbosity flag, ``self``).
-        root: the project root (default: found from the working directory, as the CLI does).
-        tools: programs the function runs (found on ``PATH``) whose toolchain enters the key;
-            the running interpreter and its installed distributions always do.
-        toolchain: False leaves the toolchain (interpreter, distributions, tools) out of the key.
+        **options: as for every ``cached()``: ``inputs``, ``outputs``, ``env``, ``salt``,
+            ``ignore``, ``root``, ``tools``, ``toolchain`` (see ``CacheArguments``). The
+            running interpreter and its installed distributions always enter the key, unless
+            ``toolchain=False``.
 
     Returns:
         The wrapped function, with the same signature.
 
     Raises:
-        TypeError: ``func`` is a coroutine or generator function, or ``ignore`` names no
-            parameter. When called, the wrapper raises TypeError for an argument with no
-            canonical JSON form (the message names the parameter), and whatever the function
-            itself raises.
+        TypeError: an unknown option, ``func`` is a coroutine or generator function, or
+            ``ignore`` names no parameter. When called, the wrapper raises TypeError for an
+            argument with no canonical JSON form (the message names the parameter), and
+            whatever the function itself raises.
     """
-    options = CacheOptions.create(
-        inputs=inputs,
-        outputs=outputs,
-        env=env,
-        salt=salt,
-        root=root,
-        tools=tools,
-        toolchain=toolchain,
-    )
-    ignored = (ignore,) if isinstance(ignore, str) else tuple(ignore)
+    return bare_or_configured(func, CacheOptions.create(**options), _wrap)
 
-    def decorate(func: Callable[P, R]) -> Callable[P, R]:
-        if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
-            msg = f"cached() cannot wrap the async function {func.__qualname__}"
-            raise TypeError(msg)
-        if inspect.isgeneratorfunction(func):
-            msg = f"cached() cannot wrap the generator function {func.__qualname__}"
-            raise TypeError(msg)
-        state = _CachedFunction(func, options, ignored)
 
-        @functools.wraps(func)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return cast("R", state.call(args, kwargs))
+def _wrap(func: Callable[P, R], options: CacheOptions) -> Callable[P, R]:
+    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+        msg = f"cached() cannot wrap the async function {func.__qualname__}"
+        raise TypeError(msg)
+    if inspect.isgeneratorfunction(func):
+        msg = f"cached() cannot wrap the generator function {func.__qualname__}"
+        raise TypeError(msg)
+    state = _CachedFunction(func, options)
 
-        return wrapper
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        return cast("R", state.call(args, kwargs))
 
-    return decorate if func is None else decorate(func)
+    return wrapper

@@ -24,16 +24,19 @@ from typing import TYPE_CHECKING, Any, overload
 from cachehook._api import (
     CacheOptions,
     FunctionIdentity,
+    bare_or_configured,
     bind_arguments,
     canonical_json,
     describe_result,
+    host_parameter,
     run_cached,
 )
 
 if TYPE_CHECKING:
-    import os
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
+    from typing import Unpack
 
+    from cachehook._api import CacheArguments
     from cachehook.logs import LogRecorder
 
     TaskFunc = Callable[..., Any]
@@ -49,26 +52,17 @@ def _warn(message: str) -> None:
     _say(f"warning: {message}")
 
 
-def _wrap(func: TaskFunc, options: CacheOptions, ignore: tuple[str, ...]) -> TaskFunc:
+def _wrap(func: TaskFunc, options: CacheOptions) -> TaskFunc:
+    context = host_parameter(func, takes="an invoke task takes the context")
     signature = inspect.signature(func)
-    parameters = list(signature.parameters.values())
-    if not parameters or parameters[0].kind not in (
-        inspect.Parameter.POSITIONAL_ONLY,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    ):
-        msg = f"an invoke task takes the context first; {func.__qualname__} does not"
-        raise TypeError(msg)
-    unknown = sorted(set(ignore) - set(signature.parameters))
-    if unknown:
-        msg = f"cached(ignore=...) names no parameter of {func.__qualname__}: {', '.join(unknown)}"
-        raise TypeError(msg)
+    options.check_ignore(signature.parameters, owner=func.__qualname__)
     identity = FunctionIdentity(func)
     owner = f"invoke task {func.__name__!r}"
 
     @functools.wraps(func)
     def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
-        arguments = bind_arguments(signature, (c, *args), kwargs, ignore=(parameters[0].name,))
-        keyed = {name: value for name, value in arguments.items() if name not in ignore}
+        arguments = bind_arguments(signature, (c, *args), kwargs, ignore=(context,))
+        keyed = {name: value for name, value in arguments.items() if name not in options.ignore}
         command = (
             "invoke:",
             identity.qualname,
@@ -98,66 +92,27 @@ def cached(func: TaskFunc, /) -> TaskFunc: ...
 
 
 @overload
-def cached(
-    *,
-    inputs: str | Iterable[str] = (),
-    outputs: str | Iterable[str] = (),
-    env: str | Iterable[str] = (),
-    salt: str = "",
-    ignore: str | Iterable[str] = (),
-    root: str | os.PathLike[str] | None = None,
-    tools: str | Iterable[str] = (),
-    toolchain: bool = True,
-) -> Callable[[TaskFunc], TaskFunc]: ...
+def cached(**options: Unpack[CacheArguments]) -> Callable[[TaskFunc], TaskFunc]: ...
 
 
 def cached(
-    func: TaskFunc | None = None,
-    /,
-    *,
-    inputs: str | Iterable[str] = (),
-    outputs: str | Iterable[str] = (),
-    env: str | Iterable[str] = (),
-    salt: str = "",
-    ignore: str | Iterable[str] = (),
-    root: str | os.PathLike[str] | None = None,
-    tools: str | Iterable[str] = (),
-    toolchain: bool = True,
+    func: TaskFunc | None = None, /, **options: Unpack[CacheArguments]
 ) -> TaskFunc | Callable[[TaskFunc], TaskFunc]:
     """Skip an invoke task's body when its inputs and arguments are unchanged.
 
     Args:
         func: the task function, when used bare.
-        inputs: globs of the files the task reads, relative to the project root. List
-            ``tasks.py`` too if helpers outside the task function shape its result.
-        outputs: globs of the files it writes; stored after a successful run, restored on a hit.
-            ``{name}`` in a glob is filled from the task's arguments (``build/{fmt}/**``).
-        env: environment variables whose values enter the key (``PREFIX*`` matches many).
-        salt: any string; change it to disown earlier results.
-        ignore: arguments left out of the key (flags that do not change the result).
-        root: the project root (default: found from the working directory, as the CLI does).
-        tools: programs the task runs (``ruff`` in ``c.run("ruff check")``), found on ``PATH``;
-            their toolchain enters the key with the running interpreter's environment.
-        toolchain: False leaves the toolchain (interpreter, distributions, tools) out of the key.
+        **options: as for every ``cached()`` (``inputs``, ``outputs``, ``env``, ``salt``,
+            ``ignore``, ``root``, ``tools``, ``toolchain``; see ``CacheArguments``). For a task:
+            list ``tasks.py`` in ``inputs`` if helpers outside the task function shape its
+            result; ``ignore`` leaves out flags that do not change it; ``tools`` names what
+            ``c.run`` runs (``ruff`` in ``c.run("ruff check")``).
 
     Returns:
         The task function, wrapped with its name and signature kept (so flags and help work).
 
     Raises:
-        TypeError: the function takes no context argument, or ``ignore`` names no parameter.
+        TypeError: an unknown option, a function that takes no context argument, or an
+            ``ignore`` that names no parameter.
     """
-    options = CacheOptions.create(
-        inputs=inputs,
-        outputs=outputs,
-        env=env,
-        salt=salt,
-        root=root,
-        tools=tools,
-        toolchain=toolchain,
-    )
-    ignored = (ignore,) if isinstance(ignore, str) else tuple(ignore)
-
-    def decorate(func: TaskFunc) -> TaskFunc:
-        return _wrap(func, options, ignored)
-
-    return decorate if func is None else decorate(func)
+    return bare_or_configured(func, CacheOptions.create(**options), _wrap)

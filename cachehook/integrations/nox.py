@@ -22,7 +22,6 @@ reused the virtualenv by then.
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import sys
 from pathlib import Path
@@ -31,17 +30,21 @@ from typing import TYPE_CHECKING, Any, overload
 from cachehook._api import (
     CacheOptions,
     FunctionIdentity,
+    bare_or_configured,
     canonical_json,
     describe_result,
+    host_parameter,
     interpreter_tag,
     run_cached,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
+    from typing import Unpack
 
     from nox import Session
 
+    from cachehook._api import CacheArguments
     from cachehook.logs import LogRecorder
 
     SessionFunc = Callable[..., Any]
@@ -89,14 +92,8 @@ def _command(
     )
 
 
-def _wrap(func: SessionFunc, options: CacheOptions, ignore: tuple[str, ...]) -> SessionFunc:
-    parameters = list(inspect.signature(func).parameters.values())
-    if not parameters or parameters[0].kind not in (
-        inspect.Parameter.POSITIONAL_ONLY,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    ):
-        msg = f"a nox session takes the session first; {func.__qualname__} does not"
-        raise TypeError(msg)
+def _wrap(func: SessionFunc, options: CacheOptions) -> SessionFunc:
+    host_parameter(func, takes="a nox session takes the session")
     identity = FunctionIdentity(func)
 
     @functools.wraps(func)
@@ -104,7 +101,7 @@ def _wrap(func: SessionFunc, options: CacheOptions, ignore: tuple[str, ...]) -> 
         # Parametrized values arrive as keyword arguments (nox's Call); positional extras
         # would come from a caller nox does not have, so they enter the key the same way.
         arguments = {f"${index}": value for index, value in enumerate(args)}
-        arguments.update((name, value) for name, value in kwargs.items() if name not in ignore)
+        arguments.update((k, v) for k, v in kwargs.items() if k not in options.ignore)
         command = _command(identity, session, arguments)
         filled = options.fill(kwargs, owner=f"nox session {session.name!r}")
         returned: list[Any] = []
@@ -135,69 +132,29 @@ def cached(func: SessionFunc, /) -> SessionFunc: ...
 
 
 @overload
-def cached(
-    *,
-    inputs: str | Iterable[str] = (),
-    outputs: str | Iterable[str] = (),
-    env: str | Iterable[str] = (),
-    salt: str = "",
-    ignore: str | Iterable[str] = (),
-    root: str | os.PathLike[str] | None = None,
-    tools: str | Iterable[str] = (),
-    toolchain: bool = True,
-) -> Callable[[SessionFunc], SessionFunc]: ...
+def cached(**options: Unpack[CacheArguments]) -> Callable[[SessionFunc], SessionFunc]: ...
 
 
 def cached(
-    func: SessionFunc | None = None,
-    /,
-    *,
-    inputs: str | Iterable[str] = (),
-    outputs: str | Iterable[str] = (),
-    env: str | Iterable[str] = (),
-    salt: str = "",
-    ignore: str | Iterable[str] = (),
-    root: str | os.PathLike[str] | None = None,
-    tools: str | Iterable[str] = (),
-    toolchain: bool = True,
+    func: SessionFunc | None = None, /, **options: Unpack[CacheArguments]
 ) -> SessionFunc | Callable[[SessionFunc], SessionFunc]:
     """Skip a nox session's body when its inputs, parameters and posargs are unchanged.
 
     Args:
         func: the session function, when used bare.
-        inputs: globs of the files the session reads, relative to the project root. List the
-            noxfile too if helpers outside the session function shape its result.
-        outputs: globs of the files it writes; stored after a successful run, restored on a hit.
-            ``{name}`` in a glob is filled from the parametrized arguments
-            (``outputs=["build/{fmt}/**"]``).
-        env: environment variables whose values enter the key (``PREFIX*`` matches many).
-        salt: any string; change it to disown earlier results.
-        ignore: parametrized arguments with no JSON form, left out of the key (their id in
-            the session name still counts: give them stable ``ids``).
-        root: the project root (default: found from the noxfile's directory).
-        tools: programs the session runs outside its virtualenv (``external=True``), found on
-            ``PATH`` after the virtualenv's ``bin``; their toolchain enters the key too.
-        toolchain: False leaves the toolchain (the virtualenv's interpreter and distributions,
-            the tools) out of the key.
+        **options: as for every ``cached()`` (``inputs``, ``outputs``, ``env``, ``salt``,
+            ``ignore``, ``root``, ``tools``, ``toolchain``; see ``CacheArguments``). For a
+            session: list the noxfile in ``inputs`` if helpers outside the session function
+            shape its result; ``{name}`` in a glob is filled from the parametrized arguments;
+            ``ignore`` leaves out parametrized arguments with no JSON form (their id in the
+            session name still counts: give them stable ``ids``); ``tools`` names programs run
+            outside the virtualenv (``external=True``), found on ``PATH`` after its ``bin``;
+            ``toolchain=False`` leaves out the virtualenv's interpreter and distributions too.
 
     Returns:
         The session function, wrapped with its name, signature and nox attributes kept.
 
     Raises:
-        TypeError: the function does not take the session as its first argument.
+        TypeError: an unknown option, or a function that does not take the session first.
     """
-    options = CacheOptions.create(
-        inputs=inputs,
-        outputs=outputs,
-        env=env,
-        salt=salt,
-        root=root,
-        tools=tools,
-        toolchain=toolchain,
-    )
-    ignored = (ignore,) if isinstance(ignore, str) else tuple(ignore)
-
-    def decorate(func: SessionFunc) -> SessionFunc:
-        return _wrap(func, options, ignored)
-
-    return decorate if func is None else decorate(func)
+    return bare_or_configured(func, CacheOptions.create(**options), _wrap)

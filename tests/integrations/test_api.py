@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
 import warnings
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 
-from cachehook import _api
+from cachehook import _api, _pool
 from cachehook._api import CacheOptions, canonical_json, run_cached
 from cachehook.errors import ConfigError
 from cachehook.integrations.decorator import cached
@@ -36,6 +38,28 @@ def test_a_bare_string_is_one_glob() -> None:
     assert options.env == ("PYTHON*",)
 
 
+@pytest.mark.parametrize("module", ["decorator", "nox", "invoke"])
+def test_every_cached_takes_the_same_options_and_refuses_a_misspelt_one(module: str) -> None:
+    """The three ``cached()`` share one definition of their keywords (issue 11)."""
+    adapter = importlib.import_module(f"cachehook.integrations.{module}")
+    every: dict[str, Any] = {
+        "inputs": "a",
+        "outputs": ["b"],
+        "env": "E",
+        "salt": "s",
+        "ignore": (),
+        "root": ".",
+        "tools": [],
+        "toolchain": False,
+    }
+    assert set(every) == _api.CacheArguments.__optional_keys__
+    assert callable(adapter.cached(**every))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'input'"):
+        adapter.cached(input="src/**")
+    with pytest.raises(TypeError, match="ignore must be strings"):
+        adapter.cached(ignore=[1])
+
+
 def test_fill_replaces_placeholders_and_keeps_literal_braces() -> None:
     options = CacheOptions.create(inputs=["src/{{x}}.txt"], outputs=["build/{fmt}/**"])
     filled = options.fill({"fmt": "html"}, owner="t")
@@ -53,9 +77,9 @@ def test_sequential_calls_reuse_one_runner(project: Path) -> None:
 
     for n in range(5):
         assert f(n) == n
-    assert len(_api._POOL._idle) == 1
-    _api.close_runners()
-    assert _api._POOL._idle == []
+    assert len(_pool._POOL._idle) == 1
+    _pool.close_runners()
+    assert _pool._POOL._idle == []
 
 
 def test_another_cache_directory_gets_another_runner(
@@ -73,7 +97,7 @@ def test_another_cache_directory_gets_another_runner(
     f()  # a miss: a new cache
     f()
     assert len(calls) == 2
-    assert len(_api._POOL._idle) == 2
+    assert len(_pool._POOL._idle) == 2
 
 
 def test_concurrent_calls_each_get_a_runner(project: Path) -> None:
@@ -99,7 +123,7 @@ def test_concurrent_calls_each_get_a_runner(project: Path) -> None:
         thread.join()
     assert results == {n: (n % 4) ** 2 for n in range(12)}
     assert set(calls) == {0, 1, 2, 3}
-    assert len(_api._POOL._idle) <= 4  # the pool keeps a few, closes the rest
+    assert len(_pool._POOL._idle) <= 4  # the pool keeps a few, closes the rest
 
 
 def test_notices_go_to_the_current_caller(project: Path) -> None:
@@ -131,14 +155,14 @@ def test_a_forked_child_opens_its_own_runner(project: Path) -> None:
         return n
 
     assert f(1) == 1
-    parent_runner = _api._POOL._idle[0][0]
+    parent_runner = _pool._POOL._idle[0][0]
     with warnings.catch_warnings():  # 3.12+: fork with (other tests') threads alive
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
     if pid == 0:  # the child: a hit through its own runner, then leave without cleanup
-        code = 0 if f(1) == 1 and _api._POOL._idle[0][0] is not parent_runner else 1
+        code = 0 if f(1) == 1 and _pool._POOL._idle[0][0] is not parent_runner else 1
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert f(2) == 2
-    assert _api._POOL._idle[0][0] is parent_runner
+    assert _pool._POOL._idle[0][0] is parent_runner
