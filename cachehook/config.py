@@ -7,6 +7,10 @@ What ``[tool.cachehook]`` and ``[tool.cachehook.remote]`` may hold is one table 
 ``ConfigKey`` (name, types, description): an unknown key or a value of the wrong type is a
 ``ConfigError`` naming the file, the table and the key, with "did you mean" for a near miss
 (issue 10). Task tables are checked against ``tasks.TASK_KEYS`` with the same helpers.
+
+It is longer than 400 lines because the whole precedence chain and the one wording of every
+table check (``check_table``, ``table_strings``, ...) are kept in one place, so that every
+table's messages read alike; the value parsers (size, duration, cache modes) are its seam.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ __all__ = [
     "parse_cache_modes",
     "parse_duration",
     "parse_size",
+    "table_boolean",
+    "table_strings",
     "type_name",
 ]
 
@@ -119,6 +125,34 @@ def did_you_mean(word: str, choices: Sequence[str]) -> str:
     if not close:
         return ""
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
+
+
+def table_strings(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """``table[key]`` as an array of strings (empty when absent).
+
+    Raises:
+        ConfigError: the value is not an array of strings; the message names ``where`` and
+            the key, and shows the array form of a lone string.
+    """
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        hint = f' (write ["{value}"])' if isinstance(value, str) else ""
+        msg = f"{where} {key}: expected an array of strings, got {type_name(value)}{hint}"
+        raise ConfigError(msg)
+    return tuple(value)
+
+
+def table_boolean(table: Mapping[str, Any], key: str, where: str, *, default: bool) -> bool:
+    """``table[key]`` as true or false (``default`` when absent).
+
+    Raises:
+        ConfigError: the value is not a boolean; the message names ``where`` and the key.
+    """
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        msg = f"{where} {key}: expected true or false, got {type_name(value)}"
+        raise ConfigError(msg)
+    return value
 
 
 def check_table(

@@ -20,6 +20,7 @@ import posixpath
 import subprocess
 from typing import TYPE_CHECKING, Any
 
+from cachehook.config import table_boolean, table_strings
 from cachehook.errors import ConfigError
 from cachehook.hashing import escape_glob
 from cachehook.presets import preset_tasks
@@ -83,21 +84,7 @@ def rebase_glob(pattern: str, base: str, *, where: str) -> str:
 
 
 def _globs(body: Mapping[str, Any], key: str, where: str) -> list[str] | None:
-    if key not in body:
-        return None
-    value = body[key]
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        msg = f"{where} {key}: expected an array of strings"
-        raise ConfigError(msg)
-    return list(value)
-
-
-def _flag(body: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
-    value = body.get(key, default)
-    if not isinstance(value, bool):
-        msg = f"{where} {key}: expected true or false, got {value!r}"
-        raise ConfigError(msg)
-    return value
+    return list(table_strings(body, key, where)) if key in body else None
 
 
 def _tables(table: Mapping[str, Any], source: str) -> dict[str, dict[str, Any]]:
@@ -120,7 +107,7 @@ def _member_task(
 ) -> Task:
     """Parse one merged task table of ``member`` into a root-relative Task (depends-on raw)."""
     where = f"{source}: [tool.cachehook.tasks.{name}]"
-    upstream = _flag(body, "upstream-inputs", where, True)
+    upstream = table_boolean(body, "upstream-inputs", where, default=True)
     body = {k: v for k, v in body.items() if k not in MEMBER_TASK_KEYS}
     base = member.path
     declared = _globs(body, "inputs", where)
@@ -218,7 +205,7 @@ def load_workspace_tasks(
     raw_depends: dict[str, tuple[Member | None, Sequence[str], str]] = {}
     for name, body in _tables(table, source).items():
         here = f"{source}: [tool.cachehook.tasks.{name}]"
-        if _flag(body, "per-member", here, False):
+        if table_boolean(body, "per-member", here, default=False):
             templates[name] = body
             continue
         if "#" in name:
