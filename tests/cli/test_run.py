@@ -1,4 +1,9 @@
-"""``cachehook run`` end to end: real task tables, real child processes, the real CLI."""
+"""``cachehook run`` end to end: real task tables, real child processes, the real CLI.
+
+cachehook runs in this process (the ``cli`` fixture); its tasks are real child processes, cheap
+ones (``sh``) where Python does not matter. ``python -m cachehook`` children remain where the
+process boundary is the behaviour: signals, and the entry point's exit codes.
+"""
 
 from __future__ import annotations
 
@@ -13,29 +18,74 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.cli.conftest import CHILD_COVERAGE
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.cli.conftest import Ran
+
+    Cli = Callable[..., Ran]
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tasks"
 PYTHON = sys.executable
+# A task's own child is never measured (unmeasured_children); a cachehook child is.
+pytestmark = pytest.mark.usefixtures("unmeasured_children", "this_python_on_path")
+
+
+def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a ``python -m cachehook`` child: measured, this ``python`` first."""
+    path = os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "")])
+    return {**os.environ, **CHILD_COVERAGE, "PATH": path, **(env or {})}
 
 
 def cachehook(
     *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a child process, with ``python`` on PATH being this interpreter."""
-    path = os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "")])
     return subprocess.run(
         [PYTHON, "-m", "cachehook", *args],
         cwd=cwd,
-        env={**os.environ, "PATH": path, **(env or {})},
+        env=child_env(env),
         input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+@pytest.fixture
+def this_python_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task's ``python`` is this interpreter, found first on PATH (as ``cachehook`` gives)."""
+    use_this_python(monkeypatch)
+
+
+def use_this_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "PATH", os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "")])
+    )
+
+
+def copy_example(tmp_path: Path, *, slow: bool = False) -> Path:
+    """examples/tasks in ``tmp_path``; unless ``slow``, without the sleeps of gen and docs.
+
+    Their 0.3 s stand in for real work in the README; here only what is run and cached
+    matters, and each miss of docs would otherwise cost 0.6 s.
+    """
+    project = tmp_path / "example"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("build", "models.py"))
+    if not slow:
+        for tool in ("gen_models.py", "build_docs.py"):
+            script = project / "tools" / tool
+            text = script.read_text()
+            assert "time.sleep(0.3)" in text, f"{tool} changed: update copy_example"
+            script.write_text(text.replace("time.sleep(0.3)", "time.sleep(0)"))
+    return project
 
 
 def write_project(root: Path, tasks_toml: str, files: dict[str, str] | None = None) -> Path:
@@ -49,7 +99,7 @@ def write_project(root: Path, tasks_toml: str, files: dict[str, str] | None = No
     return root
 
 
-def summary_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+def summary_of(result: subprocess.CompletedProcess[str] | Ran) -> dict[str, Any]:
     match = re.search(r"run summary written to (.+\.json)$", result.stderr, re.MULTILINE)
     assert match, result.stderr
     data: dict[str, Any] = json.loads(Path(match.group(1)).read_text())
@@ -60,8 +110,8 @@ def states(summary: dict[str, Any]) -> dict[str, str]:
     return {task["name"]: task["state"] for task in summary["tasks"]}
 
 
-def run_summarized(project: Path, *args: str, **kwargs: Any) -> dict[str, Any]:
-    result = cachehook("run", "--summarize", *args, cwd=project, **kwargs)
+def run_summarized(cli: Cli, project: Path, *args: str, **kwargs: Any) -> dict[str, Any]:
+    result = cli("run", "--summarize", *args, cwd=project, **kwargs)
     assert result.returncode == 0, result.stderr
     return summary_of(result)
 
@@ -71,15 +121,13 @@ def run_summarized(project: Path, *args: str, **kwargs: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
-    project = tmp_path / "example"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("build", "models.py"))
-    return project
+    return copy_example(tmp_path)
 
 
 def test_example_first_run_misses_second_hits_and_an_edit_reruns_its_dependents(
-    example: Path,
+    example: Path, cli: Cli
 ) -> None:
-    first = run_summarized(example, "docs", "lint", "-j", "2")
+    first = run_summarized(cli, example, "docs", "lint", "-j", "2")
     assert states(first) == {"gen": "ran", "docs": "ran", "lint": "ran"}
     assert [t["name"] for t in first["tasks"]].index("gen") < [
         t["name"] for t in first["tasks"]
@@ -88,28 +136,28 @@ def test_example_first_run_misses_second_hits_and_an_edit_reruns_its_dependents(
     assert "<h2>User</h2><p>id, email, display_name</p>" in page
 
     shutil.rmtree(example / "build")
-    second = run_summarized(example, "docs", "lint", "-j", "2")
+    second = run_summarized(cli, example, "docs", "lint", "-j", "2")
     assert states(second) == {"gen": "cached", "docs": "cached", "lint": "cached"}
     assert (example / "build" / "docs" / "index.html").read_text() == page
     assert second["summary"].startswith("3 tasks: 3 cached, 0 ran · saved ")
 
     schema = example / "schema" / "user.json"
     schema.write_text(schema.read_text().replace('"display_name": "str"', '"nick": "str"'))
-    third = run_summarized(example, "docs", "lint", "-j", "2")
+    third = run_summarized(cli, example, "docs", "lint", "-j", "2")
     assert states(third) == {"gen": "ran", "docs": "ran", "lint": "cached"}
     assert "<p>id, email, nick</p>" in (example / "build" / "docs" / "index.html").read_text()
 
     (example / "docs" / "index.md").write_text("# Changed\n")
-    fourth = run_summarized(example, "docs", "lint", "-j", "2")
+    fourth = run_summarized(cli, example, "docs", "lint", "-j", "2")
     assert states(fourth) == {"gen": "cached", "docs": "ran", "lint": "cached"}
 
 
-def test_summary_line_and_summary_file_describe_each_task(example: Path) -> None:
-    result = cachehook("run", "docs", "--summarize", cwd=example)
+def test_summary_line_and_summary_file_describe_each_task(example: Path, cli: Cli) -> None:
+    result = cli("run", "docs", "--summarize", cwd=example)
     assert result.returncode == 0, result.stderr
     assert "cachehook: 2 tasks: 0 cached, 2 ran · saved 0.00s" in result.stderr
     first = {task["name"]: task for task in summary_of(result)["tasks"]}
-    again = cachehook("run", "docs", "--summarize", cwd=example)
+    again = cli("run", "docs", "--summarize", cwd=example)
     summary = summary_of(again)
     # What a hit saves is what the run it replays took: never more, never nothing. The
     # figures themselves depend on the machine's speed, so only their relations are checked.
@@ -136,8 +184,8 @@ def test_summary_line_and_summary_file_describe_each_task(example: Path) -> None
     assert summary["targets"] == ["docs"]
 
 
-def test_a_dependency_key_change_reruns_the_dependent(example: Path) -> None:
-    run_summarized(example, "docs")
+def test_a_dependency_key_change_reruns_the_dependent(example: Path, cli: Cli) -> None:
+    run_summarized(cli, example, "docs")
     toml = example / "pyproject.toml"
     toml.write_text(
         toml.read_text().replace(
@@ -146,44 +194,44 @@ def test_a_dependency_key_change_reruns_the_dependent(example: Path) -> None:
         )
     )
     # gen writes the very same models.py; docs re-runs because gen's key is part of its own.
-    assert states(run_summarized(example, "docs")) == {"gen": "ran", "docs": "ran"}
+    assert states(run_summarized(cli, example, "docs")) == {"gen": "ran", "docs": "ran"}
 
 
-def test_hit_replays_each_task_log_with_its_prefix(example: Path) -> None:
-    assert cachehook("run", "docs", "lint", cwd=example).returncode == 0
-    result = cachehook("run", "docs", "lint", cwd=example)
+def test_hit_replays_each_task_log_with_its_prefix(example: Path, cli: Cli) -> None:
+    assert cli("run", "docs", "lint", cwd=example).returncode == 0
+    result = cli("run", "docs", "lint", cwd=example)
     lines = result.stdout.splitlines()
     assert "gen  | gen: wrote src/app/models.py (2 models)" in lines
     assert "lint | lint: 5 files, 0 problems" in lines
 
 
-def test_force_reruns_every_task(example: Path) -> None:
-    run_summarized(example, "docs")
-    assert states(run_summarized(example, "docs", "--force")) == {"gen": "ran", "docs": "ran"}
+def test_force_reruns_every_task(example: Path, cli: Cli) -> None:
+    run_summarized(cli, example, "docs")
+    assert states(run_summarized(cli, example, "docs", "--force")) == {"gen": "ran", "docs": "ran"}
 
 
 # --------------------------------------------------------------------------- failures
 
 FAILING = """
 [tool.cachehook.tasks.bad]
-command = ["{py}", "-c", "import sys; print('bad ran'); sys.exit(3)"]
+command = ["sh", "-c", "echo bad ran; exit 3"]
 
 [tool.cachehook.tasks.other]
-command = ["{py}", "-c", "open('other.txt', 'w').write('x')"]
+command = ["sh", "-c", "echo x > other.txt"]
 
 [tool.cachehook.tasks.after]
-command = ["{py}", "-c", "open('after.txt', 'w').write('x')"]
+command = ["sh", "-c", "echo x > after.txt"]
 depends-on = ["bad"]
 """
 
 
 @pytest.fixture
 def failing(tmp_path: Path) -> Path:
-    return write_project(tmp_path / "failing", FAILING.replace("{py}", PYTHON))
+    return write_project(tmp_path / "failing", FAILING)
 
 
-def test_no_new_task_starts_after_a_failure(failing: Path) -> None:
-    result = cachehook("run", "bad", "after", "other", "--summarize", cwd=failing)
+def test_no_new_task_starts_after_a_failure(failing: Path, cli: Cli) -> None:
+    result = cli("run", "bad", "after", "other", "--summarize", cwd=failing)
     assert result.returncode == 3, result.stderr
     assert states(summary_of(result)) == {"bad": "failed", "after": "skipped", "other": "cancelled"}
     assert not (failing / "other.txt").exists()
@@ -192,8 +240,10 @@ def test_no_new_task_starts_after_a_failure(failing: Path) -> None:
     assert "1 failed, 1 skipped, 1 not started" in result.stderr
 
 
-def test_continue_runs_everything_that_does_not_depend_on_the_failure(failing: Path) -> None:
-    result = cachehook("run", "bad", "after", "other", "--continue", "--summarize", cwd=failing)
+def test_continue_runs_everything_that_does_not_depend_on_the_failure(
+    failing: Path, cli: Cli
+) -> None:
+    result = cli("run", "bad", "after", "other", "--continue", "--summarize", cwd=failing)
     assert result.returncode == 3
     assert states(summary_of(result)) == {"bad": "failed", "after": "skipped", "other": "ran"}
     assert (failing / "other.txt").exists()
@@ -201,24 +251,40 @@ def test_continue_runs_everything_that_does_not_depend_on_the_failure(failing: P
     assert "after: skipped: it depends on 'bad', which failed" in result.stderr
 
 
-def test_exit_code_is_the_first_failing_tasks(tmp_path: Path) -> None:
+def test_the_entry_point_passes_the_exit_code_on(failing: Path) -> None:
+    """``python -m cachehook run``: the first failing task's code is the process's."""
+    result = cachehook("run", "bad", "other", "--summarize", cwd=failing)
+    assert result.returncode == 3, result.stderr
+    assert "bad ran" in result.stdout
+    assert states(summary_of(result)) == {"bad": "failed", "other": "cancelled"}
+    ran = cachehook("run", "other", "--summarize", cwd=failing)
+    assert ran.returncode == 0, ran.stderr
+    assert states(summary_of(ran)) == {"other": "ran"}
+
+
+def test_exit_code_is_the_first_failing_tasks(tmp_path: Path, cli: Cli) -> None:
+    # slow fails a second after fast has (fast leaves a marker first), never before it.
+    slow = (
+        "i=0; while [ ! -e fast.done ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 1; sleep 0.05; done;"
+        " sleep 1; exit 5"
+    )
     project = write_project(
         tmp_path / "p",
         f"""
         [tool.cachehook.tasks.slow]
-        command = ["{PYTHON}", "-c", "import sys, time; time.sleep(1.0); sys.exit(5)"]
+        command = {json.dumps(["sh", "-c", slow])}
         [tool.cachehook.tasks.fast]
-        command = ["{PYTHON}", "-c", "import sys; sys.exit(4)"]
+        command = ["sh", "-c", "touch fast.done; exit 4"]
         """,
     )
-    result = cachehook("run", "slow", "fast", "-j", "2", cwd=project)
+    result = cli("run", "slow", "fast", "-j", "2", cwd=project)
     assert result.returncode == 4, result.stderr
     assert "failed: fast (exit 4), slow (exit 5)" in result.stderr or (
         "failed: slow (exit 5), fast (exit 4)" in result.stderr
     )
 
 
-def test_a_command_that_cannot_start_is_an_error_of_that_task(tmp_path: Path) -> None:
+def test_a_command_that_cannot_start_is_an_error_of_that_task(tmp_path: Path, cli: Cli) -> None:
     project = write_project(
         tmp_path / "p",
         """
@@ -226,7 +292,7 @@ def test_a_command_that_cannot_start_is_an_error_of_that_task(tmp_path: Path) ->
         command = "no-such-program-cachehook --version"
         """,
     )
-    result = cachehook("run", "ghost", cwd=project)
+    result = cli("run", "ghost", cwd=project)
     assert result.returncode == 2
     assert "ghost: cannot run 'no-such-program-cachehook'" in result.stderr
     assert "1 errored" in result.stderr
@@ -235,7 +301,8 @@ def test_a_command_that_cannot_start_is_an_error_of_that_task(tmp_path: Path) ->
 # --------------------------------------------------------------------------- parallel
 
 
-def test_parallel_output_is_prefixed_and_never_split_mid_line(tmp_path: Path) -> None:
+def test_parallel_output_is_prefixed_and_never_split_mid_line(tmp_path: Path, cli: Cli) -> None:
+    # Python: each half line is its own write, with pauses between them.
     script = """
         import sys, time
         name = sys.argv[1]
@@ -259,7 +326,7 @@ def test_parallel_output_is_prefixed_and_never_split_mid_line(tmp_path: Path) ->
         """,
         {"talk.py": script},
     )
-    result = cachehook("run", "one", "second", "-j", "2", cwd=project)
+    result = cli("run", "one", "second", "-j", "2", cwd=project)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 400
@@ -269,25 +336,22 @@ def test_parallel_output_is_prefixed_and_never_split_mid_line(tmp_path: Path) ->
     ][:3]
 
 
-def test_independent_tasks_run_in_parallel(tmp_path: Path) -> None:
+def test_independent_tasks_run_in_parallel(tmp_path: Path, cli: Cli) -> None:
     # Each task says it started, then waits until all four have: with -j 4 they all
-    # finish; run one after another, the first would give up waiting and fail.
+    # finish; run one after another, the first would give up waiting (60 s) and fail.
     rendezvous = (
-        "import pathlib, sys, time; here = pathlib.Path('.'); "
-        "(here / (sys.argv[1] + '.started')).touch(); deadline = time.monotonic() + 60\n"
-        "while len(list(here.glob('*.started'))) < 4:\n"
-        "    time.sleep(0.02)\n"
-        "    if time.monotonic() > deadline: sys.exit(1)"
+        'touch "$0.started"; i=0; while set -- *.started; [ $# -lt 4 ]; do'
+        " i=$((i+1)); [ $i -gt 1200 ] && exit 1; sleep 0.05; done"
     )
     project = write_project(
         tmp_path / "p",
         "".join(
             f"[tool.cachehook.tasks.s{i}]\n"
-            f"command = {json.dumps([PYTHON, '-c', rendezvous, str(i)])}\n"
+            f"command = {json.dumps(['sh', '-c', rendezvous, str(i)])}\n"
             for i in range(4)
         ),
     )
-    result = cachehook("run", "s0", "s1", "s2", "s3", "-j", "4", cwd=project)
+    result = cli("run", "s0", "s1", "s2", "s3", "-j", "4", cwd=project)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in project.glob("*.started")) == [f"{i}.started" for i in range(4)]
 
@@ -296,7 +360,9 @@ def test_independent_tasks_run_in_parallel(tmp_path: Path) -> None:
     ("jobs", "target"),
     [("1", "group"), ("2", "group"), ("1", "cachehook alone"), ("2", "cachehook alone")],
 )
-def test_interrupt_stops_the_run_and_caches_nothing(tmp_path: Path, jobs: str, target: str) -> None:
+def test_interrupt_stops_the_run_and_caches_nothing(
+    tmp_path: Path, cli: Cli, jobs: str, target: str
+) -> None:
     project = write_project(
         tmp_path / "p",
         f"""
@@ -305,15 +371,14 @@ def test_interrupt_stops_the_run_and_caches_nothing(tmp_path: Path, jobs: str, t
         [tool.cachehook.tasks.b]
         command = {started_then_sleeps("b")}
         [tool.cachehook.tasks.c]
-        command = ["{PYTHON}", "-c", "open('c.txt', 'w')"]
+        command = ["sh", "-c", "echo > c.txt"]
         depends-on = ["a", "b"]
         """,
     )
-    path = os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "")])
     child = subprocess.Popen(
         [PYTHON, "-m", "cachehook", "run", "c", "-j", jobs],
         cwd=project,
-        env={**os.environ, "PATH": path},
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -332,18 +397,18 @@ def test_interrupt_stops_the_run_and_caches_nothing(tmp_path: Path, jobs: str, t
             os.killpg(child.pid, signal.SIGKILL)
         child.communicate()
     assert not (project / "c.txt").exists()
-    dry = cachehook("run", "c", "--dry-run=json", cwd=project)
+    dry = cli("run", "c", "--dry-run=json", cwd=project)
     assert [task["cached"] for task in json.loads(dry.stdout)["tasks"]] == [False, False, False]
 
 
 def started_then_sleeps(name: str, *, ignore_sigint: bool = False) -> str:
-    """A task command (TOML array) that leaves ``NAME.started`` and then sleeps 10 minutes."""
-    ignore = "signal.signal(signal.SIGINT, signal.SIG_IGN); " if ignore_sigint else ""
-    code = (
-        f"import pathlib, signal, time; {ignore}"
-        f"pathlib.Path('{name}.started').touch(); time.sleep(600)"
-    )
-    return json.dumps([PYTHON, "-c", code])
+    """A task command (TOML array) that leaves ``NAME.started`` and then sleeps 10 minutes.
+
+    A SIGINT ends it (``sleep`` dies of it) unless ``ignore_sigint``: an ignored signal stays
+    ignored across ``exec``.
+    """
+    ignore = "trap '' INT; " if ignore_sigint else ""
+    return json.dumps(["sh", "-c", f"{ignore}touch {name}.started; exec sleep 600"])
 
 
 def wait_for_markers(project: Path, count: int, child: subprocess.Popen[str]) -> None:
@@ -358,15 +423,15 @@ def wait_for_markers(project: Path, count: int, child: subprocess.Popen[str]) ->
 # --------------------------------------------------------------------------- dry run
 
 
-def test_dry_run_shows_keys_and_inputs_and_runs_nothing(example: Path) -> None:
-    result = cachehook("run", "--dry-run", "docs", cwd=example)
+def test_dry_run_shows_keys_and_inputs_and_runs_nothing(example: Path, cli: Cli) -> None:
+    result = cli("run", "--dry-run", "docs", cwd=example)
     assert result.returncode == 0, result.stderr
     assert not (example / "src" / "app" / "models.py").exists()
     assert re.search(r"^gen  would run  key [0-9a-f]{32}$", result.stdout, re.MULTILINE)
     assert "  input    " in result.stdout
     assert "schema/user.json" in result.stdout
-    run_summarized(example, "docs")
-    data = json.loads(cachehook("run", "docs", "--dry-run=json", cwd=example).stdout)
+    run_summarized(cli, example, "docs")
+    data = json.loads(cli("run", "docs", "--dry-run=json", cwd=example).stdout)
     gen, docs = data["tasks"]
     assert (gen["name"], gen["cached"], docs["name"], docs["cached"]) == ("gen", True, "docs", True)
     assert docs["dependencies"] == {"gen": gen["key"]}
@@ -420,36 +485,36 @@ def test_dry_run_shows_keys_and_inputs_and_runs_nothing(example: Path) -> None:
          "tasks-type", "malformed-toml"],
 )  # fmt: skip
 def test_a_malformed_task_table_is_exit_2_naming_file_table_and_key(
-    tmp_path: Path, toml: str, expected: str
+    tmp_path: Path, cli: Cli, toml: str, expected: str
 ) -> None:
     project = write_project(tmp_path / "p", toml)
     for args in (["run", "a"], ["tasks"]):
-        result = cachehook(*args, cwd=project)
+        result = cli(*args, cwd=project)
         assert result.returncode == 2, result.stderr
         assert expected in result.stderr
         assert result.stderr.startswith("Error: ")
 
 
-def test_an_unknown_task_suggests_close_names(example: Path) -> None:
-    result = cachehook("run", "dosc", cwd=example)
+def test_an_unknown_task_suggests_close_names(example: Path, cli: Cli) -> None:
+    result = cli("run", "dosc", cwd=example)
     assert result.returncode == 2
     assert "Error: unknown task 'dosc' (did you mean 'docs'?)" in result.stderr
     assert "the tasks in pyproject.toml are: docs, gen, lint" in result.stderr
     assert not (example / "src" / "app" / "models.py").exists()
 
 
-def test_no_task_named_lists_the_tasks(example: Path) -> None:
-    result = cachehook("run", cwd=example)
+def test_no_task_named_lists_the_tasks(example: Path, cli: Cli) -> None:
+    result = cli("run", cwd=example)
     assert result.returncode == 2
     assert "name the tasks to run; the tasks in pyproject.toml are: docs, gen, lint" in (
         result.stderr
     )
 
 
-def test_message_names_the_file_from_a_subdirectory(example: Path) -> None:
+def test_message_names_the_file_from_a_subdirectory(example: Path, cli: Cli) -> None:
     toml = example / "pyproject.toml"
     toml.write_text(toml.read_text().replace('depends-on = ["gen"]', 'depends-on = ["gne"]'))
-    result = cachehook("run", "docs", cwd=example / "docs")
+    result = cli("run", "docs", cwd=example / "docs")
     assert result.returncode == 2
     assert result.stderr == (
         f"Error: {toml}: [tool.cachehook.tasks.docs] depends-on: unknown task 'gne' "
@@ -469,11 +534,10 @@ def test_a_second_interrupt_stops_waiting_for_children_that_ignore_the_first(
         command = {started_then_sleeps("b", ignore_sigint=True)}
         """,
     )
-    path = os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "")])
     child = subprocess.Popen(
         [PYTHON, "-m", "cachehook", "run", "a", "b", "-j", "2"],
         cwd=project,
-        env={**os.environ, "PATH": path},
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -496,24 +560,24 @@ def test_a_second_interrupt_stops_waiting_for_children_that_ignore_the_first(
 
 def test_sigterm_stops_every_running_child(tmp_path: Path) -> None:
     """A cancelled CI job sends SIGTERM to cachehook alone: no child may outlive it."""
+    # sh runs its trap once the short sleep in progress ends: no sleep outlives the task.
     marker = (
-        "import pathlib, signal, sys, time\n"
-        "def stop(*_):\n    pathlib.Path(sys.argv[1] + '.stopped').write_text('x'); sys.exit(1)\n"
-        "signal.signal(signal.SIGTERM, stop)\n"
-        "pathlib.Path(sys.argv[1] + '.started').touch(); time.sleep(600)"
+        """trap 'echo x > "$0.stopped"; exit 1' TERM; touch "$0.started";"""
+        " while :; do sleep 0.1; done"
     )
     project = write_project(
         tmp_path / "p",
         f"""
         [tool.cachehook.tasks.a]
-        command = {json.dumps([PYTHON, "-c", marker, "a"])}
+        command = {json.dumps(["sh", "-c", marker, "a"])}
         [tool.cachehook.tasks.b]
-        command = {json.dumps([PYTHON, "-c", marker, "b"])}
+        command = {json.dumps(["sh", "-c", marker, "b"])}
         """,
     )
     child = subprocess.Popen(
         [PYTHON, "-m", "cachehook", "run", "a", "b", "-j", "2"],
         cwd=project,
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -533,28 +597,26 @@ def test_sigterm_stops_every_running_child(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_dry_run_asks_the_remote_too(tmp_path: Path, remote_env: dict[str, str]) -> None:
-    tasks = f"""
+def test_dry_run_asks_the_remote_too(tmp_path: Path, cli: Cli, remote_env: dict[str, str]) -> None:
+    tasks = """
         [tool.cachehook.tasks.make]
-        command = ["{PYTHON}", "-c", "open('out.txt', 'w').write('made')"]
+        command = ["sh", "-c", "printf made > out.txt"]
         inputs = ["in.txt"]
         outputs = ["out.txt"]
         """
     machines = [write_project(tmp_path / name, tasks, {"in.txt": "same"}) for name in ("a", "b")]
     env_a = {**remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "cache-a")}
     env_b = {**remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "cache-b")}
-    before = json.loads(
-        cachehook("run", "make", "--dry-run=json", cwd=machines[1], env=env_b).stdout
-    )
+    before = json.loads(cli("run", "make", "--dry-run=json", cwd=machines[1], env=env_b).stdout)
     assert before["tasks"][0]["cache"] == {"local": False, "remote": False}
-    assert cachehook("run", "make", cwd=machines[0], env=env_a).returncode == 0
-    after = cachehook("run", "make", "--dry-run=json", cwd=machines[1], env=env_b)
+    assert cli("run", "make", cwd=machines[0], env=env_a).returncode == 0
+    after = cli("run", "make", "--dry-run=json", cwd=machines[1], env=env_b)
     task = json.loads(after.stdout)["tasks"][0]
     assert task["cache"] == {"local": False, "remote": True}
     assert task["cached"] is True
     assert not (machines[1] / "out.txt").exists(), "a dry run restores nothing"
-    text = cachehook("run", "make", "--dry-run", cwd=machines[1], env=env_b).stdout
+    text = cli("run", "make", "--dry-run", cwd=machines[1], env=env_b).stdout
     assert "cached (remote)" in text
-    explained = cachehook("explain", "make", cwd=machines[1], env=env_b).stdout
+    explained = cli("explain", "make", cwd=machines[1], env=env_b).stdout
     assert "make would hit" in explained
     assert "in the remote cache" in explained
