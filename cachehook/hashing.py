@@ -1,34 +1,29 @@
-"""Content digests, the stat cache and the task key.
+"""The task key: a canonical manifest of everything a task reads, and why two keys differ.
 
-The only module that imports :mod:`xxhash`. Everything here sits on the cache-hit path, so it
-imports nothing heavier than :mod:`re` and :mod:`json`: a file whose ``lstat`` is unchanged since
-the last run is not read again (:class:`StatCache`). Which files a set of globs names is
-:mod:`cachehook._globs` (glob syntax), :mod:`cachehook._gitignore` and :mod:`cachehook._walk`;
-:class:`GlobSet`, :class:`Expansion` and :func:`expand_globs` are re-exported from here.
+Everything here sits on the cache-hit path, so it imports nothing heavier than :mod:`re` and
+:mod:`json`. The digests of the input files and the stat cache are :mod:`cachehook.digests`;
+which files a set of globs names is :mod:`cachehook._globs` (glob syntax),
+:mod:`cachehook._gitignore` and :mod:`cachehook._walk`. This module re-exports all of them
+(:class:`FileDigest`, :class:`StatCache`, :func:`hash_files`, :class:`GlobSet`,
+:func:`expand_globs`...), so importers name one module.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import stat
-import time
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
-import xxhash
-
 from cachehook._globs import GlobSet, escape_glob
 from cachehook._walk import Expansion, expand_globs
-from cachehook.errors import ConfigError, HashingError
+from cachehook.digests import FileDigest, digest_bytes, digest_file
+from cachehook.errors import ConfigError
+from cachehook.statcache import StatCache, hash_files
 
 if TYPE_CHECKING:
-    import logging
     from collections.abc import Mapping, Sequence
-    from pathlib import Path
 
 __all__ = [
     "KEY_FORMAT_VERSION",
@@ -49,87 +44,10 @@ __all__ = [
 
 KEY_FORMAT_VERSION: int = 2  # 2: the toolchain (issue 10)
 
-_CHUNK = 1 << 20
-_DIGEST_LEN = 32
-_STAT_CACHE_VERSION = 1
-_RACY_WINDOW_NS = 1_000_000_000
 _ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*\*?"  # compiled on first use, by re's cache
-_HEX_DIGITS = frozenset("0123456789abcdef")
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
-_REGULAR_EXECUTABLE = 0o170000 | stat.S_IXUSR  # the file-type bits and the owner's x bit
-_REGULAR_EXECUTABLE_BITS = stat.S_IFREG | stat.S_IXUSR
-_FILE_TYPE, _LINK = 0o170000, stat.S_IFLNK
-_HAS_DIR_FD = {os.lstat, os.open, os.readlink} <= os.supports_dir_fd
 
 
-def _logger() -> logging.Logger:
-    import logging  # only on the error path: importing logging costs milliseconds
-
-    return logging.getLogger("cachehook")
-
-
-# --------------------------------------------------------------------------- digests
-
-
-def digest_bytes(data: bytes) -> str:
-    """Digest bytes.
-
-    Args:
-        data: the bytes.
-
-    Returns:
-        The xxh3-128 hex digest (32 characters).
-    """
-    return xxhash.xxh3_128_hexdigest(data)
-
-
-def _digest_fd(fd: int) -> str:
-    hasher = xxhash.xxh3_128()
-    while chunk := os.read(fd, _CHUNK):
-        hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def digest_file(path: Path) -> str:
-    """Digest a file's bytes, streaming in 1 MiB chunks.
-
-    Args:
-        path: the file.
-
-    Returns:
-        The xxh3-128 hex digest of its content.
-
-    Raises:
-        HashingError: the file is missing or unreadable (the message names it).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        try:
-            return _digest_fd(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        msg = f"cannot read {os.fspath(path)!r}: {exc.strerror or exc}"
-        raise HashingError(msg) from exc
-
-
-# --------------------------------------------------------------------------- file digests
-
-
-@dataclass(frozen=True, slots=True)
-class FileDigest:
-    """One input file as it enters the key.
-
-    Attributes:
-        path: project-relative POSIX path.
-        digest: xxh3-128 of the bytes; for a symlink, of ``b"symlink:" + its text`` and
-            what it resolves to (a file's digest and execute bit, or a directory marker).
-        executable: the owner's execute bit (always False for a symlink).
-    """
-
-    path: str
-    digest: str
-    executable: bool
+# --------------------------------------------------------------------------- the toolchain
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,293 +65,6 @@ class ToolDigest:
     name: str
     digest: str
     versions: tuple[tuple[str, str], ...] = ()
-
-
-_SIGNATURE = "%x %x %x %x"  # size, mtime_ns, ctime_ns, inode: %-formatting is the fastest
-
-
-def _signature(st: os.stat_result) -> str:
-    return _SIGNATURE % (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-def _changed(st: os.stat_result) -> int:
-    return max(st.st_mtime_ns, st.st_ctime_ns)
-
-
-class _Root:
-    """Path operations relative to a project root, through a directory fd where supported."""
-
-    __slots__ = ("fd", "prefix")
-
-    def __init__(self, root: Path) -> None:
-        root_str = os.fspath(root)
-        self.fd: int | None = None
-        self.prefix = root_str + os.sep
-        if _HAS_DIR_FD:
-            try:
-                self.fd = os.open(root_str, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-                self.prefix = ""
-            except OSError:
-                self.fd = None
-
-    def __enter__(self) -> _Root:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-
-    def lstat(self, relpath: str) -> os.stat_result:
-        return os.lstat(self.prefix + relpath, dir_fd=self.fd)
-
-    def target_stat(self, relpath: str) -> os.stat_result | None:
-        """What a symlink resolves to, or None if it dangles (or loops)."""
-        try:
-            return os.stat(self.prefix + relpath, dir_fd=self.fd)
-        except OSError:
-            return None
-
-    def read_digest(self, relpath: str, mode: int, target: os.stat_result | None = None) -> str:
-        if stat.S_ISLNK(mode):
-            return self._link_digest(relpath, target)
-        if not stat.S_ISREG(mode):
-            msg = f"input {relpath!r} is not a regular file"
-            raise HashingError(msg)
-        fd = os.open(self.prefix + relpath, _OPEN_FLAGS, dir_fd=self.fd)
-        try:
-            return _digest_fd(fd)
-        finally:
-            os.close(fd)
-
-    def _link_digest(self, relpath: str, target: os.stat_result | None) -> str:
-        """The link text and what it resolves to (issue 10): a file's bytes and execute bit;
-        for a directory a marker (the walk lists the files below it through the link); for a
-        dangling link nothing more. No resolved path enters it, only the link's own text."""
-        text = b"symlink:" + os.fsencode(os.readlink(self.prefix + relpath, dir_fd=self.fd))
-        if target is None:
-            return digest_bytes(text)
-        if stat.S_ISDIR(target.st_mode):
-            return digest_bytes(text + b"\0dir")
-        if not stat.S_ISREG(target.st_mode):
-            return digest_bytes(text + b"\0other")
-        fd = os.open(
-            self.prefix + relpath, os.O_RDONLY | getattr(os, "O_BINARY", 0), dir_fd=self.fd
-        )
-        try:
-            content = _digest_fd(fd)
-        finally:
-            os.close(fd)
-        executable = b"x" if target.st_mode & stat.S_IXUSR else b"-"
-        return digest_bytes(text + b"\0file:" + content.encode() + executable)
-
-
-def _input_error(relpath: str, exc: OSError) -> HashingError:
-    if isinstance(exc, FileNotFoundError):
-        return HashingError(f"input {relpath!r} does not exist")
-    return HashingError(f"cannot read input {relpath!r}: {exc.strerror or exc}")
-
-
-class StatCache:
-    """Remembers each file's digest with its ``lstat`` (size, mtime, ctime, inode).
-
-    A file whose four values are unchanged is not read again. The cache is one JSON file per
-    project root (the caller picks its path), keyed by project-relative path.
-
-    Timestamps have a granularity (a kernel tick), so a same-size rewrite right after a file
-    was read can leave all four values unchanged. A digest read less than a second after the
-    file's mtime or ctime is therefore never trusted (the file is read again next time), and
-    :meth:`save` leaves out every entry whose mtime or ctime is within a second of the save.
-    """
-
-    __slots__ = ("_dirty", "_entries", "_path", "_racy", "_unsaved")
-
-    def __init__(self, path: Path | None) -> None:
-        """An empty cache.
-
-        Args:
-            path: where :meth:`save` writes; None keeps it in memory only.
-        """
-        self._path = path
-        self._entries: dict[str, str] = {}  # relpath -> "<digest> <size> <mtime> <ctime> <ino>"
-        self._unsaved: dict[str, int] = {}  # relpath -> the newer of its mtime and ctime
-        self._racy: set[str] = set()  # read too soon after they were written: never trusted
-        self._dirty = False
-
-    @classmethod
-    def load(cls, path: Path | None) -> StatCache:
-        """Read a saved cache; a missing or corrupt file gives an empty one. Never raises.
-
-        Args:
-            path: the cache file; None for an in-memory cache.
-
-        Returns:
-            The cache.
-        """
-        cache = cls(path)
-        if path is None:
-            return cache
-        try:
-            with open(path, "rb") as file:
-                data = json.loads(file.read())
-            entries = data["entries"]
-            if (
-                data["version"] == _STAT_CACHE_VERSION
-                and type(entries) is dict
-                and set(map(type, entries.values())) <= {str}
-            ):
-                cache._entries = entries
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
-            _logger().debug("ignoring unreadable stat cache %s: %s", path, exc)
-        return cache
-
-    def digest(self, root: Path, relpath: str) -> FileDigest:
-        """Digest one file, reading it only if its ``lstat`` changed since it was recorded.
-
-        Args:
-            root: the project root.
-            relpath: the file, project-relative POSIX.
-
-        Returns:
-            The file's digest.
-
-        Raises:
-            HashingError: the file is missing, unreadable, or not a file or symlink.
-        """
-        return self._digest_all(root, (relpath,))[0]
-
-    def lookup(self, root: Path, relpath: str) -> str | None:
-        """The recorded digest if the file is on disk with an unchanged ``lstat`` (never reads).
-
-        Args:
-            root: the project root.
-            relpath: the file, project-relative POSIX.
-
-        Returns:
-            The digest, or None.
-        """
-        entry = self._entries.get(relpath)
-        if entry is None or relpath in self._racy:
-            return None
-        with _Root(root) as at:
-            try:
-                signature = _signature(at.lstat(relpath))
-            except OSError:
-                return None
-        return entry[:_DIGEST_LEN] if entry[_DIGEST_LEN + 1 :] == signature else None
-
-    def record(self, root: Path, relpath: str, digest: str) -> None:
-        """Remember a digest for a file as it is on disk now (after a restore or a store).
-
-        Args:
-            root: the project root.
-            relpath: the file, project-relative POSIX.
-            digest: its known xxh3-128 hex digest.
-
-        Raises:
-            HashingError: the file is missing.
-            ValueError: ``digest`` is not a 32-character lower-case hex digest.
-        """
-        if len(digest) != _DIGEST_LEN or not _HEX_DIGITS.issuperset(digest):
-            msg = f"not an xxh3-128 hex digest: {digest!r}"
-            raise ValueError(msg)
-        with _Root(root) as at:
-            try:
-                st = at.lstat(relpath)
-            except OSError as exc:
-                raise _input_error(relpath, exc) from exc
-        self._remember(relpath, digest, _signature(st), _changed(st), was_read=False)
-
-    def save(self) -> None:
-        """Write the cache atomically, if it changed; an OSError is logged, never raised.
-
-        Entries whose mtime or ctime is within a second of now are left out (see the class).
-        """
-        if not self._dirty or self._path is None:
-            return
-        horizon = time.time_ns() - _RACY_WINDOW_NS
-        held = {rel: ts for rel, ts in self._unsaved.items() if ts >= horizon}
-        entries = self._entries
-        if held or self._racy:
-            entries = {r: e for r, e in entries.items() if r not in held and r not in self._racy}
-        path = os.fspath(self._path)
-        tmp = f"{path}.{os.getpid()}.{id(self):x}.tmp"
-        data = json.dumps({"version": _STAT_CACHE_VERSION, "entries": entries})
-        try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            with open(tmp, "w", encoding="ascii") as file:
-                file.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            _logger().warning("could not save the stat cache %s: %s", path, exc)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            return
-        self._unsaved = held  # written by a later save, once they are old enough
-        self._dirty = bool(held)
-
-    def _remember(
-        self, relpath: str, digest: str, signature: str, changed: int, *, was_read: bool
-    ) -> None:
-        self._entries[relpath] = f"{digest} {signature}"
-        self._unsaved[relpath] = changed
-        self._dirty = True
-        if was_read and changed >= time.time_ns() - _RACY_WINDOW_NS:
-            self._racy.add(relpath)
-        else:
-            self._racy.discard(relpath)
-
-    def _digest_all(self, root: Path, paths: Sequence[str]) -> tuple[FileDigest, ...]:
-        # The warm path: one lstat per file and no read. Names are bound locally for speed.
-        get, cut, size, form = self._entries.get, _DIGEST_LEN + 1, _DIGEST_LEN, _SIGNATURE
-        mask, executable_bits, racy = _REGULAR_EXECUTABLE, _REGULAR_EXECUTABLE_BITS, self._racy
-        out: list[FileDigest] = []
-        append, make = out.append, FileDigest
-        with _Root(root) as at:
-            lstat, prefix, fd = os.lstat, at.prefix, at.fd
-            for relpath in paths:
-                try:
-                    st = lstat(prefix + relpath, dir_fd=fd)
-                except OSError as exc:
-                    raise _input_error(relpath, exc) from exc
-                signature = form % (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-                target = None
-                if st.st_mode & _FILE_TYPE == _LINK:  # the target's stat too (issue 10)
-                    target = at.target_stat(relpath)
-                    signature += " " + (_signature(target) if target is not None else "-")
-                entry = get(relpath)
-                if entry is not None and entry[cut:] == signature and relpath not in racy:
-                    digest = entry[:size]
-                else:
-                    try:
-                        digest = at.read_digest(relpath, st.st_mode, target)
-                    except OSError as exc:
-                        raise _input_error(relpath, exc) from exc
-                    changed = (
-                        _changed(st) if target is None else max(_changed(st), _changed(target))
-                    )
-                    self._remember(relpath, digest, signature, changed, was_read=True)
-                # A regular file with its owner's execute bit (a symlink never is executable).
-                append(make(relpath, digest, st.st_mode & mask == executable_bits))
-        return tuple(out)
-
-
-def hash_files(root: Path, paths: Sequence[str], cache: StatCache) -> tuple[FileDigest, ...]:
-    """Digest files through a stat cache.
-
-    Args:
-        root: the project root.
-        paths: project-relative POSIX paths (as :func:`expand_globs` gives them).
-        cache: unchanged files are taken from here; new digests are recorded in it.
-
-    Returns:
-        One digest per path, in the order given.
-
-    Raises:
-        HashingError: a file is missing, unreadable, or not a file or symlink.
-    """
-    return cache._digest_all(root, paths)
 
 
 # --------------------------------------------------------------------------- environment

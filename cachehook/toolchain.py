@@ -509,17 +509,9 @@ class Toolchain:
                 {"version": _CACHE_VERSION, "files": self._files, "pythons": self._pythons}
             )
             self._dirty = False
-        path = os.fspath(self._path)
-        tmp = f"{path}.{os.getpid()}.{id(self):x}.tmp"
-        try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as file:
-                file.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            _logger().warning("could not save the toolchain cache %s: %s", path, exc)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        from cachehook._atomic import replace_file
+
+        replace_file(self._path, data.encode(), what="the toolchain cache")
 
     def identify(
         self,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from cachehook import hashing
+from cachehook import digests, hashing, statcache
 from cachehook.errors import ConfigError, HashingError
 from cachehook.hashing import (
     KEY_FORMAT_VERSION,
@@ -68,13 +68,13 @@ def manifest(root: Path, patterns: tuple[str, ...] = ("**",), **fields: Any) -> 
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the files the module actually reads."""
     calls: list[int] = []
-    real = hashing._digest_fd
+    real = digests._digest_fd
 
     def spy(fd: int) -> str:
         calls.append(fd)
         return real(fd)
 
-    monkeypatch.setattr(hashing, "_digest_fd", spy)
+    monkeypatch.setattr(digests, "_digest_fd", spy)
     return calls
 
 
@@ -505,7 +505,7 @@ def test_a_read_error_raises_naming_the_input(
     def denied(fd: int) -> str:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(hashing, "_digest_fd", denied)
+    monkeypatch.setattr(digests, "_digest_fd", denied)
     with pytest.raises(
         HashingError, match=re.escape("cannot read input 'README.md': Permission denied")
     ):
@@ -528,7 +528,7 @@ def aged(monkeypatch: pytest.MonkeyPatch) -> None:
     """The module's clock runs 10 s ahead, so the files a test just wrote look settled
     (their timestamps can no longer hide a same-size rewrite)."""
     later = time.time_ns() + 10_000_000_000
-    monkeypatch.setattr(hashing, "time", SimpleNamespace(time_ns=lambda: later))
+    monkeypatch.setattr(statcache, "time", SimpleNamespace(time_ns=lambda: later))
 
 
 @pytest.mark.usefixtures("aged")
@@ -606,7 +606,7 @@ def test_a_digest_read_too_soon_is_never_persisted(
     cache = StatCache(cache_file)
     hash_files(project, ["README.md"], cache)  # read right after the file was written
     later = time.time_ns() + 10_000_000_000
-    monkeypatch.setattr(hashing, "time", SimpleNamespace(time_ns=lambda: later))
+    monkeypatch.setattr(statcache, "time", SimpleNamespace(time_ns=lambda: later))
     cache.save()  # even when saved long after
     (project / "README.md").write_text("# DEMO\n")  # same size, same (coarse) timestamps
     (new,) = hash_files(project, ["README.md"], StatCache.load(cache_file))
@@ -658,6 +658,66 @@ def test_a_corrupt_cache_file_gives_an_empty_cache(
     assert digest.digest == digest_bytes(b"# demo\n")
 
 
+def saved_cache(project: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A saved cache of regular files, a symlink, a dangling one and a non-ASCII name."""
+    write(project, {"src/ünï code.py": "U = 1\n"})
+    (project / "link.md").symlink_to("README.md")
+    (project / "dangling").symlink_to("nowhere")
+    cache_file = tmp_path / "cache" / "stat"
+    paths = list(expand(project, "**").files)
+    cache = StatCache(cache_file)
+    hash_files(project, paths, cache)
+    cache.save()
+    return cache_file, paths
+
+
+@pytest.mark.usefixtures("aged")
+def test_a_saved_cache_round_trips_every_kind_of_input(
+    project: Path, tmp_path: Path, reads: list[int]
+) -> None:
+    cache_file, paths = saved_cache(project, tmp_path)
+    assert {"dangling", "link.md", "src/ünï code.py"} <= set(paths)
+    first = hash_files(project, paths, StatCache(None))
+    reads.clear()
+    assert hash_files(project, paths, StatCache.load(cache_file)) == first
+    assert reads == []
+    assert cache_file.read_bytes().startswith(b"cachehook stat cache\n")  # not JSON (issue 11)
+
+
+@pytest.mark.usefixtures("aged")
+def test_a_hit_does_not_rewrite_the_cache_and_a_change_does(project: Path, tmp_path: Path) -> None:
+    cache_file, paths = saved_cache(project, tmp_path)
+    before = os.stat(cache_file)
+    cache = StatCache.load(cache_file)
+    hash_files(project, paths, cache)
+    cache.save()
+    after = os.stat(cache_file)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    (project / "README.md").write_text("# demo, longer\n")
+    hash_files(project, paths, cache)
+    cache.save()
+    assert os.stat(cache_file).st_ino != before.st_ino  # replaced, atomically
+    assert StatCache.load(cache_file).lookup(project, "README.md") == digest_bytes(
+        b"# demo, longer\n"
+    )
+
+
+@pytest.mark.usefixtures("aged")
+def test_a_damaged_saved_cache_is_whole_or_empty(project: Path, tmp_path: Path) -> None:
+    """Each truncation and each flipped byte of a saved cache: never a wrong digest."""
+    cache_file, paths = saved_cache(project, tmp_path)
+    data = cache_file.read_bytes()
+    whole = StatCache.load(cache_file)._entries
+    assert len(whole) == len(paths)
+    damaged = [data[:size] for size in range(0, len(data), 7)]
+    damaged += [data[:at] + bytes([data[at] ^ 0x41]) + data[at + 1 :] for at in range(len(data))]
+    damaged.append(json.dumps({"version": 1, "entries": {"README.md": "0" * 32}}).encode())
+    for content in damaged:
+        cache_file.write_bytes(content)
+        assert StatCache.load(cache_file)._entries == {}, content
+
+
+@pytest.mark.usefixtures("aged")
 def test_a_save_error_is_logged_not_raised(
     project: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -887,22 +947,27 @@ def test_resolve_env_rejects_bad_names(name: str) -> None:
 def test_all_is_sorted_and_complete() -> None:
     public = {n for n in vars(hashing) if not n.startswith("_")} - {
         "annotations",
-        "contextlib",
         "dataclass",
         "encode_basestring",
         "json",
-        "os",
         "re",
-        "stat",
-        "time",
-        "xxhash",
         "TYPE_CHECKING",
         "Any",
         "ConfigError",
-        "HashingError",
     }
     assert set(hashing.__all__) == public
     assert hashing.__all__ == sorted(hashing.__all__, key=lambda n: (not n.isupper(), n))
+
+
+@pytest.mark.parametrize("module", [digests, statcache])
+def test_the_digest_modules_declare_what_they_define(module: Any) -> None:
+    defined = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
+    }
+    assert defined <= set(module.__all__) <= set(vars(module))
+    assert module.__all__ == sorted(module.__all__)
 
 
 def test_no_absolute_path_enters_the_key(project: Path) -> None:
@@ -913,7 +978,7 @@ def test_no_absolute_path_enters_the_key(project: Path) -> None:
 
 def test_executable_helper_ignores_symlink_modes() -> None:
     mode = stat.S_IFLNK | 0o777
-    assert mode & hashing._REGULAR_EXECUTABLE != hashing._REGULAR_EXECUTABLE_BITS
+    assert mode & statcache._REGULAR_EXECUTABLE != statcache._REGULAR_EXECUTABLE_BITS
 
 
 def test_shutil_copied_tree_has_the_same_key(project: Path, tmp_path: Path) -> None:
