@@ -54,6 +54,8 @@ TEAM = "bench"
 GIB = 1 << 30
 MIB = 1 << 20
 
+Results = dict[str, dict[str, list[dict[str, float]]]]  # server -> method -> one run per round
+
 
 # -- servers -------------------------------------------------------------------------------
 
@@ -456,6 +458,52 @@ def servers(root: Path, workers: list[int]) -> Iterator[list[Server]]:
             server.stop()
 
 
+def measure(pool: Any, running: Sequence[Server], options: Any, size: int) -> Results:
+    """PUTs then GETs of ``options.requests`` artifacts per server and round, after a warm-up.
+
+    Rounds alternate between the servers so that machine noise hits all alike.
+    """
+    concurrency, processes = options.concurrency, options.processes
+    for server in running:  # warm up: connections, first writes, imports
+        warm = hashes_for(2 * concurrency)
+        load(pool, server.port, "PUT", warm, size, concurrency, processes)
+        load(pool, server.port, "GET", warm, size, concurrency, processes)
+    results: Results = {}
+    for _ in range(options.rounds):
+        for server in running:
+            hashes = hashes_for(options.requests)
+            runs = results.setdefault(server.name, {"PUT": [], "GET": []})
+            for method in ("PUT", "GET"):
+                runs[method].append(
+                    load(pool, server.port, method, hashes, size, concurrency, processes)
+                )
+                random.shuffle(hashes)  # GET them in another order than they were PUT
+    return results
+
+
+def print_throughput(results: Results) -> None:
+    print("| server | PUT req/s | PUT p50 / p99 ms | GET req/s | GET p50 / p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, runs in results.items():
+        put, get = median_run(runs["PUT"]), median_run(runs["GET"])
+        errors = sum(run["errors"] for run in runs["PUT"] + runs["GET"])
+        print(
+            f"| {name} | {put['rps']:.0f} | {put['p50_ms']:.1f} / {put['p99_ms']:.1f} "
+            f"| {get['rps']:.0f} | {get['p50_ms']:.1f} / {get['p99_ms']:.1f} | {errors:.0f} |"
+        )
+
+
+def print_memory(memory: dict[str, dict[str, Any]], heading: str) -> None:
+    print(f"\n{heading}\n")
+    print("| server | status | seconds | RSS before MiB | peak MiB | peak rise MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, figures in memory.items():
+        print(
+            f"| {name} | {figures['status']} | {figures['seconds']} | "
+            f"{figures['rss_before_mib']} | {figures['peak_mib']} | {figures['peak_rise_mib']} |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, default=16)
@@ -471,7 +519,6 @@ def main() -> int:
     options = parser.parse_args()
     size = parse_size(options.size)
     workers = [int(count) for count in options.workers.split(",")]
-    results: dict[str, dict[str, list[dict[str, float]]]] = {}
     memory: dict[str, dict[str, Any]] = {}
     idle: dict[str, dict[str, Any]] = {}
     raise_fd_limit(options.idle + 256)
@@ -480,27 +527,7 @@ def main() -> int:
         servers(Path(temp), workers) as running,
         multiprocessing.get_context("spawn").Pool(options.processes) as pool,
     ):
-        for server in running:  # warm up: connections, first writes, imports
-            warm = hashes_for(2 * options.concurrency)
-            load(pool, server.port, "PUT", warm, size, options.concurrency, options.processes)
-            load(pool, server.port, "GET", warm, size, options.concurrency, options.processes)
-        for _ in range(options.rounds):
-            for server in running:
-                hashes = hashes_for(options.requests)
-                runs = results.setdefault(server.name, {"PUT": [], "GET": []})
-                for method in ("PUT", "GET"):
-                    runs[method].append(
-                        load(
-                            pool,
-                            server.port,
-                            method,
-                            hashes,
-                            size,
-                            options.concurrency,
-                            options.processes,
-                        )
-                    )
-                    random.shuffle(hashes)  # GET them in another order than they were PUT
+        results = measure(pool, running, options, size)
         for server in running:
             if server.name.endswith("--workers 1") or server.name == "turborepo-remote-cache":
                 idle[server.name] = idle_latency(server, idle=options.idle, probes=options.probes)
@@ -518,7 +545,7 @@ def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def report(
-    results: dict[str, dict[str, list[dict[str, float]]]],
+    results: Results,
     memory: dict[str, dict[str, Any]],
     idle: dict[str, dict[str, Any]],
     options: argparse.Namespace,
@@ -531,15 +558,7 @@ def report(
         f"\n{options.requests} requests of {size // 1024} KiB per round, {options.concurrency} "
         f"connections, median of {options.rounds} rounds, CPUs: {os.cpu_count()}\n"
     )
-    print("| server | PUT req/s | PUT p50 / p99 ms | GET req/s | GET p50 / p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, runs in results.items():
-        put, get = median_run(runs["PUT"]), median_run(runs["GET"])
-        errors = sum(run["errors"] for run in runs["PUT"] + runs["GET"])
-        print(
-            f"| {name} | {put['rps']:.0f} | {put['p50_ms']:.1f} / {put['p99_ms']:.1f} "
-            f"| {get['rps']:.0f} | {get['p50_ms']:.1f} / {get['p99_ms']:.1f} | {errors:.0f} |"
-        )
+    print_throughput(results)
     if idle:
         print(
             f"\nA normal request (new connection, GET status), {options.probes} per phase: "
@@ -555,14 +574,8 @@ def report(
                 f"{figures['idle_still_open']} |"
             )
     if memory:
-        print("\n1 GiB upload (one process): peak resident memory (VmHWM) above the size before\n")
-        print("| server | status | seconds | RSS before MiB | peak MiB | peak rise MiB |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for name, figures in memory.items():
-            print(
-                f"| {name} | {figures['status']} | {figures['seconds']} | "
-                f"{figures['rss_before_mib']} | {figures['peak_mib']} | {figures['peak_rise_mib']} |"
-            )
+        heading = "1 GiB upload (one process): peak resident memory (VmHWM) above the size before"
+        print_memory(memory, heading)
 
 
 if __name__ == "__main__":

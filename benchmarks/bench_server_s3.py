@@ -25,7 +25,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# the client, the load and the memory probe are bench_server's
+# the client, the load, its tables and the memory probe are bench_server's
 from bench_server import (
     API,
     GIB,
@@ -46,10 +45,10 @@ from bench_server import (
     TOKEN,
     Server,
     free_port,
-    hashes_for,
-    load,
-    median_run,
+    measure,
     parse_size,
+    print_memory,
+    print_throughput,
     upload_gib,
     wait_ready,
 )
@@ -181,34 +180,13 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     options = parser.parse_args()
     size = parse_size(options.size)
-    results: dict[str, dict[str, list[dict[str, float]]]] = {}
     memory: dict[str, dict[str, Any]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench-server-s3-") as temp,
         servers(Path(temp), options.events_db) as (_, running),
         multiprocessing.get_context("spawn").Pool(options.processes) as pool,
     ):
-        for server in running:  # warm up: connections, first writes, imports
-            warm = hashes_for(2 * options.concurrency)
-            load(pool, server.port, "PUT", warm, size, options.concurrency, options.processes)
-            load(pool, server.port, "GET", warm, size, options.concurrency, options.processes)
-        for _ in range(options.rounds):
-            for server in running:
-                hashes = hashes_for(options.requests)
-                runs = results.setdefault(server.name, {"PUT": [], "GET": []})
-                for method in ("PUT", "GET"):
-                    runs[method].append(
-                        load(
-                            pool,
-                            server.port,
-                            method,
-                            hashes,
-                            size,
-                            options.concurrency,
-                            options.processes,
-                        )
-                    )
-                    random.shuffle(hashes)
+        results = measure(pool, running, options, size)
         if not options.no_gib:
             for server in running:
                 memory[server.name] = upload_gib(server)
@@ -223,24 +201,10 @@ def main() -> int:
         f"{size // 1024} KiB per round, {options.concurrency} connections, median of "
         f"{options.rounds} rounds, CPUs: {os.cpu_count()}\n"
     )
-    print("| server | PUT req/s | PUT p50 / p99 ms | GET req/s | GET p50 / p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, runs in results.items():
-        put, get = median_run(runs["PUT"]), median_run(runs["GET"])
-        errors = sum(run["errors"] for run in runs["PUT"] + runs["GET"])
-        print(
-            f"| {name} | {put['rps']:.0f} | {put['p50_ms']:.1f} / {put['p99_ms']:.1f} "
-            f"| {get['rps']:.0f} | {get['p50_ms']:.1f} / {get['p99_ms']:.1f} | {errors:.0f} |"
-        )
+    print_throughput(results)
     if memory:
-        print("\n1 GiB upload: the server's peak resident memory (VmHWM) above its size before\n")
-        print("| server | status | seconds | RSS before MiB | peak MiB | peak rise MiB |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for name, figures in memory.items():
-            print(
-                f"| {name} | {figures['status']} | {figures['seconds']} | "
-                f"{figures['rss_before_mib']} | {figures['peak_mib']} | {figures['peak_rise_mib']} |"
-            )
+        heading = "1 GiB upload: the server's peak resident memory (VmHWM) above its size before"
+        print_memory(memory, heading)
     return 0
 
 
