@@ -1,29 +1,39 @@
-"""``cachehook cache ls | show | prune | clear`` on a cache filled by real runs."""
+"""``cachehook cache ls | show | prune | clear`` on a cache filled by real runs.
+
+In this process (the ``cli`` fixture), but for one ``python -m cachehook`` exit code.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.cli.test_run import EXAMPLE, cachehook
+from tests.cli.test_run import cachehook, copy_example, use_this_python
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
+
+    from tests.cli.conftest import Ran
+
+    Cli = Callable[..., Ran]
+
+pytestmark = pytest.mark.usefixtures("unmeasured_children")
 
 
 @pytest.fixture
-def example(tmp_path: Path) -> Path:
-    project = tmp_path / "example"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("build", "models.py"))
-    assert cachehook("run", "docs", "lint", cwd=project).returncode == 0
+def example(tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Path:
+    use_this_python(monkeypatch)
+    project = copy_example(tmp_path)
+    ran = cli("run", "docs", "lint", cwd=project)
+    assert ran.returncode == 0, ran.stderr
     return project
 
 
-def listing(project: Path) -> list[dict[str, Any]]:
-    result = cachehook("cache", "ls", "--json", cwd=project)
+def listing(cli: Cli, project: Path) -> list[dict[str, Any]]:
+    result = cli("cache", "ls", "--json", cwd=project)
     assert result.returncode == 0, result.stderr
     rows: list[dict[str, Any]] = json.loads(result.stdout)["artifacts"]
     return rows
@@ -33,61 +43,64 @@ def blob_files(cache_dir: Path) -> int:
     return sum(1 for path in (cache_dir / "store").rglob("*.val"))
 
 
-def test_ls_and_show(example: Path) -> None:
-    rows = listing(example)
+def test_ls_and_show(example: Path, cli: Cli) -> None:
+    rows = listing(cli, example)
     assert sorted(row["task"] for row in rows) == ["docs", "gen", "lint"]
-    text = cachehook("cache", "ls", cwd=example)
+    text = cli("cache", "ls", cwd=example)
     assert "3 artifacts" in text.stderr
     assert all(row["key"] in text.stdout for row in rows)
     docs = next(row for row in rows if row["task"] == "docs")
-    shown = cachehook("cache", "show", docs["key"][:8], cwd=example)
+    shown = cli("cache", "show", docs["key"][:8], cwd=example)
     assert shown.returncode == 0, shown.stderr
     assert f"key       {docs['key']}" in shown.stdout
     assert "output    build/docs/index.html" in shown.stdout
     assert "docs/index.md" in shown.stdout
-    data = json.loads(cachehook("cache", "show", docs["key"], "--json", cwd=example).stdout)
+    data = json.loads(cli("cache", "show", docs["key"], "--json", cwd=example).stdout)
     assert data["task"] == "docs"
     assert data["manifest"]["env"] == []
 
 
 def test_show_unknown_key(example: Path) -> None:
+    """Through the entry point: ``python -m cachehook`` exits 1."""
     result = cachehook("cache", "show", "ffffffff", cwd=example)
     assert result.returncode == 1
     assert "no artifact with a key starting 'ffffffff'" in result.stderr
 
 
-def test_prune_asks_and_a_no_keeps_everything(example: Path) -> None:
-    result = cachehook("cache", "prune", "--older-than", "0s", cwd=example, stdin="n\n")
+def test_prune_asks_and_a_no_keeps_everything(example: Path, cli: Cli) -> None:
+    result = cli("cache", "prune", "--older-than", "0s", cwd=example, stdin="n\n")
     assert result.returncode == 1
     assert "Remove 3 of 3 artifacts" in result.stderr
     assert "nothing removed" in result.stderr
-    assert len(listing(example)) == 3
-    eof = cachehook("cache", "prune", "--older-than", "0s", cwd=example, stdin="")
+    assert len(listing(cli, example)) == 3
+    eof = cli("cache", "prune", "--older-than", "0s", cwd=example, stdin="")
     assert eof.returncode == 1
-    assert len(listing(example)) == 3
+    assert len(listing(cli, example)) == 3
 
 
-def test_prune_older_than_removes_and_frees_the_files(example: Path, cache_dir: Path) -> None:
-    kept = cachehook("cache", "prune", "--older-than", "1d", "--yes", cwd=example)
+def test_prune_older_than_removes_and_frees_the_files(
+    example: Path, cli: Cli, cache_dir: Path
+) -> None:
+    kept = cli("cache", "prune", "--older-than", "1d", "--yes", cwd=example)
     assert kept.returncode == 0
     assert kept.stdout.startswith("nothing to prune: 3 artifacts, ")
     before = blob_files(cache_dir)
-    result = cachehook("cache", "prune", "--older-than", "0s", cwd=example, stdin="y\n")
+    result = cli("cache", "prune", "--older-than", "0s", cwd=example, stdin="y\n")
     assert result.returncode == 0, result.stderr
     assert "removed 3 artifacts" in result.stdout
-    assert listing(example) == []
+    assert listing(cli, example) == []
     assert blob_files(cache_dir) < before
-    rerun = cachehook("run", "lint", "--summarize", cwd=example)
+    rerun = cli("run", "lint", "--summarize", cwd=example)
     assert "cachehook: 1 task: 0 cached, 1 ran" in rerun.stderr
 
 
-def test_prune_max_size_removes_least_recently_used_first(example: Path) -> None:
-    assert cachehook("run", "lint", cwd=example).returncode == 0  # lint is now the freshest use
-    rows = listing(example)
+def test_prune_max_size_removes_least_recently_used_first(example: Path, cli: Cli) -> None:
+    assert cli("run", "lint", cwd=example).returncode == 0  # lint is now the freshest use
+    rows = listing(cli, example)
     lint = next(row for row in rows if row["task"] == "lint")
-    dry = cachehook("cache", "prune", "--max-size", "1", "--dry-run", cwd=example)
+    dry = cli("cache", "prune", "--max-size", "1", "--dry-run", cwd=example)
     assert dry.returncode == 0, dry.stderr
-    assert len(listing(example)) == 3
+    assert len(listing(cli, example)) == 3
     # A cap that only the database itself exceeds removes everything, lint last.
     lines = [line for line in dry.stdout.splitlines() if line.startswith("would remove ")]
     assert len(lines) == 3
@@ -95,41 +108,41 @@ def test_prune_max_size_removes_least_recently_used_first(example: Path) -> None
     assert "3 of 3 artifacts (" in dry.stdout
     assert dry.stdout.endswith("would be removed\n")
     # Just under the present size: exactly one artifact goes, the least recently used one.
-    size = json.loads(cachehook("stats", "--json", cwd=example).stdout)["cache"]["size"]
-    result = cachehook("cache", "prune", "--max-size", str(size - 1), "--yes", cwd=example)
+    size = json.loads(cli("stats", "--json", cwd=example).stdout)["cache"]["size"]
+    result = cli("cache", "prune", "--max-size", str(size - 1), "--yes", cwd=example)
     assert result.returncode == 0, result.stderr
     assert "removed 1 artifacts" in result.stdout
-    left = {row["key"] for row in listing(example)}
+    left = {row["key"] for row in listing(cli, example)}
     assert len(left) == 2
     assert lint["key"] in left
 
 
-def test_prune_needs_a_limit(example: Path) -> None:
-    result = cachehook("cache", "prune", cwd=example)
+def test_prune_needs_a_limit(example: Path, cli: Cli) -> None:
+    result = cli("cache", "prune", cwd=example)
     assert result.returncode == 2
     assert "say what to prune" in result.stderr
-    bad = cachehook("cache", "prune", "--max-size", "lots", cwd=example)
+    bad = cli("cache", "prune", "--max-size", "lots", cwd=example)
     assert bad.returncode == 2
     assert "--max-size" in bad.stderr
 
 
-def test_clear_asks_unless_yes(example: Path) -> None:
-    declined = cachehook("cache", "clear", cwd=example, stdin="n\n")
+def test_clear_asks_unless_yes(example: Path, cli: Cli) -> None:
+    declined = cli("cache", "clear", cwd=example, stdin="n\n")
     assert declined.returncode == 1
-    assert len(listing(example)) == 3
-    result = cachehook("cache", "clear", "--yes", cwd=example)
+    assert len(listing(cli, example)) == 3
+    result = cli("cache", "clear", "--yes", cwd=example)
     assert result.returncode == 0, result.stderr
     assert "removed 3 artifacts" in result.stdout
-    assert listing(example) == []
-    assert cachehook("cache", "clear", "--yes", cwd=example).returncode == 0
+    assert listing(cli, example) == []
+    assert cli("cache", "clear", "--yes", cwd=example).returncode == 0
 
 
-def test_prune_refuses_an_age_without_a_unit(tmp_path: Path, cli: Any) -> None:
+def test_prune_refuses_an_age_without_a_unit(tmp_path: Path, cli: Cli) -> None:
     project = tmp_path / "p"
     project.mkdir()
     (project / "pyproject.toml").write_text("")
     (project / "in.txt").write_text("x")
-    ran = cli("exec", "-i", "in.txt", "--", "python3", "-c", "pass", cwd=project)
+    ran = cli("exec", "-i", "in.txt", "--", "true", cwd=project)
     assert ran.returncode == 0, ran.stderr
     for bare in ("7", "0", "1.5"):
         refused = cli("cache", "prune", "--older-than", bare, "--yes", cwd=project)
