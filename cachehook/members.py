@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
-import subprocess
 from typing import TYPE_CHECKING, Any
 
 from cachehook.config import table_boolean, table_strings
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MEMBER_TASK_KEYS",
     "UV_ENV",
+    "closure_changes",
     "describe_salt_change",
     "load_workspace_tasks",
     "rebase_glob",
@@ -268,7 +268,9 @@ def describe_salt_change(workspace: Workspace, member: str, old: str, new: str) 
     if new_lock.startswith("uv.lock "):
         return [*lines, f"uv.lock changed, and it does not lock {member} (run `uv lock`)"]
     before = _earlier_closure(workspace, member, old_lock)
-    found = [] if before is None else _closure_changes(before, workspace, member)
+    now = (workspace.closures or {}).get(member, ())
+    changes = [] if before is None else closure_changes(before, now)
+    found = [f"locked dependency {verb} (uv.lock): {what}" for verb, what in changes]
     return lines + (
         found
         or [
@@ -286,6 +288,8 @@ def _earlier_closure(
     from cachehook.workspace import locked_closures
 
     def git(*args: str) -> bytes | None:
+        import subprocess  # only here: a graph load never starts a process
+
         try:
             done = subprocess.run(
                 ["git", *args], cwd=workspace.root, capture_output=True, check=False
@@ -309,28 +313,32 @@ def _earlier_closure(
     return None
 
 
-def _closure_changes(
-    before: tuple[LockedPackage, ...], workspace: Workspace, member: str
-) -> list[str]:
-    now = (workspace.closures or {}).get(member, ())
+def closure_changes(
+    before: Sequence[LockedPackage], now: Sequence[LockedPackage]
+) -> list[tuple[str, str]]:
+    """How two locked closures differ, by package: ``("changed", "widget 1.0 -> 1.1")``.
+
+    The first item is ``changed``, ``added`` or ``removed``; a package whose version stayed
+    but whose source or hashes changed is ``("changed", "widget 1.0 (its source or hashes)")``.
+    """
     old: dict[str, set[LockedPackage]] = {}
     new: dict[str, set[LockedPackage]] = {}
     for packages, by_name in ((before, old), (now, new)):
         for package in packages:
             by_name.setdefault(package.name, set()).add(package)
-    lines = []
+    found = []
     for name in sorted(old.keys() | new.keys()):
-        was, now_ = old.get(name, set()), new.get(name, set())
-        if was == now_:
+        was, is_ = old.get(name, set()), new.get(name, set())
+        if was == is_:
             continue
         a = ", ".join(sorted({p.version for p in was}))
-        b = ", ".join(sorted({p.version for p in now_}))
+        b = ", ".join(sorted({p.version for p in is_}))
         if not was:
-            lines.append(f"locked dependency added (uv.lock): {name} {b}")
-        elif not now_:
-            lines.append(f"locked dependency removed (uv.lock): {name} {a}")
+            found.append(("added", f"{name} {b}"))
+        elif not is_:
+            found.append(("removed", f"{name} {a}"))
         elif a != b:
-            lines.append(f"locked dependency changed (uv.lock): {name} {a} -> {b}")
+            found.append(("changed", f"{name} {a} -> {b}"))
         else:
-            lines.append(f"locked dependency changed (uv.lock): {name} {a} (its source or hashes)")
-    return lines
+            found.append(("changed", f"{name} {a} (its source or hashes)"))
+    return found

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from cachehook.errors import ConfigError
 from cachehook.hashing import GlobSet
+from cachehook.members import closure_changes
 from cachehook.workspace import locked_closures, normalize_name
 
 if TYPE_CHECKING:
@@ -94,11 +95,16 @@ def _lock_changes(graph: TaskGraph, workspace: Workspace, base: str) -> dict[str
         return {m: "uv.lock is new" for m in workspace.members}
     before = locked_closures(old.stdout.decode(errors="replace"), workspace.members)
     now = workspace.closures or {}
-    return {
-        m: "its locked dependencies in uv.lock changed"
-        for m in workspace.members
-        if before.get(m) != now.get(m)
-    }
+    reasons = {}
+    for member in workspace.members:
+        if before.get(member) != now.get(member):
+            changes = closure_changes(before.get(member, ()), now.get(member, ()))
+            shown = [what if verb == "changed" else f"{what} {verb}" for verb, what in changes]
+            named = ", ".join(shown[:3]) + (", …" if len(shown) > 3 else "")
+            reasons[member] = "its locked dependencies in uv.lock changed" + (
+                f": {named}" if named else ""
+            )
+    return reasons
 
 
 def affected_members(graph: TaskGraph, ref: str) -> dict[str, str]:

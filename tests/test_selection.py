@@ -84,7 +84,7 @@ def test_affected_by_a_lock_bump_only_where_the_closure_changed(repo: Path) -> N
     (repo / "uv.lock").write_text(lock_text({"httpx": "0.28.1", "attrs": "24.2.0"}))
     git(repo, "commit", "-q", "-am", "bump httpx")
     assert affected_members(graph_at(repo), "main") == {
-        "a": "its locked dependencies in uv.lock changed"
+        "a": "its locked dependencies in uv.lock changed: httpx 0.27.0 -> 0.28.1"
     }
 
 
