@@ -100,12 +100,26 @@ def wait_ready(server: Server, path: str) -> Server:
     sys.exit(f"{server.name} did not start within 30 s")
 
 
-def start_npm(workdir: Path, *, body_limit: int) -> Server:
+def start_npm(
+    workdir: Path,
+    *,
+    body_limit: int,
+    storage: dict[str, str] | None = None,
+    name: str = "turborepo-remote-cache",
+) -> Server:
+    """The npm server, with its local storage under ``workdir`` unless ``storage`` says else."""
     node = shutil.which("node")
     if node is None or not NPM_CLI.is_file():
         sys.exit(f"node and {NPM_CLI} are needed (.ci/run installs them)")
     port = free_port()
-    (workdir / "storage").mkdir(parents=True)
+    workdir.mkdir(parents=True)
+    if storage is None:
+        (workdir / "storage").mkdir()
+        storage = {
+            "STORAGE_PROVIDER": "local",
+            "STORAGE_PATH": str(workdir / "storage"),
+            "STORAGE_PATH_USE_TMP_FOLDER": "false",
+        }
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(workdir),
@@ -114,9 +128,7 @@ def start_npm(workdir: Path, *, body_limit: int) -> Server:
         "PORT": str(port),
         "AUTH_MODE": "static",
         "TURBO_TOKEN": TOKEN,
-        "STORAGE_PROVIDER": "local",
-        "STORAGE_PATH": str(workdir / "storage"),
-        "STORAGE_PATH_USE_TMP_FOLDER": "false",
+        **storage,
         "LOG_LEVEL": "warn",
         "BODY_LIMIT": str(body_limit),
     }
@@ -124,17 +136,21 @@ def start_npm(workdir: Path, *, body_limit: int) -> Server:
         process = subprocess.Popen(
             [node, str(NPM_CLI)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    return wait_ready(
-        Server("turborepo-remote-cache", port, process, workdir), f"{API}{SLASH}status"
-    )
+    return wait_ready(Server(name, port, process, workdir), f"{API}{SLASH}status")
 
 
-def start_cachehook(workdir: Path, *, workers: int) -> Server:
-    workdir.mkdir(parents=True)
+def write_tokens(workdir: Path) -> Path:
+    """A tokens file for ``cachehook serve`` that takes TOKEN for reads and writes."""
     tokens = workdir / "tokens.toml"
     tokens.write_text(
         f'[[token]]\nname = "bench"\ntoken = "{TOKEN}"\nscopes = ["read", "write"]\nteams = ["*"]\n'
     )
+    return tokens
+
+
+def start_cachehook(workdir: Path, *, workers: int) -> Server:
+    workdir.mkdir(parents=True)
+    tokens = write_tokens(workdir)
     port = free_port()
     command = [sys.executable, "-m", "cachehook", "serve", "--port", str(port)]
     command += ["--storage", str(workdir / "storage"), "--tokens", str(tokens)]

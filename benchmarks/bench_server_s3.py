@@ -25,7 +25,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,19 +37,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # the client, the load, its tables and the memory probe are bench_server's
 from bench_server import (
-    API,
     GIB,
-    NPM_CLI,
     SLASH,
-    TOKEN,
     Server,
     free_port,
     measure,
     parse_size,
     print_memory,
     print_throughput,
+    start_npm,
     upload_gib,
     wait_ready,
+    write_tokens,
 )
 
 if TYPE_CHECKING:
@@ -91,43 +89,9 @@ def create_bucket(moto: Server, name: str) -> None:
         sys.exit(f"cannot create the bucket {name}: {response.status}")
 
 
-def start_npm_s3(workdir: Path, endpoint: str, bucket: str) -> Server:
-    node = shutil.which("node")
-    if node is None or not NPM_CLI.is_file():
-        sys.exit(f"node and {NPM_CLI} are needed (.ci/run installs them)")
-    port = free_port()
-    workdir.mkdir(parents=True)
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(workdir),
-        "NODE_ENV": "production",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "AUTH_MODE": "static",
-        "TURBO_TOKEN": TOKEN,
-        "STORAGE_PROVIDER": "s3",
-        "STORAGE_PATH": bucket,
-        "S3_ENDPOINT": endpoint,
-        "S3_ACCESS_KEY": ACCESS_KEY,
-        "S3_SECRET_KEY": SECRET_KEY,
-        "S3_REGION": REGION,
-        "LOG_LEVEL": "warn",
-        "BODY_LIMIT": str(2 * GIB),
-    }
-    with (workdir / "server.log").open("wb") as log:
-        process = subprocess.Popen(
-            [node, str(NPM_CLI)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    name = "turborepo-remote-cache (s3)"
-    return wait_ready(Server(name, port, process, workdir), f"{API}{SLASH}status")
-
-
 def start_cachehook_s3(workdir: Path, endpoint: str, bucket: str, events_db: str | None) -> Server:
     workdir.mkdir(parents=True)
-    tokens = workdir / "tokens.toml"
-    tokens.write_text(
-        f'[[token]]\nname = "bench"\ntoken = "{TOKEN}"\nscopes = ["read", "write"]\nteams = ["*"]\n'
-    )
+    tokens = write_tokens(workdir)
     port = free_port()
     command = [sys.executable, "-m", "cachehook", "serve", "--port", str(port)]
     command += ["--storage", f"s3://{bucket}", "--tokens", str(tokens)]
@@ -158,7 +122,16 @@ def servers(root: Path, events_db: str | None) -> Iterator[tuple[Server, list[Se
         npm_bucket, ours = f"npm-{uuid.uuid4().hex[:8]}", f"chk-{uuid.uuid4().hex[:8]}"
         create_bucket(moto, npm_bucket)
         create_bucket(moto, ours)
-        npm = start_npm_s3(root / "npm", endpoint, npm_bucket)
+        storage = {
+            "STORAGE_PROVIDER": "s3",
+            "STORAGE_PATH": npm_bucket,
+            "S3_ENDPOINT": endpoint,
+            "S3_ACCESS_KEY": ACCESS_KEY,
+            "S3_SECRET_KEY": SECRET_KEY,
+            "S3_REGION": REGION,
+        }
+        name = "turborepo-remote-cache (s3)"
+        npm = start_npm(root / "npm", body_limit=2 * GIB, storage=storage, name=name)
         started.append(npm)
         cachehook = start_cachehook_s3(root / "cachehook", endpoint, ours, events_db)
         started.append(cachehook)
