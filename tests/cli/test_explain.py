@@ -1,4 +1,5 @@
-"""``cachehook explain``: checked against real runs of the example project."""
+"""``cachehook explain``: checked against real runs of the example project, in this process
+(the ``cli`` fixture) but for one ``python -m cachehook`` exit code."""
 
 from __future__ import annotations
 
@@ -9,36 +10,44 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.cli.test_run import EXAMPLE, cachehook
+from tests.cli.test_run import cachehook, copy_example, use_this_python
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
+
+    from tests.cli.conftest import Ran
+
+    Cli = Callable[..., Ran]
+
+pytestmark = pytest.mark.usefixtures("unmeasured_children")
 
 
 @pytest.fixture
-def example(tmp_path: Path) -> Path:
-    project = tmp_path / "example"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("build", "models.py"))
-    return project
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    use_this_python(monkeypatch)
+    return copy_example(tmp_path)
 
 
-def test_no_stored_run_yet(example: Path) -> None:
-    result = cachehook("explain", "docs", cwd=example)
+def test_no_stored_run_yet(example: Path, cli: Cli) -> None:
+    result = cli("explain", "docs", cwd=example)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("docs would run (key ")
     assert "no stored run of it to compare with" in result.stdout
-    data = json.loads(cachehook("explain", "docs", "--json", cwd=example).stdout)
+    data = json.loads(cli("explain", "docs", "--json", cwd=example).stdout)
     assert (data["verdict"], data["compared_with"], data["changes"]) == ("would-run", None, [])
 
 
-def test_lists_changed_added_and_removed_inputs_and_env_names_never_values(example: Path) -> None:
-    assert cachehook("run", "docs", cwd=example).returncode == 0
+def test_lists_changed_added_and_removed_inputs_and_env_names_never_values(
+    example: Path, cli: Cli
+) -> None:
+    assert cli("run", "docs", cwd=example).returncode == 0
     (example / "docs" / "index.md").write_text("# Changed\n")
     (example / "docs" / "extra.md").write_text("# New page\n")
     (example / "src" / "app" / "util.py").unlink()
     shutil.rmtree(example / "build")
     secret = "hunter2-very-secret"
-    result = cachehook("explain", "docs", cwd=example, env={"DOCS_TOKEN": secret})
+    result = cli("explain", "docs", cwd=example, env={"DOCS_TOKEN": secret})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("docs would run (key ")
@@ -53,34 +62,35 @@ def test_lists_changed_added_and_removed_inputs_and_env_names_never_values(examp
     assert not (example / "build").exists(), "explain runs nothing"
 
 
-def test_names_the_dependency_whose_key_changed(example: Path) -> None:
-    assert cachehook("run", "docs", cwd=example).returncode == 0
+def test_names_the_dependency_whose_key_changed(example: Path, cli: Cli) -> None:
+    assert cli("run", "docs", cwd=example).returncode == 0
     (example / "tools" / "gen_models.py").write_text(
         (example / "tools" / "gen_models.py").read_text() + "\n# touched\n"
     )
-    result = cachehook("explain", "docs", cwd=example)
+    result = cli("explain", "docs", cwd=example)
     assert "  dependency changed: gen (see `cachehook explain gen`)" in result.stdout
-    assert "  input changed: tools/gen_models.py" in cachehook("explain", "gen", cwd=example).stdout
+    assert "  input changed: tools/gen_models.py" in cli("explain", "gen", cwd=example).stdout
 
 
-def test_after_a_rerun_explains_why_that_run_missed(example: Path) -> None:
-    assert cachehook("run", "docs", cwd=example).returncode == 0
+def test_after_a_rerun_explains_why_that_run_missed(example: Path, cli: Cli) -> None:
+    assert cli("run", "docs", cwd=example).returncode == 0
     toml = example / "pyproject.toml"
     toml.write_text(
         toml.read_text().replace('"--out", "build/docs"]', '"--out", "build/docs"]\nsalt = "2"')
     )
-    assert cachehook("run", "docs", cwd=example).returncode == 0
-    result = cachehook("explain", "docs", "--json", cwd=example)
+    assert cli("run", "docs", cwd=example).returncode == 0
+    result = cli("explain", "docs", "--json", cwd=example)
     data = json.loads(result.stdout)
     assert data["verdict"] == "would-hit"
     assert data["changes"] == ["salt changed"]
     assert data["compared_with"]["key"] != data["key"]
-    text = cachehook("explain", "docs", cwd=example).stdout
+    text = cli("explain", "docs", cwd=example).stdout
     assert "docs would hit: key " in text
     assert "  salt changed" in text
 
 
 def test_unknown_task(example: Path) -> None:
+    """Through the entry point: ``python -m cachehook explain`` exits 2."""
     result = cachehook("explain", "lnt", cwd=example)
     assert result.returncode == 2
     assert "unknown task 'lnt' (did you mean 'lint'?)" in result.stderr

@@ -8,21 +8,22 @@ key its run will have.
 from __future__ import annotations
 
 import json
-import shutil
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.cli.test_run import EXAMPLE
+from tests.cli.test_run import copy_example, use_this_python
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+pytestmark = pytest.mark.usefixtures("unmeasured_children")
+
 
 @pytest.fixture
-def example(tmp_path: Path, cli: Any) -> Path:
-    project = tmp_path / "example"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("build", "models.py"))
+def example(tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
+    use_this_python(monkeypatch)  # the tasks' python is this one, as under python -m cachehook
+    project = copy_example(tmp_path)
     ran = cli("run", "docs", cwd=project)
     assert ran.returncode == 0, ran.stderr
     return project
