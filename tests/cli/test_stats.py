@@ -1,4 +1,7 @@
-"""``cachehook stats``: checked against real runs recorded in the history."""
+"""``cachehook stats``: checked against real runs recorded in the history.
+
+In this process (the ``cli`` fixture) but for one ``python -m cachehook stats``.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,26 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.cli.test_run import EXAMPLE, cachehook
+from tests.cli.test_run import cachehook, copy_example, use_this_python
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.cli.conftest import Ran
+
+    Cli = Callable[..., Ran]
+
+pytestmark = pytest.mark.usefixtures("unmeasured_children")
 
 
 @pytest.fixture
-def example(tmp_path: Path) -> Path:
-    project = tmp_path / "example"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("build", "models.py"))
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    use_this_python(monkeypatch)
+    project = copy_example(tmp_path, slow=True)  # time saved is checked against the sleeps
     toml = project / "pyproject.toml"
     toml.write_text(toml.read_text().replace("[tool.cachehook.tasks.gen]", (
         '[tool.cachehook]\nmax-size = "5GiB"\n\n[tool.cachehook.tasks.gen]'
@@ -24,30 +36,33 @@ def example(tmp_path: Path) -> Path:
     return project
 
 
-def stats(project: Path) -> dict[str, Any]:
-    result = cachehook("stats", "--json", cwd=project)
+def stats(cli: Cli, project: Path) -> dict[str, Any]:
+    result = cli("stats", "--json", cwd=project)
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
     return data
 
 
-def test_empty_cache(example: Path) -> None:
-    data = stats(example)
+def test_empty_cache(example: Path, cli: Cli) -> None:
+    data = stats(cli, example)
     assert data["periods"]["all"]["runs"] == 0
     assert data["periods"]["all"]["hit_rate"] is None
     assert data["cache"]["entries"] == 0
     assert data["cache"]["size"] == 0
-    text = cachehook("stats", cwd=example).stdout
-    assert "hit rate" in text
-    assert "cache: 0 B of 5.0 GiB" in text
+    text = cachehook("stats", cwd=example)  # through the entry point
+    assert text.returncode == 0, text.stderr
+    assert "hit rate" in text.stdout
+    assert "cache: 0 B of 5.0 GiB" in text.stdout
 
 
-def test_counts_hits_misses_time_saved_and_cache_size(example: Path, cache_dir: Path) -> None:
-    assert cachehook("run", "docs", "lint", cwd=example).returncode == 0  # 3 misses
-    assert cachehook("run", "docs", "lint", cwd=example).returncode == 0  # 3 local hits
+def test_counts_hits_misses_time_saved_and_cache_size(
+    example: Path, cli: Cli, cache_dir: Path
+) -> None:
+    assert cli("run", "docs", "lint", cwd=example).returncode == 0  # 3 misses
+    assert cli("run", "docs", "lint", cwd=example).returncode == 0  # 3 local hits
     (example / "docs" / "index.md").write_text("# Changed\n")
-    assert cachehook("run", "docs", cwd=example).returncode == 0  # gen hits, docs misses
-    data = stats(example)
+    assert cli("run", "docs", cwd=example).returncode == 0  # gen hits, docs misses
+    data = stats(cli, example)
     for period in ("today", "7d", "all"):
         counts = data["periods"][period]
         assert counts["runs"] == 8
@@ -61,16 +76,16 @@ def test_counts_hits_misses_time_saved_and_cache_size(example: Path, cache_dir: 
     assert cache["max_size"] == 5 * 1024**3
     assert cache["size"] > 0
     assert Path(data["history"]) == cache_dir / "history.jsonl"
-    text = cachehook("stats", cwd=example).stdout
+    text = cli("stats", cwd=example).stdout
     assert "hit rate" in text
     assert "50%" in text
     assert "4 entries" in text
 
 
 def test_old_entries_count_only_all_time_and_a_torn_line_is_skipped(
-    example: Path, cache_dir: Path
+    example: Path, cli: Cli, cache_dir: Path
 ) -> None:
-    assert cachehook("run", "lint", cwd=example).returncode == 0
+    assert cli("run", "lint", cwd=example).returncode == 0
     history = cache_dir / "history.jsonl"
     old = json.loads(history.read_text().splitlines()[0])
     old.update(at=old["at"] - 30 * 86400, status="HIT", source="LOCAL", saved=60_000)
@@ -78,8 +93,8 @@ def test_old_entries_count_only_all_time_and_a_torn_line_is_skipped(
         file.write(json.dumps(old) + "\n")
         file.write('{"at": 1, "task": "li')  # a run killed mid-write
     os.utime(history)
-    assert cachehook("run", "lint", cwd=example).returncode == 0  # appended after the torn line
-    data = stats(example)
+    assert cli("run", "lint", cwd=example).returncode == 0  # appended after the torn line
+    data = stats(cli, example)
     assert data["periods"]["all"]["runs"] == 3
     assert data["periods"]["all"]["saved_ms"] >= 60_000
     assert data["periods"]["7d"]["runs"] == 2
@@ -88,19 +103,19 @@ def test_old_entries_count_only_all_time_and_a_torn_line_is_skipped(
 
 @pytest.mark.integration
 def test_remote_hits_and_misses_against_a_real_server(
-    example: Path, cache_dir: Path, tmp_path: Path, remote_env: dict[str, str]
+    example: Path, cli: Cli, cache_dir: Path, tmp_path: Path, remote_env: dict[str, str]
 ) -> None:
-    first = cachehook("run", "docs", "lint", cwd=example, env=remote_env)
+    first = cli("run", "docs", "lint", cwd=example, env=remote_env)
     assert first.returncode == 0, first.stderr
-    mine = stats(example)["periods"]["all"]
+    mine = stats(cli, example)["periods"]["all"]
     assert (mine["local_misses"], mine["remote_misses"], mine["misses"]) == (3, 3, 3)
     # A second machine: an empty local cache, the same remote.
     other = {**remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "other-cache")}
     shutil.rmtree(example / "build")
-    second = cachehook("run", "docs", "lint", "--summarize", cwd=example, env=other)
+    second = cli("run", "docs", "lint", "--summarize", cwd=example, env=other)
     assert second.returncode == 0, second.stderr
     assert "docs: remote hit " in second.stderr
-    result = cachehook("stats", "--json", cwd=example, env=other)
+    result = cli("stats", "--json", cwd=example, env=other)
     theirs = json.loads(result.stdout)["periods"]["all"]
     assert (theirs["remote_hits"], theirs["local_misses"], theirs["misses"]) == (3, 3, 0)
     assert theirs["hit_rate"] == 1.0
@@ -112,8 +127,6 @@ def test_stats_and_cache_ls_speak_of_the_current_project(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 10: a second project on the same cache does not see the first one's runs."""
-    import sys
-
     from click.testing import CliRunner
 
     from cachehook.cli.cache import cache
@@ -128,9 +141,7 @@ def test_stats_and_cache_ls_speak_of_the_current_project(
         (root / "in.txt").write_text("x")
     settings = load_settings(cwd=first, environ=dict(os.environ))
     with Runner(settings, on_notice=lambda message: None) as runner:
-        spec = TaskSpec(
-            command=(sys.executable, "-c", "pass"), inputs=("in.txt",), cwd=first, name="t"
-        )
+        spec = TaskSpec(command=("true",), inputs=("in.txt",), cwd=first, name="t")
         for _ in range(2):
             runner.run(runner.prepare(spec))
 
