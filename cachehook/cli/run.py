@@ -391,8 +391,19 @@ def _print_member_summary(report: RunReport, graph: TaskGraph, reporter: _Report
         return
     width = max(map(len, per_member))
     for member, counts in sorted(per_member.items()):
-        parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        parts = ", ".join(f"{counts[s]} {label}" for s, label in _STATES if counts[s])
         reporter.info(f"  {member:<{width}}  {parts}")
+
+
+# What a task came to, in the words of the summary line.
+_STATES = (
+    ("cached", "cached"),
+    ("ran", "ran"),
+    ("failed", "failed"),
+    ("error", "errored"),
+    ("skipped", "skipped"),
+    ("cancelled", "not started"),
+)
 
 
 def _task_summary(outcome: TaskOutcome, depends_on: Sequence[str], keys: Keys) -> dict[str, Any]:

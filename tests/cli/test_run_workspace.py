@@ -195,3 +195,20 @@ def test_help_and_dry_run_spell_out_dependencies_and_dependents(
         ran = cli("run", "lint", "--filter", selector, "--dry-run=json", cwd=root)
         assert ran.returncode == 0, ran.stderr
         assert {t["name"]: t["why"] for t in json.loads(ran.stdout)["tasks"]} == why
+
+
+def test_the_per_member_summary_says_failed_and_not_started_as_the_total_does(
+    tmp_path: Path, cli: Callable[..., Ran]
+) -> None:
+    failing = json.dumps([sys.executable, "-c", "raise SystemExit(3)"])
+    fails = {"a": f"[tool.cachehook.tasks.test]\ncommand = {failing}\n"}
+    root = make_workspace(tmp_path, ROOT_TASKS, members=fails)
+    (root / "shared.toml").write_text("")
+
+    ran = cli("run", "test", cwd=root)  # a's test starts first; its failure starts no other
+
+    assert ran.returncode == 3
+    lines = ran.stderr.splitlines()
+    assert "cachehook: 4 tasks: 0 cached, 0 ran, 1 failed, 3 not started · saved 0.00s" in lines
+    assert "cachehook:   a  1 failed" in lines
+    assert "cachehook:   b  1 not started" in lines
