@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from cachehook import events, gitindex
 from cachehook.cli import main
 
 if TYPE_CHECKING:
@@ -46,7 +47,9 @@ def cli(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> C
     """``cli(*args, cwd=DIR)``: ``cachehook ARGS`` in this process, through the error boundary.
 
     ``env`` adds (or, with a None value, removes) variables for this one call; ``stdin`` is
-    what a prompt reads (without it, reading stdin fails as under pytest).
+    what a prompt reads (without it, reading stdin fails as under pytest). Each call starts
+    with what a new process would not remember: the git index read so far, the events'
+    session id (the stop signal and the pooled runners are reset after each test).
     """
 
     def invoke(
@@ -56,6 +59,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> C
         stdin: str | None = None,
     ) -> Ran:
         monkeypatch.chdir(cwd)
+        gitindex.reset()
+        events.reset()
         capfd.readouterr()
         with pytest.MonkeyPatch.context() as call:
             for name, value in (env or {}).items():
