@@ -15,6 +15,15 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.servers"]
 
 _STRIPPED_PREFIXES = ("CACHEHOOK_", "TURBO_")
+
+# The package managers' download caches stay the developer's (or CI's, warm from installing the
+# test extra): each test has its own HOME, and tests that install into venvs (pre-commit, nox,
+# the packaging and toolchain tests) would otherwise download every wheel again (issue 9).
+_XDG_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+_DOWNLOAD_CACHES = {
+    "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or str(_XDG_CACHE / "uv"),
+    "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR") or str(_XDG_CACHE / "pip"),
+}
 _STRIPPED_NAMES = (
     "HTTP_PROXY",
     "HTTPS_PROXY",
@@ -50,6 +59,8 @@ def _isolated_environment(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("CACHEHOOK_CACHE_DIR", str(home / "cachehook-cache"))
+    for name, directory in _DOWNLOAD_CACHES.items():
+        monkeypatch.setenv(name, directory)
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ import nox
 from cachehook.integrations.nox import cached
 
 nox.options.sessions = ["tests", "docs"]
+# Fresh venvs are made by uv when it is installed (milliseconds), else by virtualenv.
+nox.options.default_venv_backend = "uv|virtualenv"
 
 
 @nox.session

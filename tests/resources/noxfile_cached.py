@@ -69,7 +69,7 @@ def skips(session: nox.Session) -> None:
     session.skip("not today")
 
 
-@nox.session(venv_backend="virtualenv")
+@nox.session(venv_backend="uv|virtualenv")  # uv where installed: a venv in ms
 @cached(inputs=["src/*.txt"], outputs=["out/venv.txt"])
 def venv(session: nox.Session) -> None:
     """A real virtualenv: the body runs the venv's python."""
