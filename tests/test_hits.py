@@ -344,14 +344,18 @@ def test_cachehook_exec_hits_through_the_record_and_survives_a_damaged_one(
     assert "miss" in _exec(project, env, "one").stderr
     records = list((tmp_path / "cache" / "store" / "hits").iterdir())
     assert len(records) == 1
-    output = project / "out" / "o.txt"
+    record, output = records[0], project / "out" / "o.txt"
+    written = record.stat().st_ino
     output.write_text("changed by hand")
     assert "local hit" in _exec(project, env, "one").stderr
     assert output.read_text() == "one"
-    records[0].write_bytes(_garble(records[0].read_bytes()))
+    assert record.stat().st_ino == written, "read and touched, not written again: no fallback"
+    record.write_bytes(_garble(record.read_bytes()))
+    garbled = record.stat().st_ino
     output.unlink()
-    assert "local hit" in _exec(project, env, "one").stderr
+    assert "local hit" in _exec(project, env, "one").stderr, "the store's own path"
     assert output.read_text() == "one"
-    assert _hits.read_hit(tmp_path / "cache" / "store", records[0].name) is not None
+    assert record.stat().st_ino != garbled, "that path wrote the record again"
+    assert _hits.read_hit(tmp_path / "cache" / "store", record.name) is not None
     assert "miss" in _exec(project, env, "two").stderr, "another command, another key"
     assert output.read_text() == "two"
