@@ -233,8 +233,10 @@ def main() -> None:
 def report(f: dict[str, float], options: argparse.Namespace) -> None:
     shape = f"{options.members} members x {options.files} files, median of {options.repeat}"
     print(f"uv workspace, {shape} (ms)")
-    print("| figure | cachehook wall | turbo 2.11.11 wall | ratio | cachehook CPU | turbo CPU |")
-    print("|---|---|---|---|---|---|")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    head = "| figure | cachehook wall | turbo 2.11.11 wall | ratio | cachehook CPU | turbo CPU | ratio |"
+    print(head)
+    print("|---|---|---|---|---|---|---|")
     rows = [
         ("`run test`, every task a hit", "test"),
         ("`run build` (`uv build`), every task a hit", "build"),
@@ -242,7 +244,8 @@ def report(f: dict[str, float], options: argparse.Namespace) -> None:
     ]
     for label, key in rows:
         ours, theirs = f[f"cachehook {key}"], f[f"turbo {key}"]
-        cpu = f"{f[f'cachehook {key} cpu']:.0f} | {f[f'turbo {key} cpu']:.0f}"
+        our_cpu, their_cpu = f[f"cachehook {key} cpu"], f[f"turbo {key} cpu"]
+        cpu = f"{our_cpu:.0f} | {their_cpu:.0f} | {our_cpu / their_cpu:.2f}x"
         print(f"| {label} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f}x | {cpu} |")
     cost = f["cachehook test --affected"] - f["cachehook test"]
     print(f"--affected on a clean tree vs all hits: {cost:+.0f} ms (nothing to run, git asked)")
