@@ -1,7 +1,12 @@
 """``cachehook exec`` with a remote: two machines share work through the real npm server.
 
 Each "machine" is its own cache directory; the capturing proxy in front of the real
-``turborepo-remote-cache`` server records every request so events are checked field by field.
+``turborepo-remote-cache`` server (one per session; each test has a team slug of its own, so
+no test sees another's artifacts) records every request so events are checked field by field.
+
+Most tests run ``main()`` in this process with ``CI=true``: in CI a run sends its events before
+it returns, so no detached ``cachehook events flush`` outlives the in-process run. The tests of
+that detached sender and of a terminal start ``python -m cachehook`` (issue 9: a fast suite).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import zstandard
@@ -23,39 +28,75 @@ from tests.servers import UNRESOLVABLE_URL, CaptureProxy, FaultServer, NpmServer
 from tests.waiting import reap
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from cachehook.config import RemoteSettings
+    from tests.cli.conftest import Ran
 
 pytestmark = pytest.mark.integration
 
+# Takes a moment (the producer's duration is sent and checked), writes 300 kB of random bytes
+# and an executable, counts its runs in runs.log.
 BUILD = (
-    "import os, pathlib, time\n"
-    "time.sleep(0.3)\n"
-    "out = pathlib.Path('dist'); out.mkdir(exist_ok=True)\n"
-    "(out / 'app.bin').write_bytes(os.urandom(300_000))\n"
-    "(out / 'run.sh').write_text('#!/bin/sh\\n'); (out / 'run.sh').chmod(0o755)\n"
-    "p = pathlib.Path('runs.log'); p.write_text((p.read_text() if p.exists() else '') + 'run\\n')\n"
-    "print('built it')\n"
+    "sleep 0.3\n"
+    "mkdir -p dist\n"
+    "head -c 300000 /dev/urandom > dist/app.bin\n"
+    "printf '#!/bin/sh\\n' > dist/run.sh; chmod 755 dist/run.sh\n"
+    "echo run >> runs.log\n"
+    "echo built it\n"
 )
-ARGS = ["exec", "-i", "src/*.py", "-i", "build.py", "-o", "dist/**", "--json", "--"]
+ARGS = ["exec", "-i", "src/*.py", "-i", "build.sh", "-o", "dist/**", "--json"]
+COMMAND = ["--", "sh", "build.sh"]
 
 
 def make_clone(base: Path, name: str) -> Path:
     root = base / name
     (root / "src").mkdir(parents=True)
     (root / "pyproject.toml").write_text("[project]\nname = 'shared'\nversion = '0'\n")
-    (root / "build.py").write_text(BUILD)
+    (root / "build.sh").write_text(BUILD)
     (root / "src" / "app.py").write_text("print('app')\n")
     return root
 
 
+def _json(stdout: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(stdout) if stdout.strip().startswith("{") else {}
+    return data
+
+
+@pytest.fixture
 def run_exec(
+    cli: Callable[..., Ran], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., tuple[Ran, dict[str, Any]]]:
+    """``run_exec(root, cache, env, *extra)``: ``exec`` in this process, in CI, on ``cache``.
+
+    ``env`` holds for that one call only, as a child process's environment would;
+    ``options`` (``ARGS``) and ``command`` (``COMMAND``) replace those of ``build.sh``.
+    """
+
+    def run(
+        root: Path,
+        cache: Path,
+        env: dict[str, str],
+        *extra: str,
+        options: Sequence[str] = ARGS,
+        command: Sequence[str] = COMMAND,
+    ) -> tuple[Ran, dict[str, Any]]:
+        with monkeypatch.context() as scoped:
+            for name, value in {"CI": "true", **env, "CACHEHOOK_CACHE_DIR": str(cache)}.items():
+                scoped.setenv(name, value)
+            ran = cli(*options, *extra, *command, cwd=root)
+        return ran, _json(ran.stdout)
+
+    return run
+
+
+def run_child(
     root: Path, cache: Path, env: dict[str, str], *extra: str
-) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``python -m cachehook exec`` in a child process, as on a developer's machine (not CI)."""
     result = subprocess.run(
-        [sys.executable, "-m", "cachehook", *ARGS[:-1], *extra, "--", sys.executable, "build.py"],
+        [sys.executable, "-m", "cachehook", *ARGS, *extra, *COMMAND],
         cwd=root,
         env={**os.environ, **env, "CACHEHOOK_CACHE_DIR": str(cache)},
         capture_output=True,
@@ -63,8 +104,7 @@ def run_exec(
         timeout=120,
         check=False,
     )
-    data = json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
-    return result, data
+    return result, _json(result.stdout)
 
 
 def tree(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -86,9 +126,11 @@ def test_two_machines_share_work_and_report_events(
     team_slug: str,
     npm_server: NpmServer,
 ) -> None:
+    """Child processes: each has its own session id, and hands its events to a detached
+    ``cachehook events flush`` (not in CI)."""
     machine_a, machine_b = make_clone(tmp_path, "a"), make_clone(tmp_path, "b")
 
-    first, result_a = run_exec(machine_a, tmp_path / "cache-a", remote_env)
+    first, result_a = run_child(machine_a, tmp_path / "cache-a", remote_env)
     assert first.returncode == 0, first.stderr
     assert result_a["status"] == "MISS"
     assert result_a["stored"] is True
@@ -104,7 +146,7 @@ def test_two_machines_share_work_and_report_events(
     assert put.query["slug"] == [team_slug]
     assert put.headers["user-agent"].startswith("cachehook/")
 
-    second, result_b = run_exec(machine_b, tmp_path / "cache-b", remote_env)
+    second, result_b = run_child(machine_b, tmp_path / "cache-b", remote_env)
     assert second.returncode == 0, second.stderr
     assert result_b["status"] == "HIT"
     assert result_b["source"] == "REMOTE"
@@ -113,7 +155,7 @@ def test_two_machines_share_work_and_report_events(
     assert tree(machine_b) == tree(machine_a)
     assert "built it" in second.stderr  # the log is replayed (stdout goes to stderr with --json)
 
-    _third, result_b2 = run_exec(machine_b, tmp_path / "cache-b", remote_env)
+    _third, result_b2 = run_child(machine_b, tmp_path / "cache-b", remote_env)
     assert result_b2["status"] == "HIT"
     assert result_b2["source"] == "LOCAL"
 
@@ -148,7 +190,10 @@ def test_two_machines_share_work_and_report_events(
 
 
 def test_remote_hit_reports_server_duration_and_ci_vendor(
-    tmp_path: Path, capture_proxy: CaptureProxy, remote_env: dict[str, str]
+    tmp_path: Path,
+    capture_proxy: CaptureProxy,
+    remote_env: dict[str, str],
+    run_exec: Callable[..., tuple[Ran, dict[str, Any]]],
 ) -> None:
     machine_a, machine_b = make_clone(tmp_path, "a"), make_clone(tmp_path, "b")
     ci = {**remote_env, "CI": "true", "GITHUB_ACTIONS": "true"}
@@ -166,7 +211,10 @@ def test_remote_hit_reports_server_duration_and_ci_vendor(
 
 
 def test_read_only_remote_never_uploads(
-    tmp_path: Path, capture_proxy: CaptureProxy, remote_env: dict[str, str]
+    tmp_path: Path,
+    capture_proxy: CaptureProxy,
+    remote_env: dict[str, str],
+    run_exec: Callable[..., tuple[Ran, dict[str, Any]]],
 ) -> None:
     machine = make_clone(tmp_path, "a")
     result, data = run_exec(machine, tmp_path / "cache", remote_env, "--cache", "local:rw,remote:r")
@@ -191,7 +239,11 @@ def _hostile_artifact(key: str, member: str) -> bytes:
     "member", ["../escape.txt", "pyproject.toml", "src/app.py", "dist/../../x"]
 )
 def test_hostile_remote_artifact_is_a_miss_and_writes_nothing(
-    tmp_path: Path, remote_env: dict[str, str], remote_settings: RemoteSettings, member: str
+    tmp_path: Path,
+    remote_env: dict[str, str],
+    remote_settings: RemoteSettings,
+    run_exec: Callable[..., tuple[Ran, dict[str, Any]]],
+    member: str,
 ) -> None:
     machine = make_clone(tmp_path, "victim")
     _, dry = run_exec(machine, tmp_path / "cache", remote_env, "--dry-run=json")
@@ -228,7 +280,12 @@ FAULTS: dict[str, Callable[[Callable[..., FaultServer], str], str]] = {
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_a_failing_remote_never_fails_the_task(
-    tmp_path: Path, fault_server: Callable[..., FaultServer], refused_url: str, fault: str
+    tmp_path: Path,
+    fault_server: Callable[..., FaultServer],
+    refused_url: str,
+    run_exec: Callable[..., tuple[Ran, dict[str, Any]]],
+    caplog: pytest.LogCaptureFixture,
+    fault: str,
 ) -> None:
     url = FAULTS[fault](fault_server, refused_url)
     env = {"CACHEHOOK_API": url, "CACHEHOOK_TOKEN": "secret-token-xyz", "CACHEHOOK_TEAM": "t"}
@@ -241,6 +298,7 @@ def test_a_failing_remote_never_fails_the_task(
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert 1 <= len(warnings) <= 2, warnings
     assert "secret-token-xyz" not in result.stderr + result.stdout
+    assert "secret-token-xyz" not in caplog.text, "nor in what was logged (stderr in a process)"
     again, data2 = run_exec(machine, tmp_path / "cache", env)
     assert again.returncode == 0
     assert data2["status"] == "HIT"
@@ -254,7 +312,7 @@ def _run_on_a_terminal(root: Path, env: dict[str, str]) -> str:
     master, slave = pty.openpty()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cachehook", *ARGS[:-2], "--", sys.executable, "big.py"],
+            [sys.executable, "-m", "cachehook", *ARGS[:-1], "--", "sh", "big.sh"],
             cwd=root,
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
@@ -283,13 +341,13 @@ def _run_on_a_terminal(root: Path, env: dict[str, str]) -> str:
 
 
 def test_large_transfers_show_progress_on_a_terminal(
-    tmp_path: Path, remote_env: dict[str, str]
+    tmp_path: Path, remote_env: dict[str, str], run_exec: Callable[..., tuple[Ran, dict[str, Any]]]
 ) -> None:
-    big = "import os, pathlib\npathlib.Path('dist').mkdir(exist_ok=True)\n"
-    big += "pathlib.Path('dist/big.bin').write_bytes(os.urandom(24 << 20))\n"
+    """Child processes for the terminal (the meter shows from 8 MiB on); the pipe in-process."""
+    big = f"mkdir -p dist\nhead -c {12 << 20} /dev/urandom > dist/big.bin\n"
     machines = [make_clone(tmp_path, name) for name in ("a", "b")]
     for machine in machines:
-        (machine / "big.py").write_text(big)
+        (machine / "big.sh").write_text(big)
     uploaded = _run_on_a_terminal(
         machines[0], {**remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "ca")}
     )
@@ -300,20 +358,18 @@ def test_large_transfers_show_progress_on_a_terminal(
     )
     assert "downloading artifact" in downloaded
     assert "MiB (100%)" in downloaded
-    piped = subprocess.run(  # the same remote hit with stderr on a pipe: no meter in logs
-        [sys.executable, "-m", "cachehook", *ARGS[:-2], "--", sys.executable, "big.py"],
-        cwd=machines[1],
-        env={**os.environ, **remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "cc")},
-        capture_output=True,
-        text=True,
-        check=True,
+    piped, _ = run_exec(  # the same remote hit with stderr not a terminal: no meter in logs
+        machines[1], tmp_path / "cc", remote_env, options=ARGS[:-1], command=["--", "sh", "big.sh"]
     )
+    assert piped.returncode == 0, piped.stderr
     assert "remote hit" in piped.stderr
     assert "ing artifact" not in piped.stderr
 
 
 def test_dry_run_says_which_cache_holds_the_task(
-    tmp_path: Path, remote_env: dict[str, str]
+    tmp_path: Path,
+    remote_env: dict[str, str],
+    run_exec: Callable[..., tuple[Ran, dict[str, Any]]],
 ) -> None:
     machine_a, machine_b = make_clone(tmp_path, "a"), make_clone(tmp_path, "b")
     _, before = run_exec(machine_a, tmp_path / "ca", remote_env, "--dry-run=json")
@@ -324,28 +380,17 @@ def test_dry_run_says_which_cache_holds_the_task(
     _, on_b = run_exec(machine_b, tmp_path / "cb", remote_env, "--dry-run=json")
     assert on_b["cache"] == {"local": False, "remote": True, "status": "HIT"}
     assert not (machine_b / "dist").exists(), "a dry run restores nothing"
-    text = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cachehook",
-            *ARGS[:-2],
-            "--dry-run",
-            "--",
-            sys.executable,
-            "build.py",
-        ],
-        cwd=machine_b,
-        env={**os.environ, **remote_env, "CACHEHOOK_CACHE_DIR": str(tmp_path / "cb")},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    text, _ = run_exec(machine_b, tmp_path / "cb", remote_env, "--dry-run", options=ARGS[:-1])
+    assert text.returncode == 0, text.stderr
     assert "cache    hit (remote)" in text.stdout
+    assert not (machine_b / "dist").exists()
 
 
 def test_in_ci_events_are_sent_before_exec_exits(
-    tmp_path: Path, capture_proxy: CaptureProxy, remote_env: dict[str, str]
+    tmp_path: Path,
+    capture_proxy: CaptureProxy,
+    remote_env: dict[str, str],
+    run_exec: Callable[..., tuple[Ran, dict[str, Any]]],
 ) -> None:
     """A CI runner may be torn down right after the step: no detached sender there."""
     machine = make_clone(tmp_path, "ci")
