@@ -534,8 +534,10 @@ def test_an_unquoted_glob_says_what_the_shell_did(project: Path, cli: Callable[.
 def test_a_program_on_path_or_executable_is_not_taken_for_a_glob(
     project: Path, cli: Callable[..., Ran]
 ) -> None:
-    (project / "python3").write_text("not the interpreter\n")  # PATH wins over the cwd
-    assert cli("exec", "-i", "build.py", "--", "python3", "build.py", cwd=project).returncode == 0
+    (project / "sh").write_text("not the shell\n")  # PATH wins over the cwd
+    on_path = cli("exec", "-i", "build.sh", "--", "sh", "build.sh", cwd=project)
+    assert on_path.returncode == 0, on_path.stderr
+    assert "built 2 files" in on_path.stdout
     tool = project / "tool.sh"
     tool.write_text("#!/bin/sh\necho tool ran\n")
     tool.chmod(0o755)
