@@ -189,8 +189,16 @@ def _glob_dirs(root: Path, patterns: Iterable[str], where: str) -> set[Path]:
         if pattern in (".", ""):
             found.add(root)
             continue
+        # A last '**' matches what is below a directory, not the directory itself, in uv's
+        # globs; Python's glob yields the directory too.
+        parts = PurePosixPath(pattern).parts
+        bases: set[Path] = set()
+        if parts[-1] == "**":
+            bases = set(root.glob(str(PurePosixPath(*parts[:-1])))) if len(parts) > 1 else {root}
         for path in root.glob(pattern):
             relative = path.relative_to(root)
+            if path in bases:
+                continue
             if path.is_dir() and not any(part.startswith(".") for part in relative.parts):
                 found.add(path)
     return found

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -13,6 +18,7 @@ from cachehook.workspace import (
     locked_closures,
     normalize_name,
 )
+from tests.integrations.hosts import BIN
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -314,3 +320,36 @@ def test_a_root_projects_own_groups_are_shared_too() -> None:
         'source = { registry = "https://pypi.org/simple" }\n'
     )
     assert [p.name for p in locked_closures(text, ["lib"])["lib"]] == ["lib", "ruff"]
+
+
+def test_members_are_those_uv_itself_locks(tmp_path: Path) -> None:
+    """The same tree through real ``uv lock``: its ``[manifest] members`` are ours."""
+    root = workspace_root(
+        tmp_path,
+        '["packages/*", "tools/cli", "libs/**"]',
+        '["packages/old*", "libs/a", "libs/a/notes"]',
+    )
+    for path, name in (
+        ("packages/core", "Core_Lib"),
+        ("packages/app", "app"),
+        ("packages/oldstuff", "oldstuff"),
+        ("tools/cli", "cli"),
+        ("libs/a/b", "deep"),  # under an excluded directory, matched by libs/** itself
+        ("libs/x", "x"),
+    ):
+        member(root, path, name)
+    (root / "packages" / "empty").mkdir()
+    write(root / "packages" / ".hidden" / "x.txt", "")
+    write(root / "libs" / "a" / "notes" / "todo.txt", "")  # libs itself is not matched
+    uv = shutil.which("uv", path=str(BIN))
+    assert uv, "uv is missing: pip install '.[test]' installs it"
+    env = {**os.environ, "UV_OFFLINE": "1", "UV_NO_CONFIG": "1"}
+    env |= {"UV_CACHE_DIR": os.fspath(tmp_path / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never"}
+    argv = [uv, "lock", "--python", sys.executable]
+    done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+    locked = tomllib.loads((root / "uv.lock").read_text())["manifest"]["members"]
+    workspace = load_workspace(root)
+    assert workspace is not None
+    assert workspace.names() == sorted(locked) == ["app", "cli", "core-lib", "deep", "x"]
