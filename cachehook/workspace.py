@@ -11,6 +11,9 @@ optional dependency, a PEP 735 dependency group or ``tool.uv.dev-dependencies``)
 ``uv.lock`` gives each member's locked closure: every package it can import through its own
 requirements (all extras and groups), transitively, with version and source. A task's key holds
 that closure's digest, so a bump that only ``app`` reaches leaves ``lib``'s tasks cached.
+
+Over the 400-line aim (~430): discovery and the ``uv.lock`` reader share ``Member`` and the
+name rules; the reader (from ``_read_lock`` down) is the seam to split along next.
 """
 
 from __future__ import annotations
