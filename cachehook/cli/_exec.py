@@ -246,12 +246,12 @@ def check_command(command: Sequence[str], *, cwd: Path, stray: int = 0) -> None:
     Raises:
         ConfigError: the command names such a file; the message says how to quote the glob.
     """
-    import shutil
-
     program = command[0]
     path = cwd / program
     if not (path.is_file() or path.is_dir()):
         return
+    import shutil  # only now: it imports bz2, lzma and zlib, which a hit does not need
+
     if os.sep in program or "/" in program:
         if path.is_file() and os.access(path, os.X_OK):
             return
