@@ -322,6 +322,17 @@ def test_a_root_projects_own_groups_are_shared_too() -> None:
     assert [p.name for p in locked_closures(text, ["lib"])["lib"]] == ["lib", "ruff"]
 
 
+def uv_lock(root: Path) -> None:
+    """``uv lock`` on the workspace at ``root``, offline, with this interpreter."""
+    uv = shutil.which("uv", path=str(BIN))
+    assert uv, "uv is missing: pip install '.[test]' installs it"
+    env = {**os.environ, "UV_OFFLINE": "1", "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never"}
+    env["UV_CACHE_DIR"] = os.fspath(root / ".uv-cache")
+    argv = [uv, "lock", "--python", sys.executable]
+    done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
 def test_members_are_those_uv_itself_locks(tmp_path: Path) -> None:
     """The same tree through real ``uv lock``: its ``[manifest] members`` are ours."""
     root = workspace_root(
@@ -341,15 +352,42 @@ def test_members_are_those_uv_itself_locks(tmp_path: Path) -> None:
     (root / "packages" / "empty").mkdir()
     write(root / "packages" / ".hidden" / "x.txt", "")
     write(root / "libs" / "a" / "notes" / "todo.txt", "")  # libs itself is not matched
-    uv = shutil.which("uv", path=str(BIN))
-    assert uv, "uv is missing: pip install '.[test]' installs it"
-    env = {**os.environ, "UV_OFFLINE": "1", "UV_NO_CONFIG": "1"}
-    env |= {"UV_CACHE_DIR": os.fspath(tmp_path / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never"}
-    argv = [uv, "lock", "--python", sys.executable]
-    done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    uv_lock(root)
 
     locked = tomllib.loads((root / "uv.lock").read_text())["manifest"]["members"]
     workspace = load_workspace(root)
     assert workspace is not None
     assert workspace.names() == sorted(locked) == ["app", "cli", "core-lib", "deep", "x"]
+
+
+def test_member_dependencies_are_the_edges_uv_locks(tmp_path: Path) -> None:
+    """Through dependencies, an extra, a group, an included group and a root source: uv's own."""
+    root = tmp_path
+    write(
+        root / "pyproject.toml",
+        '[tool.uv.workspace]\nmembers = ["packages/*"]\n'
+        "[tool.uv.sources]\nlib-c = { workspace = true }\n",
+    )
+    for name in ("lib-b", "lib-c", "lib-d", "lib-e"):
+        member(root, f"packages/{name}", name)
+    write(
+        root / "packages" / "a" / "pyproject.toml",
+        '[project]\nname = "a"\nversion = "0.1.0"\ndependencies = ["lib-e"]\n'
+        '[project.optional-dependencies]\nfast = ["lib_b"]\n'
+        '[dependency-groups]\ntest = ["lib-c", { include-group = "more" }]\nmore = ["lib.d"]\n'
+        "[tool.uv.sources]\nlib-b = { workspace = true }\nlib-d = { workspace = true }\n"
+        "lib-e = { workspace = true }\n",
+    )
+    uv_lock(root)
+
+    (locked_a,) = [
+        p for p in tomllib.loads((root / "uv.lock").read_text())["package"] if p["name"] == "a"
+    ]
+    edges = [*locked_a.get("dependencies", [])]
+    for table in ("optional-dependencies", "dev-dependencies"):
+        for group in locked_a.get(table, {}).values():
+            edges += group
+    workspace = load_workspace(root)
+    assert workspace is not None
+    assert workspace.members["a"].dependencies == {e["name"] for e in edges}
+    assert workspace.members["a"].dependencies == {"lib-b", "lib-c", "lib-d", "lib-e"}
