@@ -19,7 +19,7 @@ from cachehook.errors import ConfigError
 from cachehook.logs import STDERR, STDOUT, LogRecorder
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
     from types import FrameType
 
@@ -96,24 +96,30 @@ def run_command(
         ConfigError: the command cannot be started (not found, not executable).
         KeyboardInterrupt: the run was interrupted; the child has exited.
     """
-    try:
-        child = subprocess.Popen(
-            list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
-        msg = f"cannot run {argv[0]!r}: {exc.strerror or exc}"
-        raise ConfigError(msg) from exc
-    with _children_lock:
-        _children.add(child)
-        stop = _stop_signal  # read after registering: either this or the forwarding sends it
-    if stop is not None:
-        with contextlib.suppress(OSError):
-            child.send_signal(stop)
-    try:
-        return _follow(child, recorder, live)
-    finally:
+    with _forwarding() as received:  # from before the start: a signal may come at once
+        try:
+            child = subprocess.Popen(
+                list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+            if received:
+                raise KeyboardInterrupt from exc
+            msg = f"cannot run {argv[0]!r}: {exc.strerror or exc}"
+            raise ConfigError(msg) from exc
         with _children_lock:
-            _children.discard(child)
+            _children.add(child)
+            stop = _stop_signal  # read after registering: either this or the forwarding sends it
+        if stop is not None:
+            with contextlib.suppress(OSError):
+                child.send_signal(stop)
+        try:
+            code = _follow(child, recorder, live)
+        finally:
+            with _children_lock:
+                _children.discard(child)
+    if received:
+        raise KeyboardInterrupt
+    return code
 
 
 def _follow(
@@ -138,22 +144,22 @@ def _follow(
     child.stderr.close()
     for pump in pumps:
         pump.start()
-    interrupted = _wait(child)
+    child.wait()
     for pump in pumps:
         pump.join()
-    if interrupted:
-        raise KeyboardInterrupt
     code = child.returncode
     return 128 - code if code < 0 else code
 
 
-def _wait(child: subprocess.Popen[bytes]) -> bool:
-    """Wait for the child, forwarding SIGINT/SIGTERM; True if one arrived."""
+@contextlib.contextmanager
+def _forwarding() -> Iterator[list[int]]:
+    """Forward SIGINT/SIGTERM to the children while the block runs (on the main thread);
+    yields the list of the signals that arrived meanwhile."""
     received: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
-        forward_to_children(signum)  # the child is registered in _children while it runs
+        forward_to_children(signum)  # a child is registered in _children while it runs
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = {}
@@ -161,10 +167,9 @@ def _wait(child: subprocess.Popen[bytes]) -> bool:
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, forward)
     try:
-        child.wait()
+        yield received
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if received:
             reset()  # this run is over; the caller sees KeyboardInterrupt
-    return bool(received)

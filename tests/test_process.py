@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
+import subprocess
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from cachehook.errors import ConfigError
 from cachehook.logs import STDERR, STDOUT, LogRecorder, decode
 from cachehook.process import forward_to_children, run_command, signal_children
+from tests.waiting import reap
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -104,3 +107,28 @@ def test_a_child_started_after_a_stop_signal_still_gets_it(tmp_path: Path) -> No
         signal_children(signal.SIGKILL)
         worker.join()
     assert codes == [128 + signal.SIGTERM]
+
+
+def test_a_sigint_right_after_the_child_started_reaches_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGINT sent to cachehook alone just after the child started, before the wait began,
+    is forwarded and the child awaited; it used to raise KeyboardInterrupt at once and leave
+    the child running (issue 9: seen under load with a task that starts fast)."""
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen_then_sigint(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        child: subprocess.Popen[bytes] = real_popen(*args, **kwargs)
+        started.append(child)
+        os.kill(os.getpid(), signal.SIGINT)  # handled on this thread before the call returns
+        return child
+
+    monkeypatch.setattr(subprocess, "Popen", popen_then_sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_command(["sleep", "60"], cwd=tmp_path, recorder=LogRecorder(), live=None)
+        assert started[0].poll() is not None, "the child runs on after cachehook gave up"
+        assert started[0].returncode == -signal.SIGINT
+    finally:
+        reap(*started)
