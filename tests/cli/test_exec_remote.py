@@ -25,7 +25,7 @@ import zstandard
 
 from cachehook.remote import RemoteCache
 from tests.servers import UNRESOLVABLE_URL, CaptureProxy, FaultServer, NpmServer
-from tests.waiting import reap
+from tests.waiting import GENEROUS, reap
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -48,6 +48,11 @@ BUILD = (
 )
 ARGS = ["exec", "-i", "src/*.py", "-i", "build.sh", "-o", "dist/**", "--json"]
 COMMAND = ["--", "sh", "build.sh"]
+
+
+# exec waits at most this long for its events to be sent (1 s by default): generous, for the
+# tests that check the delivered events on a loaded machine.
+PATIENT_FLUSH = {"CACHEHOOK_EVENTS_FLUSH_TIMEOUT": "60"}
 
 
 def make_clone(base: Path, name: str) -> Path:
@@ -159,7 +164,7 @@ def test_two_machines_share_work_and_report_events(
     assert result_b2["status"] == "HIT"
     assert result_b2["source"] == "LOCAL"
 
-    capture_proxy.wait_for("POST", "/v8/artifacts/events", count=3)
+    capture_proxy.wait_for("POST", "/v8/artifacts/events", count=3, timeout=GENEROUS)
     batches = events_of(capture_proxy)
     flat = [(e["source"], e["event"]) for batch in batches for e in batch]
     assert flat == [
@@ -196,13 +201,13 @@ def test_remote_hit_reports_server_duration_and_ci_vendor(
     run_exec: Callable[..., tuple[Ran, dict[str, Any]]],
 ) -> None:
     machine_a, machine_b = make_clone(tmp_path, "a"), make_clone(tmp_path, "b")
-    ci = {**remote_env, "CI": "true", "GITHUB_ACTIONS": "true"}
+    ci = {**remote_env, "CI": "true", "GITHUB_ACTIONS": "true", **PATIENT_FLUSH}
     assert run_exec(machine_a, tmp_path / "cache-a", ci)[0].returncode == 0
     capture_proxy.inject_headers = {"x-artifact-duration": "4321"}
     _result, data = run_exec(machine_b, tmp_path / "cache-b", ci)
     assert data["status"] == "HIT"
     assert data["saved_ms"] == 4321
-    capture_proxy.wait_for("POST", "/v8/artifacts/events", count=2)
+    capture_proxy.wait_for("POST", "/v8/artifacts/events", count=2, timeout=GENEROUS)
     hits = [e for b in events_of(capture_proxy) for e in b if e["event"] == "HIT"]
     assert [h["duration"] for h in hits] == [4321]
     for request in capture_proxy.find("POST", "/v8/artifacts/events"):
@@ -394,7 +399,7 @@ def test_in_ci_events_are_sent_before_exec_exits(
 ) -> None:
     """A CI runner may be torn down right after the step: no detached sender there."""
     machine = make_clone(tmp_path, "ci")
-    ci = {**remote_env, "CI": "true", "GITHUB_ACTIONS": "true"}
+    ci = {**remote_env, "CI": "true", "GITHUB_ACTIONS": "true", **PATIENT_FLUSH}
     result, data = run_exec(machine, tmp_path / "cache", ci)
     assert result.returncode == 0, result.stderr
     delivered = [e for r in capture_proxy.find("POST", "/v8/artifacts/events") for e in r.json()]
