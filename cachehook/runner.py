@@ -28,7 +28,6 @@ from cachehook.hashing import (
     StatCache,
     ToolDigest,
     digest_bytes,
-    digest_file,
     escape_glob,
     expand_globs,
     hash_files,
@@ -40,6 +39,7 @@ from cachehook.toolchain import Toolchain
 
 if TYPE_CHECKING:
     from cachehook._hits import Hit
+    from cachehook.archive import Placed, Restored
     from cachehook.config import RemoteSettings, Settings
     from cachehook.events import Event, EventSender
     from cachehook.remote import Progress, RemoteSession
@@ -549,39 +549,73 @@ class Runner:
     def _unpack(
         self,
         prepared: Prepared,
-        artifact: Path,
-        meta: dict[str, Any],
+        artifact: BinaryIO | Path,
+        meta: dict[str, Any] | None,
         skip: set[str] | None = None,
+        *,
+        checksum: str | None = None,
     ) -> list[str] | None:
+        """Restore ``artifact`` in one pass (issue 11); the paths written, or None if refused.
+
+        ``skip`` defaults to the outputs on disk unchanged by ``meta``, or without ``meta`` by the
+        artifact's own meta.json. ``checksum``: the store's record of the compressed bytes.
+        """
+        if skip is None and meta is not None:
+            skip = self._unchanged_outputs(meta)
+        unpacked = self._unpack_artifact(prepared, artifact, skip, checksum=checksum)
+        return None if unpacked is None else unpacked[1]
+
+    def _unpack_artifact(
+        self,
+        prepared: Prepared,
+        artifact: BinaryIO | Path,
+        skip: set[str] | None,
+        *,
+        checksum: str | None,
+    ) -> tuple[Restored, list[str]] | None:
         from cachehook import archive
 
-        if skip is None:
-            skip = self._unchanged_outputs(meta)
+        skipped: set[str] = set()
 
-        def check(contents: archive.Contents) -> None:
+        def paths_to_skip(meta_bytes: bytes) -> set[str]:
+            # Told as soon as meta.json has streamed, before any output is staged.
             try:
-                _parse_meta(contents.meta, prepared.key)
-            except ValueError as exc:
+                meta = _parse_meta(meta_bytes, prepared.key)
+            except (ValueError, RecursionError) as exc:
                 raise ArchiveError(str(exc)) from None
+            skipped.update(self._unchanged_outputs(meta) if skip is None else skip)
+            return skipped
 
         try:
-            contents = archive.unpack(
+            unpacked = archive.unpack(
                 artifact,
                 self.settings.root,
                 allowed=self._allowed(prepared),
-                skip=skip,
-                check=check,
+                skip=paths_to_skip,
+                checksum=checksum,
             )
         except ArchiveError as exc:
             self._notice(
                 f"artifact {prepared.key} cannot be restored, treating it as a miss: {exc}"
             )
             return None
-        restored = [e.path for e in contents.entries if e.kind != "dir" and e.path not in skip]
-        for path in restored:
-            with contextlib.suppress(HashingError):
-                self._stat_cache.digest(self.settings.root, path)
-        return restored
+        self._record_placed(unpacked.placed)
+        entries = unpacked.entries
+        return unpacked, [e.path for e in entries if e.kind != "dir" and e.path not in skipped]
+
+    def _record_placed(self, placed: tuple[Placed, ...]) -> None:
+        """Give the stat cache the digests the restore took as it wrote (issue 11), instead of
+        reading each file again: each with the ``lstat`` of the file placed, or none at all."""
+        root = self.settings.root
+        for file in placed:
+            try:
+                if _stat_key(os.lstat(root / file.path)) != _stat_key(file.stat):
+                    continue  # changed since it was placed: read when next hashed
+                self._stat_cache.record(root, file.path, file.digest)
+                if _stat_key(os.lstat(root / file.path)) != _stat_key(file.stat):
+                    self._stat_cache.digest(root, file.path)  # changed meanwhile: read it now
+            except (HashingError, OSError, ValueError):
+                continue
 
     @property
     def _store_dir(self) -> Path:
@@ -611,14 +645,15 @@ class Runner:
         unchanged = self._unchanged_outputs(meta)
         restored: list[str] = []
         if {o.path for o in hit.meta.outputs} - unchanged:
-            # Checked before anything is placed (the store's path checks its copy); an unpack
-            # that verifies the checksum as it streams makes this read unnecessary.
+            # The store's own file, streamed once: its checksum is verified as it is read and
+            # nothing is placed before that (issue 11).
             try:
-                if digest_file(hit.artifact) != hit.meta.checksum:
-                    return False
-            except HashingError:
+                artifact = hit.artifact.open("rb")
+            except OSError:
                 return False  # evicted by another process since the record was read
-            unpacked = self._unpack(prepared, hit.artifact, meta, unchanged)
+            with artifact:
+                checksum = hit.meta.checksum
+                unpacked = self._unpack(prepared, artifact, meta, unchanged, checksum=checksum)
             if unpacked is None:
                 store = self.store
                 if store is not None:
@@ -666,10 +701,13 @@ class Runner:
             restored: list[str] = []
             unchanged = self._unchanged_outputs(meta)
             if outputs - unchanged:
-                with self._scratch_file() as artifact:
-                    if not store.copy_artifact(prepared.key, meta, artifact):
-                        return None
-                    unpacked = self._unpack(prepared, artifact, meta, unchanged)
+                # Streamed from the store's own file, checked as it is read (issue 11).
+                artifact = store.open_artifact(prepared.key, meta)
+                if artifact is None:
+                    return None
+                with artifact:
+                    checksum = meta["checksum"]
+                    unpacked = self._unpack(prepared, artifact, meta, unchanged, checksum=checksum)
                 if unpacked is None:
                     store.evict(prepared.key, reason="its contents were refused", meta=meta)
                     return None
@@ -684,31 +722,30 @@ class Runner:
     def _restore_remote(
         self, prepared: Prepared, started: float, local_hit: bool | None
     ) -> RunResult | None:
-        from cachehook import archive
-
         remote = self.remote
         assert remote is not None
         with self._scratch_file() as artifact:
             info = remote.fetch(prepared.key, artifact)
             if info is None:
                 return None
-            try:
-                contents = archive.read(artifact)
-                meta = _parse_meta(contents.meta, prepared.key)
-            except (ArchiveError, ValueError) as exc:
-                self._notice(
-                    f"remote artifact {prepared.key} is unusable, treating it as a miss: {exc}"
-                )
+            # One pass (issue 11): meta.json is checked as it streams, and the checksum the
+            # store keeps is taken on the way, so the download is read once.
+            unpacked = self._unpack_artifact(prepared, artifact, None, checksum=None)
+            if unpacked is None:
                 return None
-            restored = self._unpack(prepared, artifact, meta)
-            if restored is None:
-                return None
+            contents, restored = unpacked
+            meta = _parse_meta(contents.meta, prepared.key)
             saved = info.duration_ms or int(meta.get("duration_ms", 0))
             if self.settings.modes.local_write and self.store is not None:
                 try:
                     local_meta = {**meta, "project": self.project}
                     self.store.put(
-                        prepared.key, artifact, meta=local_meta, log=contents.log, move=True
+                        prepared.key,
+                        artifact,
+                        meta=local_meta,
+                        log=contents.log,
+                        move=True,
+                        checksum=contents.checksum,
                     )
                 except StoreError as exc:
                     self._notice(f"{exc}; the remote hit is not kept locally")
@@ -858,6 +895,10 @@ def input_patterns(inputs: tuple[str, ...] | None, cwd: str) -> tuple[str, ...]:
     if inputs is not None:
         return inputs
     return ("**",) if cwd == "." else (f"{escape_glob(cwd)}/**",)
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _meta_value(meta: dict[str, Any]) -> str | None:

@@ -283,6 +283,17 @@ class LocalStore:
         self.evict(key, reason="its artifact file is missing or unreadable", meta=meta)
         return False
 
+    def open_artifact(self, key: str, meta: dict[str, Any]) -> BinaryIO | None:
+        """A read handle on the artifact file of ``meta``; None (and evicted) if it is missing.
+
+        Nothing is copied out: the caller streams the store's own file and checks its
+        ``checksum`` as it reads (``archive.unpack(..., checksum=...)``, issue 11).
+        """
+        handle: BinaryIO | None = self._get(f"a/{meta['checksum']}", read=True)
+        if handle is None:
+            self.evict(key, reason="its artifact file is missing or unreadable", meta=meta)
+        return handle
+
     def copy_artifact(self, key: str, meta: dict[str, Any], dest: Path) -> bool:
         """Copy the artifact to ``dest``, verifying its checksum; False (and evicted) if corrupt."""
         handle = self._get(f"a/{meta['checksum']}", read=True)
@@ -305,17 +316,25 @@ class LocalStore:
         return True
 
     def put(
-        self, key: str, artifact: Path, *, meta: dict[str, Any], log: bytes, move: bool = False
+        self,
+        key: str,
+        artifact: Path,
+        *,
+        meta: dict[str, Any],
+        log: bytes,
+        move: bool = False,
+        checksum: str | None = None,
     ) -> None:
         """Store an artifact file with its metadata and log.
 
         With ``move``, ``artifact`` (on the store's file system) is renamed into the store
-        rather than copied, and is gone afterwards.
+        rather than copied, and is gone afterwards. ``checksum`` is its xxh3-128 when the caller
+        took it while reading the file (a remote hit's restore does): then it is not read again.
 
         Raises:
             StoreError: the write failed (disk full, lock timeout); nothing partial is kept.
         """
-        self._put(key, artifact, meta=meta, log=log, move=move)
+        self._put(key, artifact, meta=meta, log=log, move=move, checksum=checksum)
 
     def put_file(
         self, key: str, src: Path, *, meta: dict[str, Any], move: bool = False
@@ -335,13 +354,20 @@ class LocalStore:
         return self._put(key, src, meta=meta, log=None, move=move)
 
     def _put(
-        self, key: str, src: Path, *, meta: dict[str, Any], log: bytes | None, move: bool
+        self,
+        key: str,
+        src: Path,
+        *,
+        meta: dict[str, Any],
+        log: bytes | None,
+        move: bool,
+        checksum: str | None = None,
     ) -> dict[str, Any]:
         try:
             record = {
                 **meta,
                 "key": key,
-                "checksum": digest_file(src),
+                "checksum": checksum or digest_file(src),
                 "size": src.stat().st_size,
                 "stored_at": time.time(),
             }

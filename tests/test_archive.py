@@ -4,7 +4,7 @@ import errno
 import hashlib
 import io
 import os
-import shutil
+import random
 import stat
 import tarfile
 from pathlib import Path
@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 import pytest
 import zstandard
 
-from cachehook import archive
+from cachehook import _placer
 from cachehook.archive import LOG_PATH, META_PATH, Limits, pack, read, unpack
 from cachehook.errors import ArchiveError
+from cachehook.hashing import digest_bytes, digest_file
+from tests.counting import count_decompression
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -406,7 +408,7 @@ def test_log_is_empty_when_absent(tmp_path: Path) -> None:
     assert [e.path for e in contents.entries] == ["out/a"]
 
 
-# --- failures in the second pass --------------------------------------------------------------
+# --- one pass: failures while staging, corruption found at the end ---------------------------
 
 
 def test_failure_while_staging_writes_nothing(
@@ -417,7 +419,7 @@ def test_failure_while_staging_writes_nothing(
     def no_space(*args: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(shutil, "copyfileobj", no_space)
+    monkeypatch.setattr(_placer, "_copy_data", no_space)
     assert_refused(artifact, project, match="No space left")
 
 
@@ -430,7 +432,7 @@ def test_interrupt_while_staging_removes_staging_dir(
     def interrupt(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(shutil, "copyfileobj", interrupt)
+    monkeypatch.setattr(_placer, "_copy_data", interrupt)
     with pytest.raises(KeyboardInterrupt):
         unpack(artifact, project, allowed=allow_all)
     assert snapshot(project.parent) == before
@@ -460,24 +462,143 @@ def test_failure_while_moving_leaves_only_whole_files(
     assert staging_dirs(project) == []
 
 
-def test_artifact_changed_between_passes_is_refused(
-    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+class CountingFile(io.FileIO):
+    """The artifact's file, counting the bytes read from it."""
+
+    read_bytes = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        CountingFile.read_bytes += len(data)
+        return data
+
+    def readinto(self, buffer: object) -> int:
+        raise AssertionError("read() only")
+
+
+def test_unpack_reads_and_decompresses_the_artifact_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    artifact = build(tmp_path, [file_("out/a")])
-    swapped = ZSTD.compress(tar_bytes([file_("out/a"), file_("out/evil")]))
-    real_read = archive.read
+    counting = count_decompression(monkeypatch)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    _write(src / "out/big.bin", os.urandom(3 << 20), 0o644)
+    artifact = tmp_path / "a.tar.zst"
+    pack(artifact, src, [*OUTPUTS, "out/big.bin"], meta=b"{}", log=b"log")
+    dst.mkdir()
+    CountingFile.read_bytes = 0
 
-    def read_then_swap(src: Path, *, limits: Limits) -> archive.Contents:
-        contents = real_read(src, limits=limits)
-        artifact.write_bytes(swapped)
-        return contents
+    with CountingFile(artifact) as raw:
+        restored = unpack(raw, dst, allowed=allow_out, checksum=digest_file(artifact))
 
-    monkeypatch.setattr(archive, "read", read_then_swap)
-    with pytest.raises(ArchiveError, match="changed"):
-        unpack(artifact, project, allowed=allow_out)
-    assert not (project / "out/evil").exists()
-    assert not (project / "out/a").exists()
+    assert (counting.streams, counting.fed) == (1, artifact.stat().st_size)
+    assert CountingFile.read_bytes == artifact.stat().st_size
+    assert restored.checksum == digest_file(artifact)
+    assert (dst / "out/big.bin").read_bytes() == (src / "out/big.bin").read_bytes()
+
+
+def test_placed_files_carry_the_digest_hashing_computes_and_their_stat_in_place(
+    tmp_path: Path,
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    artifact = tmp_path / "a.tar.zst"
+    pack(artifact, src, OUTPUTS, meta=b"{}", log=b"")
+    make_tree(dst)
+    (dst / "out/bin/run.sh").write_bytes(b"stale")
+
+    restored = unpack(artifact, dst, allowed=allow_out, skip={"out/data.bin"})
+
+    placed = {file.path: file for file in restored.placed}
+    # Regular files written, not the skipped one, the link or the directories.
+    assert sorted(placed) == ["out/bin/run.sh", "out/sub/deep/x.txt", "out/zeros.bin"]
+    for path, file in placed.items():
+        assert file.digest == digest_file(dst / path)
+        assert file.stat == (dst / path).lstat(), "the stat of the file in place"
+
+
+def test_meta_json_must_come_first(tmp_path: Path, project: Path) -> None:
+    path = tmp_path / "artifact.tar.zst"
+    tar = tar_bytes([file_("out/a"), file_(META_PATH, b"{}")], with_meta=False)
+    path.write_bytes(ZSTD.compress(tar))
+
+    assert_refused(path, project, match="does not start with")
+
+
+def test_skip_is_told_meta_before_any_output_is_staged(tmp_path: Path, project: Path) -> None:
+    artifact = build(tmp_path, [file_("out/a", b"new"), file_("out/keep.txt", b"new")])
+    seen: list[tuple[bytes, list[str]]] = []
+
+    def refuse(meta: bytes) -> set[str]:
+        staged = [name for d in staging_dirs(project) for name in os.listdir(project / d)]
+        seen.append((meta, staged))
+        msg = "its meta.json is not for this key"
+        raise ArchiveError(msg)
+
+    before = snapshot(project.parent)
+    with pytest.raises(ArchiveError, match="not for this key"):
+        unpack(artifact, project, allowed=allow_out, skip=refuse)
+    assert seen == [(b"{}", [])]
+    assert snapshot(project.parent) == before
     assert staging_dirs(project) == []
+
+    unpack(artifact, project, allowed=allow_out, skip=lambda meta: {"out/keep.txt"})
+    assert (project / "out/keep.txt").read_bytes() == b"old output\n"
+    assert (project / "out/a").read_bytes() == b"new"
+
+
+def _large_artifact(extra: list[tuple[tarfile.TarInfo, bytes]] | None = None) -> bytes:
+    """Four outputs of 1 MiB (one replaces out/keep.txt), then ``extra``: staged long before the
+    end of the stream, where the damage shows."""
+    rng = random.Random(11)
+    members = [file_(f"out/{name}", rng.randbytes(1 << 20)) for name in ("a", "b", "c")]
+    members.append(file_("out/keep.txt", rng.randbytes(1 << 20)))
+    return ZSTD.compress(tar_bytes([*members, *(extra or [])]))
+
+
+LATE: dict[str, tuple[Callable[[], bytes], str]] = {
+    "bit flipped in the middle": (lambda: _flip(_large_artifact(), 2 << 20), "checksum"),
+    "cut at two thirds": (
+        lambda: (b := _large_artifact())[: len(b) * 2 // 3],
+        "truncated|unexpected end of data",
+    ),
+    "hostile entry last": (
+        lambda: _large_artifact([link_("out/z", "../../outside")]),
+        "outside the project",
+    ),
+    "entry through a link last": (
+        lambda: _large_artifact([link_("out/d", "."), file_("out/d/a")]),
+        "placed through symlink",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LATE), ids=list(LATE))
+def test_damage_at_the_end_of_a_large_artifact_places_nothing(
+    tmp_path: Path, project: Path, case: str
+) -> None:
+    make_bytes, match = LATE[case]
+    artifact = tmp_path / "artifact.tar.zst"
+    artifact.write_bytes(make_bytes())
+
+    assert_refused(artifact, project, match=match)
+
+
+def test_an_artifact_other_than_its_record_places_nothing(tmp_path: Path, project: Path) -> None:
+    recorded = build(tmp_path, [file_("out/keep.txt", b"recorded")])
+    checksum = digest_file(recorded)
+    other = tmp_path / "other.tar.zst"  # valid zstd and tar: only the store's checksum differs
+    other.write_bytes(ZSTD.compress(tar_bytes([file_("out/keep.txt", b"swapped!")])))
+    before = snapshot(project.parent)
+
+    with pytest.raises(ArchiveError, match="does not match its record"):
+        unpack(other, project, allowed=allow_out, checksum=checksum)
+
+    assert snapshot(project.parent) == before
+    assert staging_dirs(project) == []
+    assert read(recorded).checksum == checksum
+    unpack(recorded, project, allowed=allow_out, checksum=checksum)
+    assert (project / "out/keep.txt").read_bytes() == b"recorded"
 
 
 # --- hostile artifacts ------------------------------------------------------------------------
@@ -750,3 +871,16 @@ def test_short_reads_from_the_source_are_handled(tmp_path: Path) -> None:
         read(Trickle(data.getvalue()[:-1]))
     with pytest.raises(ArchiveError, match="after its zstd frame"):  # zstd stops at the end
         read(Trickle(data.getvalue() + b"\x00", step=1))
+
+
+@pytest.mark.parametrize("at", [0, 30, 2 << 20], ids=["magic", "first block", "middle"])
+def test_a_damaged_store_file_is_named_as_such_wherever_the_damage(
+    tmp_path: Path, project: Path, at: int
+) -> None:
+    good = _large_artifact()
+    artifact = tmp_path / "artifact.tar.zst"
+    artifact.write_bytes(_flip(good, at))
+
+    with pytest.raises(ArchiveError, match=r"does not match its record|not a zstd frame"):
+        unpack(artifact, project, allowed=allow_all, checksum=digest_bytes(good))
+    assert staging_dirs(project) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import sys
 import threading
 from typing import TYPE_CHECKING
@@ -11,7 +12,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cachehook.config import load_settings
-from cachehook.runner import Prepared, Runner, TaskSpec
+from cachehook.hashing import digest_bytes, digest_file
+from cachehook.runner import Prepared, Runner, RunResult, TaskSpec
+from tests.counting import CountingDecompressor, count_decompression, log_digest_reads
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -236,3 +239,114 @@ def test_a_task_writing_a_path_a_restore_refuses_is_not_cached(project: Path) ->
         assert not runner.run(prepared).stored, "a hit without sub/.cachehook/x would differ"
         assert any("'sub/.cachehook/x' is a path a restore never writes" in n for n in notices)
         assert runner.run(prepared).status == "MISS"
+
+
+# --- issue 11: one pass over an artifact -------------------------------------------------------
+
+
+def _blobs(root: Path) -> TaskSpec:
+    code = (
+        "import os; os.makedirs('out', exist_ok=True)\n"
+        "for i in range(3): open(f'out/b{i}.bin', 'wb').write(os.urandom(1 << 20))"
+    )
+    return TaskSpec(
+        command=(sys.executable, "-c", code), inputs=("src/**",), outputs=("out/**",), cwd=root
+    )
+
+
+def _artifact_bytes(runner: Runner, key: str) -> bytes:
+    store = runner.store
+    assert store is not None
+    meta = store.get_meta(key)
+    assert meta is not None
+    handle = store.open_artifact(key, meta)
+    assert handle is not None
+    with handle:
+        return handle.read()
+
+
+def _assert_read_once(
+    runner: Runner,
+    result: RunResult,
+    outputs: dict[str, bytes],
+    counting: type[CountingDecompressor],
+    reads: list[str],
+    size: int,
+) -> None:
+    root = runner.settings.root
+    assert result.status == "HIT"
+    assert sorted(result.restored) == sorted(outputs)
+    assert {p: (root / p).read_bytes() for p in outputs} == outputs
+    assert (counting.streams, counting.fed) == (1, size), "decompressed once, from one read"
+    cache = os.path.realpath(runner.settings.cache_dir)
+    artifacts = [p for p in reads if p.startswith(cache)]
+    assert artifacts == [], "no second read of the artifact (no copy, no checksum pass)"
+    assert not {str(root / p) for p in outputs} & set(reads), "no restored file read again"
+    for path in outputs:  # the digests recorded are those hashing computes
+        assert runner._stat_cache.lookup(root, path) == digest_file(root / path)
+
+
+def test_a_local_restoring_hit_reads_its_artifact_once(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with runner_for(project) as runner:
+        prepared = runner.prepare(_blobs(project))
+        assert runner.run(prepared).stored
+        outputs = {f"out/{p.name}": p.read_bytes() for p in (project / "out").iterdir()}
+        size = len(_artifact_bytes(runner, prepared.key))
+        shutil.rmtree(project / "out")
+        with monkeypatch.context() as patch:
+            counting = count_decompression(patch)
+            reads = log_digest_reads(patch)
+            result = runner.run(prepared)
+        _assert_read_once(runner, result, outputs, counting, reads, size)
+
+
+def test_a_remote_restoring_hit_reads_its_download_once(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from cachehook.remote import RemoteSession
+
+    with runner_for(project) as producer:
+        prepared = producer.prepare(_blobs(project))
+        assert producer.run(prepared).stored
+        artifact = _artifact_bytes(producer, prepared.key)
+    outputs = {f"out/{p.name}": p.read_bytes() for p in (project / "out").iterdir()}
+    shutil.rmtree(project / "out")
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == f"/v8/artifacts/{prepared.key}":
+            return httpx.Response(200, content=artifact)
+        return httpx.Response(404)
+
+    environ = {
+        **os.environ,
+        "CACHEHOOK_API": "http://127.0.0.1:9",
+        "CACHEHOOK_TOKEN": "t" * 12,
+        "CACHEHOOK_CACHE_DIR": str(tmp_path / "other-cache"),
+    }
+    settings = load_settings(cwd=project, environ=environ)
+    assert settings.remote is not None
+    runner = Runner(settings, on_notice=lambda message: None, detach_events=True)
+    runner._remote = RemoteSession(
+        settings.remote,
+        modes=settings.modes,
+        on_warning=lambda m: None,
+        transport=httpx.MockTransport(serve),
+    )
+    try:
+        prepared = runner.prepare(_blobs(project))
+        with monkeypatch.context() as patch:
+            counting = count_decompression(patch)
+            reads = log_digest_reads(patch)
+            result = runner.run(prepared)
+        assert result.source == "REMOTE"
+        _assert_read_once(runner, result, outputs, counting, reads, len(artifact))
+        kept = runner.store.get_meta(prepared.key) if runner.store is not None else None
+        assert kept is not None, "kept in the local store"
+        assert kept["checksum"] == digest_bytes(artifact), "the checksum taken while it streamed"
+    finally:
+        runner._detached.clear()
+        runner.close()
