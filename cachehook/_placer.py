@@ -14,9 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import xxhash  # a restored file's digest as hashing computes it, taken while it is written
@@ -26,6 +23,7 @@ from cachehook.errors import ArchiveError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
+    from pathlib import Path
 
     from cachehook._reader import MemberData
 
@@ -35,8 +33,7 @@ _STAGING_PREFIX = ".cachehook-restore-"
 _COPY_SIZE = 1 << 20
 
 
-@dataclass(frozen=True)
-class Placed:
+class Placed(NamedTuple):
     """A regular file a restore wrote: the digest of its bytes and its ``lstat`` in place."""
 
     path: str  # project-relative POSIX
@@ -54,7 +51,7 @@ class Staging:
     """A private directory inside ``root`` holding outputs under flat names; removed on exit."""
 
     def __init__(self, root: Path) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=root))
+        self.path = _make_private_dir(root)
         self._staged: dict[str, _Staged] = {}
         self._buffer = memoryview(bytearray(_COPY_SIZE))
 
@@ -83,6 +80,19 @@ class Staging:
 
     def staged(self, path: str) -> _Staged:
         return self._staged[path]
+
+
+def _make_private_dir(root: Path) -> Path:
+    # tempfile.mkdtemp, without importing tempfile (and random) on a restoring hit.
+    for _ in range(100):
+        path = root / f"{_STAGING_PREFIX}{os.urandom(6).hex()}"
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return path
+    msg = f"cannot make a staging directory in {root}"
+    raise FileExistsError(msg)
 
 
 def _copy_data(data: MemberData | None, fd: int, entry: Entry, buffer: memoryview) -> str:

@@ -17,8 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import tarfile
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, NoReturn, Protocol, cast
+from typing import (
+    IO,
+    TYPE_CHECKING,
+    Any,
+    BinaryIO,
+    ClassVar,
+    Literal,
+    NamedTuple,
+    NoReturn,
+    Protocol,
+    cast,
+)
 
 import zstandard
 
@@ -80,8 +90,7 @@ _REFUSED_HEADERS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """Bounds on what reading an artifact may cost (a decompression bomb is a miss)."""
 
     max_total_bytes: int = 8 * 1024**3  # sum of the sizes of all regular files, meta and log too
@@ -91,8 +100,7 @@ class Limits:
     max_log_bytes: int = 256 * 1024**2
 
 
-@dataclass(frozen=True)
-class Contents:
+class Contents(NamedTuple):
     """What an artifact holds: its metadata, its log and its outputs in archive order.
 
     ``checksum`` is the xxh3-128 of the compressed artifact, as the local store names it.

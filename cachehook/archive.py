@@ -18,11 +18,9 @@ import contextlib
 import os
 import stat
 import tarfile
-import tempfile
-from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, BinaryIO, NamedTuple, cast
 
 import zstandard
 
@@ -69,11 +67,15 @@ _TAR_BUFSIZE = 1 << 16
 _DEFAULT_LIMITS = Limits()
 
 
-@dataclass(frozen=True)
-class Restored(Contents):
-    """What :func:`unpack` read, and the regular files it wrote, as they are in place."""
+class Restored(NamedTuple):
+    """What :func:`unpack` read (as :class:`Contents`), and the regular files it wrote, as they
+    are in place."""
 
-    placed: tuple[Placed, ...] = ()
+    meta: bytes
+    log: bytes
+    entries: tuple[Entry, ...]
+    checksum: str
+    placed: tuple[Placed, ...]
 
 
 def pack(
@@ -112,6 +114,8 @@ def pack(
             msg = f"cannot write artifact: {exc.strerror or exc}"
             raise ArchiveError(msg) from exc
         return counter.count
+    import tempfile  # not on a restoring hit
+
     try:
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     except OSError as exc:
