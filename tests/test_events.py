@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -465,7 +466,10 @@ def test_events_reach_the_npm_server_field_by_field(
     events_module.reset()
     run = session_id()
     key = "0123456789abcdef0123456789abcdef"
-    sender = EventSender(remote_settings, spool_dir=spool)
+    # exit waits up to flush-timeout (1 s by default) and spools what is not sent by then; a
+    # loaded machine may take longer, and this test is about the fields, not that deadline.
+    settings = dataclasses.replace(remote_settings, events_flush_timeout=GENEROUS)
+    sender = EventSender(settings, spool_dir=spool)
     sender.record(Event(run, "LOCAL", "MISS", key, 0))
     sender.record(Event(run, "REMOTE", "HIT", key, 41200))
     sender.close()
