@@ -305,6 +305,9 @@ def serve(
             lifespan="on",
             http=PROTOCOL,
             timeout_keep_alive=5,
+            # uvicorn kills a worker that does not answer its supervisor's ping within 5 s
+            # by default: on a busy host a worker still importing the app would be killed.
+            timeout_worker_healthcheck=30,
         )
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, once shut down
         click.echo("cachehook serve: stopped", err=True)
