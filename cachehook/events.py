@@ -1,5 +1,9 @@
 """Cache usage events: the record, the background sender and the on-disk spool.
 
+Over 400 lines on purpose: the record, the background sender and the spool share one schema
+and one delivery rule (an event is either sent or kept in the spool for a later run); the
+spool could move to its own module if it grows.
+
 An event is one fact about one task's cache lookup, in the schema of
 ``POST /v8/artifacts/events``::
 

@@ -1,5 +1,9 @@
 """The Vercel / Turborepo Remote Cache API (v8) over httpx.
 
+Over 400 lines on purpose: it owns httpx, so every endpoint, every fault translation and the
+degrading session live together; the split would be ``RemoteCache`` (the API) and
+``RemoteSession`` (a run's view), should either grow.
+
 ``RemoteCache`` mirrors the API, one method per endpoint, and raises ``RemoteError``
 subclasses. ``RemoteSession`` is what a run uses: it never raises, warns once, and switches the
 remote off for the rest of the run after repeated faults or refused credentials.

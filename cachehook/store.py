@@ -1,5 +1,9 @@
 """``LocalStore``: artifacts, their metadata and logs in a diskcache directory.
 
+Over 400 lines on purpose: everything that touches diskcache and SQLite is here (the one
+module that imports them), with the repair of a damaged database, the size cap, reclaim of
+stray files and the hit records' upkeep, which must all see the same rows.
+
 Bytes and text only: diskcache pickles anything else by default, and unpickles
 whatever it finds (CVE-2025-69872), so ``_BytesOnlyDisk`` refuses both ways.
 Records: ``a/<checksum>`` (an artifact file, content-addressed), ``l/<checksum>``

@@ -1,5 +1,9 @@
 """The toolchain a task runs with, as it enters the key (issue 10).
 
+Over 400 lines on purpose: telling one Python environment from another (venvs, pyenv shims,
+shebangs, distributions and their direct-URL sources) is one concept with many cases; each
+case is a small function, in the order the lookup runs.
+
 For each tool (the executable a task runs, found through the task's ``PATH`` as the process
 launcher finds it, and each name in its ``tools``): when it belongs to a Python environment (an
 interpreter, a file in a venv's ``bin/``, or a script whose shebang names an interpreter), that

@@ -1,5 +1,9 @@
 """The ASGI application of ``cachehook serve``: the Remote Cache API (v8) and the dashboard.
 
+Over 400 lines on purpose: it is the route table of the v8 API and the dashboard, one method
+per route, each small; storage, the event log, tokens, validation and connection limits
+live in their own modules.
+
 Routes::
 
     GET  /v8/artifacts/status          {"status": "enabled"}                       any scope

@@ -1,5 +1,9 @@
 """Artifacts in an S3-compatible object store: ``--storage s3://BUCKET[/PREFIX]`` (issue 13).
 
+Over 400 lines on purpose: it owns boto3, and an upload that is streamed in 8 MiB parts and
+visible only on Complete, recency objects and the LRU sweep under a lease must agree on one
+layout; the sweep could move out if it grows.
+
 Several ``cachehook serve`` instances share one bucket; nothing here is kept per instance but
 caches. Layout under ``PREFIX/``::
 
