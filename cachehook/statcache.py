@@ -13,13 +13,21 @@ and never trusted when the file changed in the second before it was read (racy-g
 
 from __future__ import annotations
 
+import gc
 import os
 import stat
 import struct
 import time
 from typing import TYPE_CHECKING
 
-from cachehook.digests import FileDigest, ProjectDir, Signature, digest_bytes, input_error
+from cachehook.digests import (
+    PACK_SIGNATURE,
+    FileDigest,
+    ProjectDir,
+    Signature,
+    digest_bytes,
+    input_error,
+)
 
 if TYPE_CHECKING:
     import logging
@@ -51,24 +59,24 @@ def _logger() -> logging.Logger:
 _MAGIC = b"cachehook stat cache\n"
 _VERSION = 2
 _HEADER = struct.Struct("<IIIQQQQ32s")  # version, files, links, 4 byte lengths, checksum
-_FILE_SIGNATURE = struct.Struct("<QqqQ")
-_LINK_SIGNATURE = struct.Struct("<QqqQQqqQ")
+_SIZES = (32, 64)  # the signature of a regular file, of a symlink
 
 Entries = dict[str, tuple[str, Signature]]  # relpath -> (digest, signature)
 
 
 def _encode(entries: Entries) -> bytes:
-    files = [(p, e) for p, e in entries.items() if len(e[1]) == 4]
-    links = [(p, e) for p, e in entries.items() if len(e[1]) == 8]
     blobs: list[bytes] = []
-    for section, packer in ((files, _FILE_SIGNATURE), (links, _LINK_SIGNATURE)):
+    counts: list[int] = []
+    for size in _SIZES:
+        section = [(path, entry) for path, entry in entries.items() if len(entry[1]) == size]
+        counts.append(len(section))
         blobs.append(os.fsencode("\0".join([path for path, _ in section])))
         blobs.append("\0".join([entry[0] for _, entry in section]).encode("ascii"))
-        blobs.append(b"".join([packer.pack(*entry[1]) for _, entry in section]))
+        blobs.append(b"".join([entry[1] for _, entry in section]))
     body = b"".join(blobs)
     sizes = [len(blobs[0]), len(blobs[1]), len(blobs[3]), len(blobs[4])]
     checksum = digest_bytes(body).encode()
-    return _MAGIC + _HEADER.pack(_VERSION, len(files), len(links), *sizes, checksum) + body
+    return _MAGIC + _HEADER.pack(_VERSION, *counts, *sizes, checksum) + body
 
 
 def _decode(data: bytes) -> Entries | None:
@@ -82,9 +90,9 @@ def _decode(data: bytes) -> Entries | None:
         return None
     entries: Entries = {}
     at = 0
-    for count, packer, (paths_size, digests_size) in (
-        (files, _FILE_SIGNATURE, sizes[:2]),
-        (links, _LINK_SIGNATURE, sizes[2:]),
+    for count, size, (paths_size, digests_size) in (
+        (files, _SIZES[0], sizes[:2]),
+        (links, _SIZES[1], sizes[2:]),
     ):
         if not count:
             at += paths_size + digests_size
@@ -94,19 +102,18 @@ def _decode(data: bytes) -> Entries | None:
         hexes = body[at : at + digests_size]
         at += digests_size
         digests = hexes.decode("ascii", "replace").split("\0")
-        packed = body[at : at + count * packer.size]
-        at += count * packer.size
+        end = at + count * size
         if (
             len(paths) != count
             or len(digests) != count
-            or len(packed) != count * packer.size
+            or end > len(body)
             or hexes.translate(None, b"0123456789abcdef\0")
             or set(map(len, digests)) != {_DIGEST_LEN}
         ):
             return None
-        entries.update(
-            zip(paths, zip(digests, packer.iter_unpack(packed), strict=True), strict=True)
-        )
+        signatures = [body[i : i + size] for i in range(at, end, size)]
+        at = end
+        entries.update(zip(paths, zip(digests, signatures, strict=True), strict=True))
     return entries if at == len(body) else None
 
 
@@ -154,6 +161,9 @@ class StatCache:
         cache = cls(path)
         if path is None:
             return cache
+        # Tens of thousands of tuples and not one cycle: the collector would only re-scan them.
+        was_collecting = gc.isenabled()
+        gc.disable()
         try:
             with open(path, "rb") as file:
                 data = file.read()
@@ -163,6 +173,9 @@ class StatCache:
         except (OSError, ValueError, struct.error) as exc:
             _logger().debug("ignoring unreadable stat cache %s: %s", path, exc)
             return cache
+        finally:
+            if was_collecting:
+                gc.enable()
         if entries is None:
             _logger().debug("ignoring a stat cache of another version or damaged: %s", path)
         else:
@@ -224,9 +237,10 @@ class StatCache:
                 signature, changed = at.signature(relpath, at.lstat(relpath))
             except OSError as exc:
                 raise input_error(relpath, exc) from exc
-        self._entries[relpath] = (digest, signature)
-        self._held[relpath] = changed
-        self._dirty = True
+        if signature:  # else unrepresentable: the file is read when next needed
+            self._entries[relpath] = (digest, signature)
+            self._held[relpath] = changed
+            self._dirty = True
 
     def save(self) -> None:
         """Write the cache atomically, if it changed; an OSError is logged, never raised.
@@ -242,12 +256,7 @@ class StatCache:
         entries = self._entries
         if held:
             entries = {r: e for r, e in entries.items() if r not in held}
-        try:
-            data = _encode(entries)
-        except struct.error as exc:  # a signature outside 64 bits: keep nothing rather than fail
-            _logger().warning("could not save the stat cache %s: %s", self._path, exc)
-            return
-        if replace_file(self._path, data, what="the stat cache"):
+        if replace_file(self._path, _encode(entries), what="the stat cache"):
             self._held = held  # written by a later save, once they are old enough
             self._dirty = bool(held)
 
@@ -260,7 +269,7 @@ class StatCache:
             raise input_error(relpath, exc) from exc
         entries = self._entries
         self._held.pop(relpath, None)
-        if changed >= time.time_ns() - _RACY_WINDOW_NS:
+        if not signature or changed >= time.time_ns() - _RACY_WINDOW_NS:
             # Changed in the last second: a same-size rewrite in the same tick would keep the
             # signature, so this digest is never trusted, in this process or a later one.
             if entries.pop(relpath, None) is not None:
@@ -275,7 +284,7 @@ class StatCache:
     ) -> list[FileDigest]:
         # The warm path: one lstat per file, no read, and nothing built but the FileDigest.
         # Names are bound locally for speed; tuple.__new__ skips NamedTuple's Python __new__.
-        get, new, cls = self._entries.get, tuple.__new__, FileDigest
+        get, new, cls, pack = self._entries.get, tuple.__new__, FileDigest, PACK_SIGNATURE
         mask, executable_bits = _REGULAR_EXECUTABLE, _REGULAR_EXECUTABLE_BITS
         remembered = memo.get if memo is not None else None
         out: list[FileDigest] = []
@@ -300,13 +309,12 @@ class StatCache:
                         entry = (self._read(at, relpath, st), signature)
                     found = new(cls, (relpath, entry[0], False))
                 else:
-                    if entry is None or entry[1] != (
-                        st.st_size,
-                        st.st_mtime_ns,
-                        st.st_ctime_ns,
-                        st.st_ino,
-                    ):
-                        entry = (self._read(at, relpath, st), ())
+                    try:
+                        signature = pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                    except struct.error:  # beyond 64 bits: no entry ever matches b""
+                        signature = b""
+                    if entry is None or entry[1] != signature:
+                        entry = (self._read(at, relpath, st), signature)
                     # A regular file with its owner's execute bit.
                     found = new(cls, (relpath, entry[0], mode & mask == executable_bits))
                 append(found)

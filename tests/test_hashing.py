@@ -718,6 +718,20 @@ def test_a_damaged_saved_cache_is_whole_or_empty(project: Path, tmp_path: Path) 
 
 
 @pytest.mark.usefixtures("aged")
+def test_a_timestamp_beyond_64_bits_is_read_every_time(
+    project: Path, tmp_path: Path, reads: list[int]
+) -> None:
+    target = project / "README.md"
+    os.utime(target, ns=(2**63 + 1, 2**63 + 1))  # year 2262: no signature holds it
+    cache = StatCache(tmp_path / "stat")
+    first = hash_files(project, ["README.md", "src/pkg/core.py"], cache)
+    cache.save()
+    again = hash_files(project, ["README.md", "src/pkg/core.py"], StatCache.load(tmp_path / "stat"))
+    assert again == first
+    assert len(reads) == 3  # README.md twice, core.py once
+
+
+@pytest.mark.usefixtures("aged")
 def test_a_save_error_is_logged_not_raised(
     project: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -967,7 +981,7 @@ def test_the_digest_modules_declare_what_they_define(module: Any) -> None:
         if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
     }
     assert defined <= set(module.__all__) <= set(vars(module))
-    assert module.__all__ == sorted(module.__all__)
+    assert module.__all__ == sorted(module.__all__, key=lambda n: (not n.isupper(), n))
 
 
 def test_no_absolute_path_enters_the_key(project: Path) -> None:
