@@ -5,6 +5,12 @@ Private to :mod:`cachehook.hashing`, which re-exports :class:`Expansion` and
 ``os.scandir``, pruned by each glob's literal directory prefix and by ``.gitignore``
 (:mod:`cachehook._gitignore`); in a git repository the tracked files that an ignore rule
 matches are added back from git's index (:mod:`cachehook.gitindex`), as git lists them.
+Within a run of many tasks, the listings and ignore files already read come from
+:mod:`cachehook._reuse` (issue 14).
+
+Over 400 lines: the walk, the ignored prefixes a literal pattern reaches into and the tracked
+files added back are one algorithm over one walker's state (what it pruned and dropped);
+split, each part would reach into the others' internals.
 """
 
 from __future__ import annotations
@@ -23,10 +29,10 @@ from cachehook._gitignore import (
     IgnoreFile,
     IgnoreTest,
     NoRules,
-    outer_ignore_files,
     read_text,
 )
 from cachehook._globs import _DirTests, _Glob, _NameTest, _prune_regex
+from cachehook._reuse import is_dir, list_dir, outer_ignores
 from cachehook.errors import HashingError
 
 if TYPE_CHECKING:
@@ -34,6 +40,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from cachehook._globs import GlobSet
+    from cachehook._reuse import Generation
 
 __all__ = ["Expansion", "expand_globs"]
 
@@ -68,8 +75,10 @@ class _Walker:
         respect_gitignore: bool,
         skip: frozenset[str],
         follow_links: bool = False,
+        reuse: Generation | None = None,
     ) -> None:
         self.root = root
+        self.reuse = reuse
         self.respect_gitignore = respect_gitignore
         self.skip = skip
         self.follow_links = follow_links
@@ -88,8 +97,13 @@ class _Walker:
         self.excluded_dirs = [regex.fullmatch for regex in excluded_dirs if regex is not None]
 
     def load(self, directory: str) -> IgnoreFile | None:
+        if self.reuse is not None and directory in self.reuse.ignore_files:
+            return self.reuse.ignore_files[directory]
         text = read_text(os.path.join(self.root, directory, GITIGNORE))
-        return IgnoreFile.parse(text, base=directory) if text else None
+        loaded = IgnoreFile.parse(text, base=directory) if text else None
+        if self.reuse is not None:
+            self.reuse.ignore_files[directory] = loaded
+        return loaded
 
     def ignore_tests(self, directory: str, stack: tuple[IgnoreFile, ...]) -> _IgnoreTests:
         key = tuple((file, file.live(directory)) for file in stack)
@@ -174,6 +188,8 @@ class _Walker:
         """The names of the matching files, of the subdirectories, whether a .gitignore is,
         and the symlinks to directories to walk into (only outside a symlinked directory)."""
         path = self.root + "/" + directory if directory else self.root
+        if self.reuse is not None:
+            return self._scan_listed(path, directory, tested, linked)
         names: list[str] = []
         subdirs: list[str] = []
         links: list[str] = []
@@ -207,9 +223,34 @@ class _Walker:
                 or (regex is not None and regex(name) is not None)
             ) and (is_link or entry.is_file(follow_symlinks=False)):
                 names.append(name)
-            if is_link and follow and name != _GIT and _is_dir(entry):
+            if is_link and follow and name != _GIT and is_dir(entry):
                 links.append(name)
         return names, subdirs, has_ignore_file, links
+
+    def _scan_listed(
+        self,
+        path: str,
+        directory: str,
+        tested: tuple[tuple[int, ...], _NameTest] | None,
+        linked: bool,
+    ) -> tuple[list[str], list[str], bool, list[str]]:
+        """``_scan`` through the run's listings (issue 14): each directory is listed once."""
+        assert self.reuse is not None
+        listing = self.reuse.listings.get(path)
+        if listing is None:
+            listing = self.reuse.listings[path] = list_dir(path, directory)
+        files, subdirs, has_ignore_file, dir_links = listing
+        names: list[str] = []
+        if tested is not None:
+            test = tested[1]
+            every = "" in test.suffixes  # '*': every name
+            names = list(files) if every else [name for name in files if test(name)]
+        return (
+            names,
+            subdirs,
+            has_ignore_file,
+            dir_links if self.follow_links and not linked else [],
+        )
 
     def _unexcluded(self, slashed: str, prefix: str, names: list[str]) -> list[str]:
         for excludes in self.excludes:
@@ -252,13 +293,6 @@ class _Walker:
         return not self._unexcluded("/" + directory if directory else "", prefix, [name])
 
 
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
-
-
 def _skip_set(root: str, skip_dirs: Collection[Path]) -> frozenset[str]:
     if not skip_dirs:
         return frozenset()
@@ -284,6 +318,7 @@ def expand_globs(
     respect_gitignore: bool = True,
     skip_dirs: Collection[Path] = (),
     follow_symlinks: bool = False,
+    reuse: Generation | None = None,
 ) -> Expansion:
     """Find the files below ``root`` that ``globs`` match.
 
@@ -302,6 +337,8 @@ def expand_globs(
         skip_dirs: absolute directories never walked (the cache directory).
         follow_symlinks: also walk into a symlinked directory (not into one inside it, nor
             into one that holds itself), listing the files below it through the link.
+        reuse: the directory listings and ignore files this run has already read, taken
+            from and added to (:mod:`cachehook._reuse`); None reads everything afresh.
 
     Returns:
         The sorted files, and the include patterns that matched nothing.
@@ -318,9 +355,10 @@ def expand_globs(
         respect_gitignore=respect_gitignore,
         skip=skip,
         follow_links=follow_symlinks,
+        reuse=reuse,
     )
     repo, outer_files, below_ignored = (
-        outer_ignore_files(root_str) if respect_gitignore else (None, [], False)
+        outer_ignores(root_str, reuse) if respect_gitignore else (None, [], False)
     )
     outer = tuple(outer_files)
     includes: _DirTests | None = globs._get("walk")

@@ -39,6 +39,7 @@ from cachehook.toolchain import Toolchain
 
 if TYPE_CHECKING:
     from cachehook._hits import Hit
+    from cachehook._reuse import RunCache
     from cachehook.archive import Placed, Restored
     from cachehook.config import RemoteSettings, Settings
     from cachehook.events import Event, EventSender
@@ -160,7 +161,9 @@ class Runner:
         self._store: LocalStore | None = None
         self._store_failed = False
         stat_name = digest_bytes(os.fsencode(settings.root))[:16]
-        self._stat_cache = StatCache.load(settings.cache_dir / "stat" / f"{stat_name}.json")
+        self._stat_cache = StatCache.load(settings.cache_dir / "stat" / f"{stat_name}.v2")
+        # Set while a run of many tasks reuses what it walked and digested (issue 14).
+        self._reuse: RunCache | None = None
         self._remote: RemoteSession | None = None
         self._events: EventSender | None = None
         # Tasks of one graph run on several threads (issue 4): open each resource once.
@@ -273,19 +276,41 @@ class Runner:
     def _skip_dirs(self) -> tuple[Path, ...]:
         return (self.settings.cache_dir,)
 
+    @contextlib.contextmanager
+    def reusing_inputs(self) -> Iterator[None]:
+        """Within the block, a directory walked or a file digested for one task's key is not
+        walked or digested again for the next, until a task runs or restores files (then all
+        is read afresh: its outputs may be the next task's inputs). For a run of many tasks
+        (issue 14), never around code that edits files between two ``prepare`` calls.
+        """
+        from cachehook._reuse import RunCache
+
+        outer, self._reuse = self._reuse, RunCache()
+        try:
+            yield
+        finally:
+            self._reuse = outer
+
     def _hash_inputs(
-        self, inputs: GlobSet, outputs: GlobSet
+        self, inputs: GlobSet, outputs: GlobSet, *, reuse: bool = False
     ) -> tuple[tuple[FileDigest, ...], tuple[str, ...]]:
         root = self.settings.root
+        generation = self._reuse.current if reuse and self._reuse is not None else None
         # Tens of thousands of small objects and not one cycle among them: the collector
         # would only re-scan them (~5 ms of a 10,000-input hit, issue 2).
         was_collecting = gc.isenabled()
         gc.disable()
         try:
             found = expand_globs(
-                root, inputs, exclude=outputs, skip_dirs=self._skip_dirs(), follow_symlinks=True
+                root,
+                inputs,
+                exclude=outputs,
+                skip_dirs=self._skip_dirs(),
+                follow_symlinks=True,
+                reuse=generation,
             )
-            return hash_files(root, found.files, self._stat_cache), found.unmatched
+            memo = generation.digests if generation is not None else None
+            return hash_files(root, found.files, self._stat_cache, memo=memo), found.unmatched
         finally:
             if was_collecting:
                 gc.enable()
@@ -309,7 +334,7 @@ class Runner:
             raise ConfigError(msg) from None
         patterns = input_patterns(spec.inputs, relative_cwd)
         inputs = GlobSet.compile(patterns, what="--input")
-        files, unmatched = self._hash_inputs(inputs, outputs) if patterns else ((), ())
+        files, unmatched = self._hash_inputs(inputs, outputs, reuse=True) if patterns else ((), ())
         if spec.inputs is None:
             unmatched = ()  # an empty directory has no inputs; nothing was misspelt
         env = resolve_env(spec.env, os.environ)
@@ -385,7 +410,13 @@ class Runner:
 
         Every result is also appended to the run history (``cachehook stats``, issue 4).
         """
-        result = self._run(prepared, force=force, live=live, execute=execute)
+        wrote = True
+        try:
+            result = self._run(prepared, force=force, live=live, execute=execute)
+            wrote = result.status != "HIT" or bool(result.restored)
+        finally:
+            if wrote and self._reuse is not None:
+                self._reuse.invalidate()  # what the next task reads may have changed
         append_result(
             self.settings.cache_dir, result, task=prepared.spec.name, project=self.project
         )

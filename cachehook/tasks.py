@@ -381,13 +381,15 @@ def plan_tasks(graph: TaskGraph, names: Sequence[str], runner: Runner) -> list[P
     """
     keys: dict[str, str] = {}
     planned: list[PlannedTask] = []
-    for name in graph.select(names):
-        task = graph.tasks[name]
-        dependency_keys = {dependency: keys[dependency] for dependency in task.depends_on}
-        prepared = runner.prepare(task.spec(runner.settings.root, list(dependency_keys.values())))
-        keys[name] = prepared.key
-        is_cached, is_remote = runner.peek(prepared)
-        planned.append(PlannedTask(task, prepared, is_cached, dependency_keys, is_remote))
+    with runner.reusing_inputs():  # nothing runs: each file is walked and digested once
+        for name in graph.select(names):
+            task = graph.tasks[name]
+            dependency_keys = {dependency: keys[dependency] for dependency in task.depends_on}
+            spec = task.spec(runner.settings.root, list(dependency_keys.values()))
+            prepared = runner.prepare(spec)
+            keys[name] = prepared.key
+            is_cached, is_remote = runner.peek(prepared)
+            planned.append(PlannedTask(task, prepared, is_cached, dependency_keys, is_remote))
     return planned
 
 
@@ -481,7 +483,10 @@ def run_tasks(
     """
     plan = graph.select(names)
     scheduler = _Scheduler(graph, plan, runner, reporter, jobs=jobs, force=force)
-    return scheduler.run(keep_going=keep_going)
+    # A member's inputs hold its upstream members' files: walked and digested once per run,
+    # and afresh after each task that runs or restores (issue 14).
+    with runner.reusing_inputs():
+        return scheduler.run(keep_going=keep_going)
 
 
 class _Scheduler:
