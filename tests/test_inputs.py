@@ -149,3 +149,76 @@ def test_an_edit_below_a_symlinked_directory_is_a_miss(repo: Path) -> None:
     (repo / "pkg" / "vendor").symlink_to("../vendor", target_is_directory=True)
     spec = copy_task(repo, "pkg/vendor/lib.py", ("pkg/**/*.py",))
     assert_edit_is_a_miss(repo, spec, repo / "vendor" / "lib.py")
+
+
+# --------------------------------------------------------------------------- git's own view
+
+
+def commit_all(root: Path) -> None:
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+
+
+def tracked_project(repo: Path) -> TaskSpec:
+    (repo / "src").mkdir()
+    (repo / "src" / "a.txt").write_text("AAAA\n")
+    (repo / "src" / "b.txt").write_text("BBBB\n")
+    (repo / ".gitignore").write_text("*.log\n")
+    commit_all(repo)
+    return copy_task(repo, "src/a.txt", ("src/**",))
+
+
+@pytest.mark.parametrize("flag", ["--assume-unchanged", "--skip-worktree"])
+def test_an_edit_git_is_told_to_overlook_is_a_miss(repo: Path, flag: str) -> None:
+    """git status shows nothing after these flags; the bytes still decide (issue 11)."""
+    spec = tracked_project(repo)
+    git(repo, "update-index", flag, "src/a.txt")
+    first = run(repo, spec)
+    assert first.stored
+    (repo / "src" / "a.txt").write_text("CCCC\n")  # same size, within the second
+    out = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True)
+    assert b"a.txt" not in out.stdout  # git itself does not see the edit
+    again = run(repo, spec)
+    assert (again.status, (repo / "out.txt").read_text()) == ("MISS", "CCCC\n")
+
+
+def test_the_worktree_not_the_index_decides(repo: Path) -> None:
+    """Staged content that the worktree no longer has, and worktree edits never staged."""
+    spec = tracked_project(repo)
+    assert run(repo, spec).stored
+    (repo / "src" / "a.txt").write_text("DDDD\n")
+    git(repo, "add", "--", "src/a.txt")  # the index now holds DDDD
+    (repo / "src" / "a.txt").write_text("AAAA\n")  # the worktree is back to what was run
+    assert run(repo, spec).status == "HIT"
+    (repo / "src" / "b.txt").write_text("EEEE, never added\n")
+    assert run(repo, spec).status == "MISS"
+
+
+def test_untracked_deleted_and_ignored_files_count_as_git_lists_them(repo: Path) -> None:
+    spec = tracked_project(repo)
+    assert run(repo, spec).stored
+    (repo / "src" / "debug.log").write_text("ignored and untracked: not an input\n")
+    assert run(repo, spec).status == "HIT"
+    (repo / "src" / "new.txt").write_text("untracked, not ignored: an input\n")
+    assert run(repo, spec).status == "MISS"
+    (repo / "src" / "b.txt").unlink()  # deleted but still in the index: no longer an input
+    result = run(repo, spec)
+    assert result.status == "MISS"
+    assert result.manifest is not None
+    assert [f.path for f in result.manifest.inputs] == ["src/a.txt", "src/new.txt"]
+
+
+def test_an_edit_inside_a_submodule_is_a_miss(repo: Path, tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    library.mkdir()
+    git(library, "init", "-q")
+    (library / "lib.txt").write_text("v1\n")
+    commit_all(library)
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "lib")
+    commit_all(repo)
+    spec = copy_task(repo, "lib/lib.txt", ("lib/**",))
+    settings = load_settings(cwd=repo, environ=dict(os.environ))
+    with Runner(settings, on_notice=lambda message: None) as runner:
+        paths = [f.path for f in runner.prepare(spec).manifest.inputs]
+    assert "lib/lib.txt" in paths  # git lists 'lib' as one gitlink; a run reads its files
+    assert_edit_is_a_miss(repo, spec, repo / "lib" / "lib.txt")
