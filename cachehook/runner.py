@@ -485,6 +485,10 @@ class Runner:
         live: tuple[BinaryIO, BinaryIO] | None,
         execute: Execute | None,
     ) -> int:
+        if self._reuse is not None:
+            # From now on files may change: a task prepared while this one runs reads afresh
+            # (``run`` drops what that one saw, too, once this one is done).
+            self._reuse.invalidate()
         if execute is not None:
             return execute(recorder)
         from cachehook.process import run_command  # not on the hit path
