@@ -32,7 +32,11 @@ def run(*command: str | Path, cwd: Path) -> str:
         text=True,
         timeout=600,
         check=False,
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        # build, pip and twine run no cachehook code: coverage stays out of them (issue 9).
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")},
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        },
     )
     assert done.returncode == 0, f"{command}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
