@@ -26,7 +26,15 @@ if TYPE_CHECKING:
     from cachehook.digests import FileDigest
     from cachehook.gitindex import GitRepo
 
-__all__ = ["Generation", "Listing", "RunCache", "is_dir", "list_dir", "outer_ignores"]
+__all__ = [
+    "Generation",
+    "Listing",
+    "RunCache",
+    "is_dir",
+    "list_dir",
+    "outer_ignores",
+    "scan_entries",
+]
 
 _GIT = ".git"
 
@@ -71,6 +79,22 @@ class RunCache:
         self.current = Generation()
 
 
+def scan_entries(path: str, directory: str) -> list[os.DirEntry[str]]:
+    """The entries of a directory; none if it was removed while the walk went on.
+
+    Raises:
+        HashingError: it exists but cannot be listed.
+    """
+    try:
+        with os.scandir(path) as iterator:
+            return list(iterator)
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # removed while we walked
+    except OSError as exc:
+        msg = f"cannot list {directory or '.'!r}: {exc.strerror or exc}"
+        raise HashingError(msg) from exc
+
+
 def list_dir(path: str, directory: str) -> Listing:
     """Every entry of a directory, sorted into what the walk needs (no name test applied).
 
@@ -80,14 +104,7 @@ def list_dir(path: str, directory: str) -> Listing:
     files: list[str] = []
     subdirs: list[str] = []
     dir_links: list[str] = []
-    try:
-        with os.scandir(path) as iterator:
-            entries = list(iterator)
-    except (FileNotFoundError, NotADirectoryError):
-        return files, subdirs, False, dir_links  # removed while we walked
-    except OSError as exc:
-        msg = f"cannot list {directory or '.'!r}: {exc.strerror or exc}"
-        raise HashingError(msg) from exc
+    entries = scan_entries(path, directory)
     has_ignore_file = False
     for entry in entries:
         name = entry.name

@@ -32,7 +32,7 @@ from cachehook._gitignore import (
     read_text,
 )
 from cachehook._globs import _DirTests, _Glob, _NameTest, _prune_regex
-from cachehook._reuse import is_dir, list_dir, outer_ignores
+from cachehook._reuse import is_dir, list_dir, outer_ignores, scan_entries
 from cachehook.errors import HashingError
 
 if TYPE_CHECKING:
@@ -193,14 +193,7 @@ class _Walker:
         names: list[str] = []
         subdirs: list[str] = []
         links: list[str] = []
-        try:
-            with os.scandir(path) as iterator:
-                entries = list(iterator)
-        except (FileNotFoundError, NotADirectoryError):
-            return names, subdirs, False, links  # removed while we walked
-        except OSError as exc:
-            msg = f"cannot list {directory or '.'!r}: {exc.strerror or exc}"
-            raise HashingError(msg) from exc
+        entries = scan_entries(path, directory)
         has_ignore_file = False
         if tested is None:
             literals: frozenset[str] = frozenset()
