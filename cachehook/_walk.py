@@ -1,5 +1,8 @@
 """The directory walk: the files below a project root that a :class:`GlobSet` names.
 
+Over 400 lines on purpose: it is the hit path's hot loop, written out flat for speed (each
+glob's name tests inlined, no per-file function calls where a set test will do).
+
 Private to :mod:`cachehook.hashing`, which re-exports :class:`Expansion` and
 :func:`expand_globs`. Everything here sits on the cache-hit path: inputs are found with
 ``os.scandir``, pruned by each glob's literal directory prefix and by ``.gitignore``
