@@ -39,6 +39,7 @@ __all__ = [
     "OutputEntry",
     "blob_checksums",
     "read_hit",
+    "record_path",
     "remove_all",
     "remove_hit",
     "remove_stray",
@@ -175,6 +176,11 @@ def _is_value_file(name: object) -> bool:
 
 def _path(store: Path, key: str) -> Path:
     return store / _DIR / key
+
+
+def record_path(store: Path, key: str) -> Path:
+    """Where the hit record of ``key`` lives (``cachehook._memo`` watches it)."""
+    return _path(store, key)
 
 
 def write_hit(store: Path, meta: ArtifactMeta, *, artifact_file: str, log: bytes) -> None:

@@ -18,6 +18,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from cachehook._memo import HISTORY_LIMIT
 from cachehook.hashing import digest_bytes
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ __all__ = [
 HISTORY_FILE = "history.jsonl"
 # About 100,000 runs; past this the oldest half is dropped (``stats`` "all time" is then
 # "since the oldest kept run").
-MAX_HISTORY_BYTES = 16 * 1024**2
+MAX_HISTORY_BYTES = HISTORY_LIMIT  # one figure, kept in _memo, which cannot import this
 _START = b'{"at":'  # every record starts so: a torn line glued to the next one is recoverable
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
@@ -139,19 +140,7 @@ def append_result(
     """
     if result.status not in ("HIT", "MISS"):
         return
-    entry = HistoryEntry(
-        at=time.time(),
-        key=result.key,
-        status=result.status,
-        source=result.source,
-        exit_code=result.exit_code,
-        duration_ms=result.duration_ms,
-        saved_ms=result.saved_ms,
-        task=task,
-        local_hit=result.local_hit,
-        remote_hit=result.remote_hit,
-        project=project,
-    )
+    entry = _entry(result, task=task, project=project, at=time.time())
     path = history_path(cache_dir)
     try:
         try:
@@ -168,6 +157,28 @@ def append_result(
             _compact(path)
     except OSError as exc:
         _debug("cannot append to the run history %s: %s", path, exc)
+
+
+def _entry(result: RunResult, *, task: str | None, project: str | None, at: float) -> HistoryEntry:
+    return HistoryEntry(
+        at=at,
+        key=result.key,
+        status=result.status,
+        source=result.source,
+        exit_code=result.exit_code,
+        duration_ms=result.duration_ms,
+        saved_ms=result.saved_ms,
+        task=task,
+        local_hit=result.local_hit,
+        remote_hit=result.remote_hit,
+        project=project,
+    )
+
+
+def memo_line(result: RunResult, *, task: str | None, project: str | None) -> bytes:
+    """The line ``append_result`` would write, with ``at`` -1.0 and ``ms`` -1 for a memo's
+    replay to fill in (``cachehook._memo``)."""
+    return _entry(result, task=task, project=project, at=-1.0)._replace(duration_ms=-1).to_line()
 
 
 def _compact(path: Path) -> None:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from cachehook.errors import CachehookError
 
+TYPE_CHECKING = False  # not typing's, nor pathlib here: a memoised hit imports neither (issue 11)
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from pathlib import Path
+    from typing import Any
 
 __all__ = ["main"]
 
@@ -52,6 +52,8 @@ def __getattr__(name: str) -> Any:
 
 def _crash_dir(args: Sequence[str]) -> Path:
     """Where a crash log goes: ``--cache-dir``, else the cache directory as settings find it."""
+    from pathlib import Path
+
     from cachehook.cli._options import CACHE_DIR
 
     for index, arg in enumerate(args):
@@ -71,6 +73,7 @@ def _write_crash_log(args: Sequence[str]) -> Path | None:
     """The traceback, owner-only (0600 in a 0700 directory): it may quote paths and values."""
     directory = _crash_dir(args).expanduser().absolute() / "crashes"
     try:
+        import time
         import traceback
 
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -91,11 +94,16 @@ def _say(message: str) -> None:
 
 def _dispatch(args: list[str]) -> int:
     if args[:1] == ["exec"]:
+        from cachehook._memo import replay
+
+        code = replay(args)  # the same hit, with nothing it looked at changed (issue 11)
+        if code is not None:
+            return code
         from cachehook.cli._exec import parse_exec_fast, run_exec
 
         options = parse_exec_fast(args[1:])
         if options is not None:
-            return run_exec(**options)
+            return run_exec(**options, memo=args)
     import click
 
     from cachehook.cli._group import cli

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Unpack
 
+    from cachehook._memo import Recorder
     from cachehook.cli._options import SettingsFlags
     from cachehook.config import Settings
     from cachehook.runner import Prepared, RunResult
@@ -181,11 +182,13 @@ def run_exec(
     as_json: bool,
     command: tuple[str, ...],
     stray: int = 0,
+    memo: Sequence[str] | None = None,
     **flags: Unpack[SettingsFlags],
 ) -> int:
     """Run one command through the cache and return its exit code.
 
     ``stray`` counts the command's words that were given before ``--`` (for messages).
+    ``memo``: the invocation's arguments, to memoise a hit of it (``cachehook._memo``).
     """
     from cachehook.runner import Runner, TaskSpec
 
@@ -194,44 +197,86 @@ def run_exec(
             "nothing to run: put the command after '--', e.g. cachehook exec -i 'src/**' -- pytest"
         )
         raise ConfigError(msg)
-    check_command(command, cwd=Path.cwd(), stray=stray)
-    settings = load_cli_settings(flags)
-    console = Console(quiet=quiet or settings.output_logs == "none")
-    notice = None if flags.get("root") is not None else root_notice(settings, cwd=Path.cwd())
-    if notice is not None:
-        console.info(notice)
-    if no_inputs and inputs:
-        msg = "--no-inputs says the command reads no file, yet --input names some: give one"
-        raise ConfigError(msg)
-    declared = () if no_inputs else inputs or None  # None: every file under the cwd
-    spec = TaskSpec(
-        command=command,
-        inputs=declared,
-        outputs=outputs,
-        env=env,
-        salt=salt,
-        cwd=Path.cwd(),
-        tools=tools,
-        pass_env=pass_env,
-    )
-    progress = None if console.quiet else ProgressLine()
-    with Runner(
-        settings,
-        on_notice=console.warn,
-        detach_events=_may_detach_events(settings),
-        on_progress=progress,
-        use_toolchain=not no_toolchain,
-    ) as runner:
-        prepared = runner.prepare(spec)
-        for pattern in prepared.unmatched_inputs:
-            console.warn(f"input glob {pattern!r} matched no file")
-        if dry_run:
-            local, remote = runner.peek(prepared)
-            _print_dry_run(prepared, settings, (local, remote), as_json=dry_run == "json")
-            return 0
-        result = runner.run(prepared, force=force, live=_live_streams(settings, as_json=as_json))
+    recorder = None
+    if memo is not None:
+        from cachehook._memo import Recorder
+
+        recorder = Recorder(memo).start()
+    try:
+        check_command(command, cwd=Path.cwd(), stray=stray)
+        settings = load_cli_settings(flags)
+        console = Console(quiet=quiet or settings.output_logs == "none")
+        notice = None if flags.get("root") is not None else root_notice(settings, cwd=Path.cwd())
+        if notice is not None:
+            console.info(notice)
+        if no_inputs and inputs:
+            msg = "--no-inputs says the command reads no file, yet --input names some: give one"
+            raise ConfigError(msg)
+        declared = () if no_inputs else inputs or None  # None: every file under the cwd
+        spec = TaskSpec(
+            command=command,
+            inputs=declared,
+            outputs=outputs,
+            env=env,
+            salt=salt,
+            cwd=Path.cwd(),
+            tools=tools,
+            pass_env=pass_env,
+        )
+        progress = None if console.quiet else ProgressLine()
+        with Runner(
+            settings,
+            on_notice=console.warn,
+            detach_events=_may_detach_events(settings),
+            on_progress=progress,
+            use_toolchain=not no_toolchain,
+        ) as runner:
+            prepared = runner.prepare(spec)
+            for pattern in prepared.unmatched_inputs:
+                console.warn(f"input glob {pattern!r} matched no file")
+            if dry_run:
+                local, remote = runner.peek(prepared)
+                _print_dry_run(prepared, settings, (local, remote), as_json=dry_run == "json")
+                return 0
+            result = runner.run(
+                prepared, force=force, live=_live_streams(settings, as_json=as_json)
+            )
+    finally:
+        if recorder is not None:
+            recorder.stop()
+    said_before = console.said
     _show(result, settings, console, as_json=as_json)
+    if recorder is not None and not said_before and not as_json:
+        _memoise(recorder, result, settings, console)
     return result.exit_code
+
+
+def _memoise(recorder: Recorder, result: RunResult, settings: Settings, console: Console) -> None:
+    """Write the memo of a local hit that restored nothing and said nothing else."""
+    if result.status != "HIT" or result.source != "LOCAL" or result.restored:
+        return
+    if settings.remote is not None or result.exit_code != 0:
+        return  # a remote cache's usage events must be sent by the full path
+    from cachehook import _hits
+    from cachehook.history import history_path, memo_line, project_id
+    from cachehook.logs import STDERR, encode_frames
+
+    store = settings.cache_dir / "store"
+    hit = _hits.read_hit(store, result.key)
+    if hit is None:
+        return
+    output = result.log if _shows_log(result, settings) else b""
+    line = console.result_line(result, settings.output_logs)
+    if line is not None:
+        output += encode_frames([(STDERR, line.encode())])
+    recorder.save(
+        cache_dir=str(settings.cache_dir),
+        store_files=[(str(_hits.record_path(store, result.key)), True), (str(hit.artifact), False)],
+        output=output,
+        history=memo_line(result, task=None, project=project_id(settings.root)),
+        history_path=str(history_path(settings.cache_dir)),
+        exit_code=result.exit_code,
+    )
 
 
 def check_command(command: Sequence[str], *, cwd: Path, stray: int = 0) -> None:
@@ -349,17 +394,24 @@ def _live_streams(settings: Settings, *, as_json: bool) -> tuple[BinaryIO, Binar
 def _show(result: RunResult, settings: Settings, console: Console, *, as_json: bool) -> None:
     from cachehook.logs import replay
 
-    mode = settings.output_logs
-    show_log = (result.status == "HIT" and mode == "full") or (
-        mode == "errors-only" and result.exit_code != 0
-    )
-    if show_log and result.log:
+    if _shows_log(result, settings):
         stdout = sys.stderr.buffer if as_json else sys.stdout.buffer
         replay(result.log, stdout=stdout, stderr=sys.stderr.buffer)
     if as_json:
         print_json(result.to_json())
-    elif mode in ("full", "errors-only", "hash-only"):
-        console.result(result)
+    else:
+        line = console.result_line(result, settings.output_logs)
+        if line is not None:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def _shows_log(result: RunResult, settings: Settings) -> bool:
+    mode = settings.output_logs
+    show = (result.status == "HIT" and mode == "full") or (
+        mode == "errors-only" and result.exit_code != 0
+    )
+    return show and bool(result.log)
 
 
 def _print_dry_run(

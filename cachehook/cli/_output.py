@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cachehook.runner import RunResult
 
-__all__ = ["Console", "ProgressLine", "format_duration", "print_json", "short_key"]
+__all__ = [
+    "Console",
+    "ProgressLine",
+    "describe_result",
+    "format_duration",
+    "print_json",
+    "short_key",
+]
 
 
 def short_key(key: str) -> str:
@@ -37,29 +44,39 @@ class Console:
     def __init__(self, *, quiet: bool = False, prefix: str = "cachehook") -> None:
         self.quiet = quiet
         self.prefix = prefix
+        self.said = False  # whether a warning or a line was written (the memo's rule)
 
     def warn(self, message: str) -> None:
         line = f"{self.prefix}: warning: {message}"
         if _has_colour():
             line = f"\x1b[33m{line}\x1b[0m"
+        self.said = True
         _stderr(line)
 
     def info(self, message: str) -> None:
         if not self.quiet:
+            self.said = True
             _stderr(f"{self.prefix}: {message}")
 
-    def result(self, result: RunResult) -> None:
-        key = short_key(result.key)
-        if result.status == "HIT":
-            where = "local" if result.source == "LOCAL" else "remote"
-            self.info(f"{where} hit {key} (saved {format_duration(result.saved_ms)})")
-        elif result.status == "BYPASS":
-            self.info(f"cache disabled, ran {key} in {format_duration(result.duration_ms)}")
-        elif result.exit_code != 0:
-            self.info(f"miss {key}, failed with exit code {result.exit_code}; not cached")
-        else:
-            stored = "cached" if result.stored else "not cached"
-            self.info(f"miss {key}, ran in {format_duration(result.task_ms)}, {stored}")
+    def result_line(self, result: RunResult, output_logs: str) -> str | None:
+        """The status line ``result`` ends with on stderr (newline included), if any."""
+        if self.quiet or output_logs not in ("full", "errors-only", "hash-only"):
+            return None
+        return f"{self.prefix}: {describe_result(result)}\n"
+
+
+def describe_result(result: RunResult) -> str:
+    """``local hit 3f2a…c91 (saved 1.20s)``: one task's outcome, for its status line."""
+    key = short_key(result.key)
+    if result.status == "HIT":
+        where = "local" if result.source == "LOCAL" else "remote"
+        return f"{where} hit {key} (saved {format_duration(result.saved_ms)})"
+    if result.status == "BYPASS":
+        return f"cache disabled, ran {key} in {format_duration(result.duration_ms)}"
+    if result.exit_code != 0:
+        return f"miss {key}, failed with exit code {result.exit_code}; not cached"
+    stored = "cached" if result.stored else "not cached"
+    return f"miss {key}, ran in {format_duration(result.task_ms)}, {stored}"
 
 
 class ProgressLine:
