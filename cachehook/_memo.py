@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-__all__ = ["HISTORY_LIMIT", "Recorder", "memo_dir", "memo_path", "replay"]
+__all__ = ["HISTORY_LIMIT", "Capture", "Recorder", "memo_dir", "memo_path", "replay"]
 
 _VERSION = 1
 _MAGIC = b"cachehook-memo %d " % _VERSION
@@ -596,6 +596,84 @@ def _write(path: str, sections: list[bytes]) -> str | None:
     except OSError as exc:
         return f"cannot write {path}: {exc.strerror}"
     return None
+
+
+# --------------------------------------------------------------------------- what was printed
+
+_MAX_OUTPUT = 1 << 20  # a run that printed more is not memoised (the memo would copy it)
+
+
+class Capture:
+    """Tees ``sys.stdout`` and ``sys.stderr`` (text and ``.buffer``) into ``cachehook.logs``
+    frames while it is installed, so that a replay prints exactly what the full path printed,
+    in the same order."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.size = 0
+        self._lock = _thread.allocate_lock()
+        self._saved: tuple[Any, Any] | None = None
+
+    def start(self) -> Capture:
+        """Install the tees."""
+        out, err = sys.stdout, sys.stderr
+        out.flush()
+        err.flush()
+        self._saved = (out, err)
+        sys.stdout = _TeeText(out, _Tee(self, 1, out.buffer))
+        sys.stderr = _TeeText(err, _Tee(self, 2, err.buffer))
+        return self
+
+    def stop(self) -> None:
+        """Put the real streams back; safe to call twice."""
+        if self._saved is not None:
+            sys.stdout, sys.stderr = self._saved
+            self._saved = None
+
+    def output(self) -> bytes | None:
+        """Everything printed, as frames; None if it was too much to keep."""
+        return None if self.size > _MAX_OUTPUT else b"".join(self.frames)
+
+    def _add(self, stream: int, data: bytes) -> None:
+        with self._lock:
+            self.size += len(data)
+            if self.size <= _MAX_OUTPUT:
+                self.frames.append(_FRAME.pack(stream, len(data)) + data)
+
+
+class _Tee:
+    """A binary stream that writes through and records."""
+
+    def __init__(self, capture: Capture, stream: int, target: Any) -> None:
+        self._capture, self._stream, self._target = capture, stream, target
+
+    def write(self, data: bytes) -> int:
+        written: int = self._target.write(data)
+        self._capture._add(self._stream, bytes(data))
+        return written
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+class _TeeText:
+    """The text face of a :class:`_Tee`, as ``sys.stdout`` is of its ``buffer``."""
+
+    def __init__(self, original: Any, buffer: _Tee) -> None:
+        self._original, self.buffer = original, buffer
+
+    def write(self, text: str) -> int:
+        self.buffer.write(text.encode(self._original.encoding, self._original.errors))
+        return len(text)
+
+    def flush(self) -> None:
+        self.buffer.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
 
 
 def _signature(st: os.stat_result) -> bytes:

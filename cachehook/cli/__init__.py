@@ -93,12 +93,13 @@ def _say(message: str) -> None:
 
 
 def _dispatch(args: list[str]) -> int:
-    if args[:1] == ["exec"]:
+    if args[:1] in (["exec"], ["run"]):
         from cachehook._memo import replay
 
-        code = replay(args)  # the same hit, with nothing it looked at changed (issue 11)
+        code = replay(args)  # the same hits, with nothing they looked at changed (issue 11)
         if code is not None:
             return code
+    if args[:1] == ["exec"]:
         from cachehook.cli._exec import parse_exec_fast, run_exec
 
         options = parse_exec_fast(args[1:])
@@ -109,7 +110,8 @@ def _dispatch(args: list[str]) -> int:
     from cachehook.cli._group import cli
 
     try:
-        result = cli.main(args=args, prog_name="cachehook", standalone_mode=False)
+        # obj: the arguments as given, which ``run`` names its memo by (``cachehook._memo``)
+        result = cli.main(args=args, prog_name="cachehook", standalone_mode=False, obj=args)
     except click.exceptions.Abort as exc:
         if isinstance(exc.__cause__, KeyboardInterrupt):
             raise KeyboardInterrupt from exc

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Unpack
 
+    from cachehook._memo import Capture, Recorder
     from cachehook.cli._options import SettingsFlags
     from cachehook.config import Settings
 
@@ -299,6 +300,104 @@ def run(
     **flags: Unpack[SettingsFlags],
 ) -> int:
     """Run the named TASKs and what they depend on, or restore them from the cache."""
+    argv = click.get_current_context().find_root().obj
+    if not isinstance(argv, list) or dry_run or summarize or force:
+        return _run(
+            task_names,
+            jobs,
+            keep_going,
+            force,
+            dry_run,
+            summarize,
+            no_toolchain,
+            quiet,
+            filters,
+            affected,
+            flags,
+            None,
+        )
+    from cachehook._memo import Capture, Recorder
+
+    memo = _Memo(Recorder(argv).start(), Capture().start())
+    try:
+        code = _run(
+            task_names,
+            jobs,
+            keep_going,
+            force,
+            dry_run,
+            summarize,
+            no_toolchain,
+            quiet,
+            filters,
+            affected,
+            flags,
+            memo,
+        )
+    finally:
+        memo.recorder.stop()
+        memo.capture.stop()
+    memo.save()
+    return code
+
+
+class _Memo:
+    """A run being recorded for ``cachehook._memo``: what it looked at, printed and did."""
+
+    def __init__(self, recorder: Recorder, capture: Capture) -> None:
+        self.recorder, self.capture = recorder, capture
+        self.report: RunReport | None = None
+        self.runner: Runner | None = None
+
+    def save(self) -> None:
+        """Write the memo if every task was a local hit that restored nothing."""
+        from cachehook import _hits
+        from cachehook.history import history_path, memo_line
+
+        report, runner, output = self.report, self.runner, self.capture.output()
+        if report is None or runner is None or output is None or report.exit_code != 0:
+            return
+        settings = runner.settings
+        if settings.remote is not None:
+            return  # a remote cache's usage events must be sent by the full path
+        store = settings.cache_dir / "store"
+        files: list[tuple[str, bool]] = []
+        lines = b""
+        for outcome in report.outcomes:
+            result = outcome.result
+            if outcome.state != "cached" or result is None or result.source != "LOCAL":
+                return
+            if result.restored or outcome.prepared is None:
+                return
+            hit = _hits.read_hit(store, result.key)
+            if hit is None:
+                return
+            files += [(str(_hits.record_path(store, result.key)), True), (str(hit.artifact), False)]
+            lines += memo_line(result, task=outcome.prepared.spec.name, project=runner.project)
+        self.recorder.save(
+            cache_dir=str(settings.cache_dir),
+            store_files=files,
+            output=output,
+            history=lines,
+            history_path=str(history_path(settings.cache_dir)),
+            exit_code=report.exit_code,
+        )
+
+
+def _run(
+    task_names: tuple[str, ...],
+    jobs: int,
+    keep_going: bool,
+    force: bool,
+    dry_run: str | None,
+    summarize: bool,
+    no_toolchain: bool,
+    quiet: bool,
+    filters: tuple[str, ...],
+    affected: str | None,
+    flags: SettingsFlags,
+    memo: _Memo | None,
+) -> int:
     settings = load_cli_settings(flags, workspace=True)
     graph = load_tasks_or_explain(settings, cwd=Path.cwd())
     if not task_names:
@@ -326,6 +425,8 @@ def run(
             _print_dry_run([], settings, as_json=dry_run == "json", selection=shown)
         return 0
     with Runner(settings, on_notice=reporter.warn, use_toolchain=not no_toolchain) as runner:
+        if memo is not None:
+            memo.runner = runner
         if dry_run:
             planned = plan_tasks(graph, task_names, runner)
             _print_dry_run(planned, settings, as_json=dry_run == "json", selection=shown)
@@ -340,6 +441,8 @@ def run(
             keep_going=keep_going,
             force=force,
         )
+    if memo is not None:
+        memo.report = report
     _print_summary(report, reporter)
     _print_member_summary(report, graph, reporter)
     if summarize:
