@@ -21,8 +21,11 @@ device, size, mtime and ctime in nanoseconds).
 hit that restored nothing, or printed anything but its log and status line, or a remote cache
 is configured (its usage events must be sent); a child process ran or a file outside the cache
 was written while the key was computed; a path was seen with two different ``stat`` results;
-or any path changed within the second before the memo was written (racy-git's rule, as in
+or any path changed within the second before recording began (racy-git's rule, as in
 :mod:`cachehook.statcache`: a same-size rewrite inside one timestamp tick would go unseen).
+Lookups the patches cannot see (a ``DirEntry``'s cached type) are only trusted for what the
+listed directory's own mtime covers; where the key depends on what a symlink resolves to, the
+code asks ``os.stat`` (:func:`cachehook._reuse.is_dir`).
 ``CACHEHOOK_MEMO=0`` turns the memo off.
 
 **The replay** (:func:`replay`, first thing in ``main``): the memo's name is an xxh3-128 of the
@@ -361,6 +364,7 @@ class Recorder:
         self.tainted: str | None = None if self.path is not None else "memos are off"
         self.inside_realpath: set[int] = set()  # threads in a realpath: record its answer only
         self._saved: dict[str, Callable[..., Any]] = {}
+        self.started_ns = time.time_ns()
 
     # -- what the patched functions and the audit hook report
 
@@ -429,6 +433,7 @@ class Recorder:
         if not _HOOKED:
             sys.addaudithook(_audit)
             _HOOKED = True
+        self.started_ns = time.time_ns()
         for name in _PATCHED:
             self._saved[name] = getattr(os, name)
         self._saved["realpath"] = os.path.realpath
@@ -551,14 +556,16 @@ class Recorder:
                     break
         if self.tainted is not None or self.path is None:
             return self.tainted
-        horizon = time.time_ns() - _RACY_WINDOW_NS
+        # Racy against when recording began: a path changed after it was looked at, within
+        # the tick of its recorded ctime, would keep its stat (racy git's rule).
+        horizon = self.started_ns - _RACY_WINDOW_NS
         kept = [(path, follow, sig) for (path, follow), sig in self.seen.items()]
         kept = [item for item in kept if not item[0].startswith(inside)]
         for path, _, sig in kept:
             if sig != _ABSENT:
                 _, _, _, _, mtime, ctime = _SIGNATURE.unpack(sig)
                 if mtime >= horizon or ctime >= horizon:
-                    return f"{path} changed in the last second"
+                    return f"{path} changed within a second of the recording"
         files: list[bytes] = []
         for path, touch in store_files:
             try:

@@ -16,6 +16,7 @@ functions never keeps it, since the user's own code edits files between two call
 from __future__ import annotations
 
 import os
+import stat
 from typing import TYPE_CHECKING
 
 from cachehook._gitignore import GITIGNORE, outer_ignore_files
@@ -123,9 +124,14 @@ def list_dir(path: str, directory: str) -> Listing:
 
 
 def is_dir(entry: os.DirEntry[str]) -> bool:
-    """Whether an entry is a directory or a symlink to one (False if that cannot be told)."""
+    """Whether a symlink's entry resolves to a directory (False if that cannot be told).
+
+    Through ``os.stat``, not the entry's own ``is_dir``: what a link resolves to lies outside
+    the directory listed, and ``cachehook._memo`` records what ``os.stat`` sees, not a
+    ``DirEntry``.
+    """
     try:
-        return entry.is_dir()
+        return stat.S_ISDIR(os.stat(entry.path).st_mode)
     except OSError:
         return False
 
