@@ -165,8 +165,8 @@ def replay(args: Sequence[str]) -> int | None:
     """Replay this invocation from its memo and return its exit code, or None to run it."""
     started = time.perf_counter()
     path = memo_path(args)
-    if path is None:
-        return None
+    if path is None or sys.stdout is None or sys.stderr is None:
+        return None  # no memo, or a closed standard stream the full path reports on
     try:
         with open(path, "rb") as file:
             memo = _Memo.parse(file.read())
