@@ -60,6 +60,7 @@ _VERSION = 1
 _MAGIC = b"cachehook-memo %d " % _VERSION
 _DIGEST_LENGTH = 32
 _RACY_WINDOW_NS = 1_000_000_000
+_MAX_MEMOS = 256
 # (mode, inode, device, size, mtime_ns, ctime_ns); an absent path is all zeros (no file has
 # mode 0).
 _SIGNATURE = struct.Struct("<QQQQqq")
@@ -174,6 +175,8 @@ def replay(args: Sequence[str]) -> int | None:
         return None
     if memo is None or not memo.holds():
         return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # used now: the newest memos are kept (_MAX_MEMOS)
     stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
     output, offset = memo.output, 0
     while offset < len(output):
@@ -602,7 +605,21 @@ def _write(path: str, sections: list[bytes]) -> str | None:
         os.replace(temp, path)
     except OSError as exc:
         return f"cannot write {path}: {exc.strerror}"
+    _forget_oldest(os.path.dirname(path))
     return None
+
+
+def _forget_oldest(directory: str) -> None:
+    """Keep the ``_MAX_MEMOS`` memos used last (one per argv, cwd and environment: a shell's
+    changing ``OLDPWD`` alone makes new ones)."""
+    used: list[tuple[int, str]] = []
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if not entry.name.endswith(".tmp"):  # another process's, being written
+                used.append((entry.stat().st_mtime_ns, entry.path))
+    for _, path in sorted(used)[: max(0, len(used) - _MAX_MEMOS)]:
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
 # --------------------------------------------------------------------------- what was printed
