@@ -42,6 +42,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from cachehook.facts import LookupDone
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     import httpx
 
     from cachehook.config import RemoteSettings
+    from cachehook.facts import Fact
     from cachehook.remote import RemoteCache
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "IDLE_SECONDS",
     "Event",
     "EventSender",
+    "UsageEvents",
     "default_spool_dir",
     "flush_spool",
     "flushing",
@@ -304,6 +308,78 @@ class EventSender:
             return
         if claimed is not None:
             self._spool.delete(claimed)
+
+
+class UsageEvents:
+    """The runner's listener for usage events: one ``Event`` per ``LookupDone`` fact.
+
+    Sent by an ``EventSender`` started at the first lookup or, with ``detach`` (one task per
+    process, ``cachehook exec``), kept until ``close`` and then spooled for a detached
+    ``cachehook events flush``, so that a hit never imports httpx (issue 3).
+
+    Args:
+        settings: the remote whose events endpoint receives them.
+        cache_dir: the cache directory (its ``events`` spool).
+        root: the project root, the detached flusher's working directory.
+        detach: hand the events to a detached flusher at ``close`` instead of a thread.
+    """
+
+    def __init__(
+        self, settings: RemoteSettings, *, cache_dir: Path, root: Path, detach: bool
+    ) -> None:
+        self._settings = settings
+        self._cache_dir = cache_dir
+        self._root = root
+        self._detach = detach
+        self.detached: list[Event] = []
+        self._sender: EventSender | None = None
+        # Tasks of one graph run on several threads (issue 4): one sender.
+        self._opening = threading.Lock()
+
+    def __call__(self, fact: Fact, /) -> None:
+        if type(fact) is not LookupDone:
+            return
+        event = Event(
+            session_id=session_id(),
+            source=fact.where,
+            event="HIT" if fact.hit else "MISS",
+            hash=fact.key,
+            duration=fact.saved_ms,
+        )
+        if self._detach:
+            self.detached.append(event)
+            return
+        with self._opening:
+            if self._sender is None:
+                self._sender = EventSender(self._settings, spool_dir=self._cache_dir / "events")
+        self._sender.record(event)
+
+    def close(self) -> None:
+        """Flush the sender (bounded), or spool the detached events and start a flusher."""
+        if self._sender is not None:
+            self._sender.close()
+        if self.detached:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        import subprocess
+        import sys
+
+        events, self.detached = self.detached, []
+        spool = default_spool_dir(self._cache_dir)
+        if not spool_events(self._settings, spool, events) or is_flushing(spool):
+            return  # a running flusher, or the next run's, sends them
+        flush = ["events", "flush", "--cache-dir", str(self._cache_dir)]
+        # Detached: it outlives us; what it cannot send waits in the spool for the next run.
+        with contextlib.suppress(OSError):
+            subprocess.Popen(
+                [sys.executable, "-m", "cachehook", *flush],
+                cwd=self._root,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
 
 _FLUSH_LOCK = ".flush.lock"

@@ -19,18 +19,20 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cachehook._memo import HISTORY_LIMIT
+from cachehook.facts import TaskFinished
 from cachehook.hashing import digest_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from cachehook.runner import RunResult
+    from cachehook.facts import Fact, RunResult
 
 __all__ = [
     "HISTORY_FILE",
     "MAX_HISTORY_BYTES",
     "HistoryEntry",
+    "HistoryWriter",
     "append_result",
     "history_path",
     "project_id",
@@ -157,6 +159,19 @@ def append_result(
             _compact(path)
     except OSError as exc:
         _debug("cannot append to the run history %s: %s", path, exc)
+
+
+class HistoryWriter:
+    """The runner's listener for the history: appends each ``TaskFinished`` fact's result."""
+
+    __slots__ = ("cache_dir",)
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = cache_dir
+
+    def __call__(self, fact: Fact, /) -> None:
+        if type(fact) is TaskFinished:
+            append_result(self.cache_dir, fact.result, task=fact.task, project=fact.project)
 
 
 def _entry(result: RunResult, *, task: str | None, project: str | None, at: float) -> HistoryEntry:

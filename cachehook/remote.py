@@ -66,9 +66,17 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from pathlib import Path
     from types import TracebackType
+    from typing import Protocol
 
     from cachehook.config import CacheModes, RemoteSettings
-    from cachehook.events import Event
+
+    class _UsageEvent(Protocol):
+        """What ``record_events`` sends (``events.Event``; named by shape, not imported: the
+        events module imports this one, issue 11)."""
+
+        def validate(self) -> None: ...
+        def to_json(self) -> dict[str, object]: ...
+
 
 __all__ = [
     "FAILURE_LIMIT",
@@ -339,7 +347,7 @@ class RemoteCache:
             self._has_query_route = False
         return {key: self.exists(key) for key in keys}
 
-    def record_events(self, events: Sequence[Event]) -> None:
+    def record_events(self, events: Sequence[_UsageEvent]) -> None:
         """``POST /v8/artifacts/events`` with ``events`` as one JSON array.
 
         Raises:

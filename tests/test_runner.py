@@ -210,18 +210,20 @@ def test_no_remote_miss_events_once_the_remote_is_off(project: Path, status: int
     runner._remote = RemoteSession(
         settings.remote, modes=settings.modes, on_warning=lambda m: None, transport=failing
     )
+    usage = runner._usage
+    assert usage is not None
     try:
         per_task = []
         for text in ("one", "two", "three"):
-            before = len(runner._detached)
+            before = len(usage.detached)
             runner.run(runner.prepare(_writer(project, "out.txt", text)))
-            per_task.append([(e.source, e.event) for e in runner._detached[before:]])
+            per_task.append([(e.source, e.event) for e in usage.detached[before:]])
         assert not runner._remote.is_enabled
         assert per_task[-1] == [("LOCAL", "MISS")]
         if status == 401:
             assert all(events == [("LOCAL", "MISS")] for events in per_task)
     finally:
-        runner._detached.clear()
+        usage.detached.clear()
         runner.close()
 
 
@@ -348,5 +350,6 @@ def test_a_remote_restoring_hit_reads_its_download_once(
         assert kept is not None, "kept in the local store"
         assert kept["checksum"] == digest_bytes(artifact), "the checksum taken while it streamed"
     finally:
-        runner._detached.clear()
+        if runner._usage is not None:
+            runner._usage.detached.clear()  # no flusher left behind
         runner.close()
