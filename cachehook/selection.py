@@ -152,6 +152,17 @@ def _is_at(workspace: Workspace, path: str, target: Path) -> bool:
     return path != "." and target.is_relative_to(directory)
 
 
+def _member_at(workspace: Workspace, cwd: Path) -> str | None:
+    """The member whose directory holds ``cwd`` (the innermost), or None at the root or
+    outside every member."""
+    try:
+        relative = cwd.resolve().relative_to(workspace.root.resolve()).as_posix()
+    except ValueError:
+        return None
+    member = workspace.member_at(relative) if relative != "." else None
+    return None if member is None or member.path == "." else member.name
+
+
 def _match(workspace: Workspace, selector: str, cwd: Path) -> list[str]:
     if selector.startswith((".", "/")):
         target = (cwd / selector).resolve()
@@ -210,7 +221,8 @@ def select_tasks(
     """The tasks a run starts from (their dependencies come with them), each with a reason.
 
     A bare name is the root task of that name, else that task in every chosen member that has
-    it; ``member#task`` is always taken.
+    it; ``member#task`` is always taken. With neither ``filters`` nor ``affected``, a run
+    started inside a member's directory chooses that member only (turbo's package scoping).
 
     Raises:
         ConfigError: an unknown task or member, or a failed ``--affected`` look-up.
@@ -218,6 +230,10 @@ def select_tasks(
     chosen: dict[str, str] | None = None
     if filters:
         chosen = filter_members(graph, filters, cwd)
+    elif affected is None and graph.workspace is not None:
+        here = _member_at(graph.workspace, cwd)
+        if here is not None:  # started in a member's directory: that member, as turbo scopes
+            chosen = {here: f"the run started in {here}'s directory (--filter '*' for all)"}
     if affected is not None:
         changed = affected_members(graph, affected)
         chosen = changed if chosen is None else {m: changed[m] for m in chosen if m in changed}

@@ -105,3 +105,27 @@ def test_filters_need_a_workspace(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"--filter: pyproject.toml is not a uv workspace"):
         select_tasks(graph, ["t"], filters=["a"], cwd=tmp_path)
     assert select_tasks(graph, ["t"], cwd=tmp_path).names == ("t",)
+
+
+def test_a_run_started_in_a_member_directory_takes_that_member(repo: Path) -> None:
+    graph = graph_at(repo)
+    deep = repo / "packages" / "c" / "src"
+    chosen = select_tasks(graph, ["test"], cwd=deep)
+    assert chosen.names == ("c#test",)
+    assert "started in c's directory" in chosen.reasons["c#test"]
+    # At the root, every member; a filter or --affected overrides the scoping.
+    assert set(select_tasks(graph, ["test"], cwd=repo).names) == {
+        "a#test",
+        "b#test",
+        "c#test",
+        "d#test",
+    }
+    assert set(select_tasks(graph, ["test"], filters=["*"], cwd=deep).names) == {
+        "a#test",
+        "b#test",
+        "c#test",
+        "d#test",
+    }
+    assert select_tasks(graph, ["test"], affected="main", cwd=deep).names == ()
+    # An explicit member#task is taken wherever the run starts.
+    assert select_tasks(graph, ["a#test"], cwd=deep).names == ("a#test",)
