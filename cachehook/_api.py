@@ -375,13 +375,11 @@ def run_cached(
 
 def describe_result(result: RunResult) -> str:
     """The one line a host tool shows: ``local hit 3f2a…c91 (saved 4.21s)``."""
-    from cachehook.cli._output import format_duration, short_key
+    from cachehook.cli import _output
 
-    key = short_key(result.key)
     if result.status == "HIT":
-        where = "local" if result.source == "LOCAL" else "remote"
-        return f"{where} hit {key} (saved {format_duration(result.saved_ms)}), skipped the body"
+        return f"{_output.describe_hit(result)}, skipped the body"
     if result.status == "BYPASS":
-        return f"cache disabled, ran {key} in {format_duration(result.duration_ms)}"
-    stored = "cached" if result.stored else "not cached"
-    return f"miss {key}, ran in {format_duration(result.duration_ms)}, {stored}"
+        return _output.describe_result(result)
+    ran = _output.describe_ran(result.duration_ms, stored=result.stored)
+    return f"miss {_output.short_key(result.key)}, {ran}"

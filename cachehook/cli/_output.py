@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Console",
     "ProgressLine",
+    "describe_hit",
+    "describe_ran",
     "describe_result",
     "format_duration",
     "print_json",
@@ -69,14 +71,23 @@ def describe_result(result: RunResult) -> str:
     """``local hit 3f2a…c91 (saved 1.20s)``: one task's outcome, for its status line."""
     key = short_key(result.key)
     if result.status == "HIT":
-        where = "local" if result.source == "LOCAL" else "remote"
-        return f"{where} hit {key} (saved {format_duration(result.saved_ms)})"
+        return describe_hit(result)
     if result.status == "BYPASS":
         return f"cache disabled, ran {key} in {format_duration(result.duration_ms)}"
     if result.exit_code != 0:
         return f"miss {key}, failed with exit code {result.exit_code}; not cached"
-    stored = "cached" if result.stored else "not cached"
-    return f"miss {key}, ran in {format_duration(result.task_ms)}, {stored}"
+    return f"miss {key}, {describe_ran(result.task_ms, stored=result.stored)}"
+
+
+def describe_hit(result: RunResult) -> str:
+    """``local hit 3f2a…c91 (saved 1.20s)``: a hit, as every status line words it."""
+    where = "local" if result.source == "LOCAL" else "remote"
+    return f"{where} hit {short_key(result.key)} (saved {format_duration(result.saved_ms)})"
+
+
+def describe_ran(ms: int, *, stored: bool) -> str:
+    """``ran in 2.24s, cached``: a task that ran, as every status line words it."""
+    return f"ran in {format_duration(ms)}, {'cached' if stored else 'not cached'}"
 
 
 class ProgressLine:

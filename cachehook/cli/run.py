@@ -38,7 +38,14 @@ from cachehook.cli._options import (
     load_cli_settings,
     options,
 )
-from cachehook.cli._output import Console, format_duration, print_json, short_key
+from cachehook.cli._output import (
+    Console,
+    describe_hit,
+    describe_ran,
+    format_duration,
+    print_json,
+    short_key,
+)
 from cachehook.cli._project import load_tasks_or_explain
 from cachehook.errors import ConfigError
 from cachehook.logs import STDOUT, decode
@@ -197,17 +204,14 @@ class _Reporter:
         elif result is None:
             return
         elif state == "cached":
-            where = "local" if result.source == "LOCAL" else "remote"
-            saved = format_duration(result.saved_ms)
-            self.info(f"{name}: {where} hit {short_key(result.key)} (saved {saved})")
+            self.info(f"{name}: {describe_hit(result)}")
         elif state == "failed":
             took = format_duration(result.duration_ms)
             self.info(f"{name}: failed with exit code {result.exit_code} after {took}; not cached")
         elif result.status == "BYPASS":
             self.info(f"{name}: ran in {format_duration(result.duration_ms)} (cache disabled)")
         else:
-            stored = "cached" if result.stored else "not cached"
-            self.info(f"{name}: ran in {format_duration(result.duration_ms)}, {stored}")
+            self.info(f"{name}: {describe_ran(result.duration_ms, stored=result.stored)}")
 
 
 def _label(name: str) -> str:
