@@ -107,7 +107,7 @@ class Preparer:
         if self._toolchain is not None:
             self._toolchain.save()
 
-    def hash_inputs(
+    def _hash_inputs(
         self, inputs: GlobSet, outputs: GlobSet, *, reuse: bool = False
     ) -> tuple[tuple[FileDigest, ...], tuple[str, ...]]:
         root = self.settings.root
@@ -137,7 +137,7 @@ class Preparer:
         if not patterns:
             return ()
         inputs = GlobSet.compile(patterns, what="--input")
-        return self.hash_inputs(inputs, prepared.outputs)[0]
+        return self._hash_inputs(inputs, prepared.outputs)[0]
 
     def prepare(self, spec: TaskSpec) -> Prepared:
         """Hash the task's inputs and compute its key.
@@ -158,7 +158,7 @@ class Preparer:
             raise ConfigError(msg) from None
         patterns = input_patterns(spec.inputs, relative_cwd)
         inputs = GlobSet.compile(patterns, what="--input")
-        files, unmatched = self.hash_inputs(inputs, outputs, reuse=True) if patterns else ((), ())
+        files, unmatched = self._hash_inputs(inputs, outputs, reuse=True) if patterns else ((), ())
         if spec.inputs is None:
             unmatched = ()  # an empty directory has no inputs; nothing was misspelt
         env = resolve_env(spec.env, os.environ)

@@ -185,7 +185,7 @@ class Runner:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- hashing ---------------------------------------------------------------------------
+    # -- prepare ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def reusing_inputs(self) -> Iterator[None]:
