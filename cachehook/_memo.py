@@ -542,7 +542,8 @@ class Recorder:
         """Write the memo, or return why not (see the module docstring).
 
         Args:
-            cache_dir: the cache directory: what happens inside it is not recorded.
+            cache_dir: the cache directory: what cachehook keeps in it is not recorded
+                (:data:`_OWN_ENTRIES`); anything else under it is, as any path.
             store_files: the hit records and artifacts the result came from, each with
                 whether a replay touches it (the LRU order).
             output: what the invocation printed, as ``cachehook.logs`` frames.
@@ -563,7 +564,7 @@ class Recorder:
         # the tick of its recorded ctime, would keep its stat (racy git's rule).
         horizon = self.started_ns - _RACY_WINDOW_NS
         kept = [(path, follow, sig) for (path, follow), sig in self.seen.items()]
-        kept = [item for item in kept if not item[0].startswith(inside)]
+        kept = [item for item in kept if not _owned(item[0], inside)]
         for path, _, sig in kept:
             if sig != _ABSENT:
                 _, _, _, _, mtime, ctime = _SIGNATURE.unpack(sig)
@@ -591,6 +592,24 @@ class Recorder:
             b"%d" % exit_code,
         ]
         return _write(self.path, sections)
+
+
+# What cachehook keeps in its cache directory (and the memo directory): looking at these is
+# not recorded (the hit records and artifacts are checked as store files). Anything else under
+# the cache directory is recorded like any path: ``CACHEHOOK_CACHE_DIR=~/.cache`` also holds
+# poetry's venvs, and a cache directory may be a project's parent.
+_OWN_ENTRIES = frozenset(
+    {"store", "stat", "tmp", "memo", "events", "runs", "crashes", "toolchain.json", "history.jsonl"}
+)
+
+
+def _owned(path: str, inside: tuple[str, str]) -> bool:
+    cache, memos = inside
+    if path.startswith(memos):
+        return True
+    if not path.startswith(cache):
+        return False
+    return path[len(cache) :].partition(os.sep)[0] in _OWN_ENTRIES
 
 
 def _write(path: str, sections: list[bytes]) -> str | None:
