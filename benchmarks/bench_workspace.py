@@ -24,6 +24,16 @@ and ``experimentalTaskCommand`` (a ``command`` array in turbo.json gives every m
     nothing to run) beside the all-hit ``cachehook run test``, and ``turbo run test
     --affected`` on the same tree.
 
+Every cachehook row is taken twice on the same tree, each with its own cache directory:
+"memoised", the repeated command as a user repeats it, which the hit memo
+(``cachehook._memo``) replays after one ``stat`` per recorded path; and "full path", with
+``CACHEHOOK_MEMO=0`` from the start. turbo is warmed first (its ``.turbo/`` directories change
+what the memo stats), then cachehook's full path; the memoised side starts from a copy of that
+cache and re-runs each command 1.1 s apart (the memo's racy window) until its memo holds, and
+each timed memoised run is checked, untimed, to be one its memo replays (a row says when not).
+``--affected`` asks git (a child process), so it is never memoised: its two rows are one path.
+``--quick`` does not wait for the memo.
+
 Needs ``uv`` (the test extra) and turbo in ``.peers/`` (see .ci/run); git on PATH.
 Not a test: read the ratios. Everything happens in a temporary directory.
 """
@@ -31,6 +41,7 @@ Not a test: read the ratios. Everything happens in a temporary directory.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -150,6 +161,74 @@ def interleave(runs: dict[str, Callable[[], float]], repeat: int) -> dict[str, f
     return medians | {f"{name} cpu": statistics.median(values) for name, values in cpu.items()}
 
 
+MODES = ("memoised", "full path")
+
+
+def measure(
+    ch: str, root: Path, base: Path, env: dict[str, str], options: argparse.Namespace
+) -> dict[str, float]:
+    """Warm every side, then time them interleaved; names as ``report`` reads them."""
+    from bench_hit import await_memo, memo_holds
+
+    envs = {
+        "memoised": env | {"CACHEHOOK_CACHE_DIR": str(base / "cachehook-cache")},
+        "full path": env
+        | {"CACHEHOOK_CACHE_DIR": str(base / "cachehook-full"), "CACHEHOOK_MEMO": "0"},
+    }
+    turbo = str(TURBO)
+    quiet = ["--output-logs=hash-only"]
+    members = "--filter=./packages/*"
+    ours = {
+        "test": [ch, "run", "test", "-j", "2", *quiet],
+        "build": [ch, "run", "build", "-j", "2", *quiet],
+        "test --affected": [ch, "run", "test", "--affected"],
+    }
+    # First runs fill the caches: turbo's first (its .turbo/ directories change what cachehook's
+    # memo stats), then cachehook's full path; the memoised side starts from a copy of its cache.
+    for argv in ([turbo, "run", "test", members, *quiet], [turbo, "run", "build", *quiet]):
+        timed(argv, root, env)
+    for argv in ([ch, "run", "test", "-j", "2"], [ch, "run", "build", "-j", "2"]):
+        timed(argv, root, envs["full path"])
+    shutil.copytree(
+        envs["full path"]["CACHEHOOK_CACHE_DIR"],
+        envs["memoised"]["CACHEHOOK_CACHE_DIR"],
+        ignore=shutil.ignore_patterns("memo"),
+    )
+    all_hits = f"{options.members} tasks: {options.members} cached, 0 ran"
+    says = {"test": all_hits, "build": all_hits, "test --affected": "nothing to run"}
+    if not options.quick:  # --quick times nothing: it need not wait for the memo
+        time.sleep(1.1)  # what the first runs wrote, past the stat cache's racy window
+        for key in ("test", "build"):
+            for mode_env in envs.values():
+                timed(ours[key], root, mode_env, hits=says[key])
+            await_memo(ours[key], root, envs["memoised"])
+    broken: dict[str, int] = {}
+
+    def cachehook(key: str, mode: str) -> float:
+        checks = mode == "memoised" and key != "test --affected" and not options.quick
+        if checks and not memo_holds(ours[key], root, envs[mode]):  # untimed: would it replay?
+            broken[key] = broken.get(key, 0) + 1
+        return timed(ours[key], root, envs[mode], hits=says[key])
+
+    runs: dict[str, Callable[[], float]] = {
+        f"cachehook {mode} {key}": functools.partial(cachehook, key, mode)
+        for key in ours
+        for mode in MODES
+    }
+    runs |= {
+        "turbo test": lambda: timed(
+            [turbo, "run", "test", members, *quiet], root, env, hits="FULL TURBO"
+        ),
+        "turbo build": lambda: timed([turbo, "run", "build", *quiet], root, env, hits="FULL TURBO"),
+        "turbo test --affected": lambda: timed(
+            [turbo, "run", "test", "--affected", *quiet], root, env
+        ),
+        "python -c pass": lambda: timed(TEST, root, env),
+    }
+    figures = interleave(runs, options.repeat)
+    return figures | {f"broken {key}": float(count) for key, count in broken.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int)
@@ -191,64 +270,43 @@ def main() -> None:
             ch = str(options.cachehook)
         else:
             ch = cachehook_bin() if options.quick else wheel_cachehook(base)
-        turbo = str(TURBO)
-        quiet = ["--output-logs=hash-only"]
-        members = "--filter=./packages/*"
-        # First runs fill the caches.
-        for argv, cwd in (
-            ([ch, "run", "test", "-j", "2"], root),
-            ([ch, "run", "build", "-j", "2"], root),
-            ([turbo, "run", "test", members, *quiet], root),
-            ([turbo, "run", "build", *quiet], root),
-        ):
-            timed(argv, cwd, env)
-        all_hits = f"{options.members} tasks: {options.members} cached, 0 ran"
-        figures = interleave(
-            {
-                "cachehook test": lambda: timed(
-                    [ch, "run", "test", "-j", "2", *quiet], root, env, hits=all_hits
-                ),
-                "turbo test": lambda: timed(
-                    [turbo, "run", "test", members, *quiet], root, env, hits="FULL TURBO"
-                ),
-                "cachehook build": lambda: timed(
-                    [ch, "run", "build", "-j", "2", *quiet], root, env, hits=all_hits
-                ),
-                "turbo build": lambda: timed(
-                    [turbo, "run", "build", *quiet], root, env, hits="FULL TURBO"
-                ),
-                "cachehook test --affected": lambda: timed(
-                    [ch, "run", "test", "--affected"], root, env, hits="nothing to run"
-                ),
-                "turbo test --affected": lambda: timed(
-                    [turbo, "run", "test", "--affected", *quiet], root, env
-                ),
-                "python -c pass": lambda: timed(TEST, root, env),
-            },
-            options.repeat,
-        )
-    report(figures, options)
+        load = os.getloadavg()[0]
+        figures = measure(ch, root, base, env, options)
+    report(figures, options, load)
 
 
-def report(f: dict[str, float], options: argparse.Namespace) -> None:
+def report(f: dict[str, float], options: argparse.Namespace, load: float) -> None:
     shape = f"{options.members} members x {options.files} files, median of {options.repeat}"
     print(f"uv workspace, {shape} (ms)")
-    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"load average {load:.1f} before the timed runs, {os.getloadavg()[0]:.1f} at the end")
+    if options.quick:
+        print("--quick: no wait for the memo, so a memoised row may have taken the full path")
     head = "| figure | cachehook wall | turbo 2.11.11 wall | ratio | cachehook CPU | turbo CPU | ratio |"
     print(head)
     print("|---|---|---|---|---|---|---|")
     rows = [
         ("`run test`, every task a hit", "test"),
         ("`run build` (`uv build`), every task a hit", "build"),
-        ("`run test --affected`, clean tree (nothing to run)", "test --affected"),
+        (
+            "`run test --affected`, clean tree (nothing to run; asks git: never memoised)",
+            "test --affected",
+        ),
     ]
     for label, key in rows:
-        ours, theirs = f[f"cachehook {key}"], f[f"turbo {key}"]
-        our_cpu, their_cpu = f[f"cachehook {key} cpu"], f[f"turbo {key} cpu"]
-        cpu = f"{our_cpu:.0f} | {their_cpu:.0f} | {our_cpu / their_cpu:.2f}x"
-        print(f"| {label} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f}x | {cpu} |")
-    cost = f["cachehook test --affected"] - f["cachehook test"]
-    print(f"--affected on a clean tree vs all hits: {cost:+.0f} ms (nothing to run, git asked)")
+        theirs, their_cpu = f[f"turbo {key}"], f[f"turbo {key} cpu"]
+        for mode in MODES:
+            ours, our_cpu = f[f"cachehook {mode} {key}"], f[f"cachehook {mode} {key} cpu"]
+            broken = int(f.get(f"broken {key}", 0)) if mode == "memoised" else 0
+            note = f", memo did not hold in {broken} of {options.repeat}" if broken else ""
+            cpu = f"{our_cpu:.0f} | {their_cpu:.0f} | {our_cpu / their_cpu:.2f}x"
+            print(
+                f"| {label}, {mode}{note} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f}x | {cpu} |"
+            )
+    for mode in MODES:
+        cost = f[f"cachehook {mode} test --affected"] - f[f"cachehook {mode} test"]
+        print(
+            f"{mode}: --affected on a clean tree vs all hits: {cost:+.0f} ms (nothing to run, git asked)"
+        )
     print(f"python -c pass: {f['python -c pass']:.0f} ms wall (the start-up floor)")
 
 
