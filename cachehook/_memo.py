@@ -366,6 +366,7 @@ class Recorder:
         self.written: list[str] = []
         self.tainted: str | None = None if self.path is not None else "memos are off"
         self.inside_realpath: set[int] = set()  # threads in a realpath: record its answer only
+        self._directories: dict[int, tuple[int, int, str]] = {}  # fd -> inode, device, path
         self._saved: dict[str, Callable[..., Any]] = {}
         self.started_ns = time.time_ns()
 
@@ -389,13 +390,24 @@ class Recorder:
         if os.path.isabs(text):
             return text
         if dir_fd is not None:
-            try:
-                base = self._saved["readlink"](f"/proc/self/fd/{dir_fd}")
-            except OSError:
-                self.taint("a path relative to a directory descriptor")
-                return None
-            return os.path.join(str(base), text)
+            base = self._directory_of(dir_fd)
+            return None if base is None else os.path.join(base, text)
         return os.path.join(os.getcwd(), text)
+
+    def _directory_of(self, fd: int) -> str | None:
+        """The path a directory descriptor was opened by (Linux's ``/proc/self/fd``), asked
+        once per descriptor and directory: the stat cache passes one for every input."""
+        try:
+            st = os.fstat(fd)
+            known = self._directories.get(fd)
+            if known is not None and known[:2] == (st.st_ino, st.st_dev):
+                return known[2]
+            base = str(self._saved["readlink"](f"/proc/self/fd/{fd}"))
+        except OSError:
+            self.taint("a path relative to a directory descriptor")
+            return None
+        self._directories[fd] = (st.st_ino, st.st_dev, base)
+        return base
 
     def look(self, path: Any, *, follow: bool, dir_fd: int | None = None) -> None:
         """Record what ``path`` is now (for a file opened or a directory listed)."""
