@@ -129,6 +129,12 @@ class Tree:
             return {}
         return {p.name: p.stat().st_ino for p in directory.iterdir() if p.suffix != ".tmp"}
 
+    def memo_file(self) -> Path:
+        """The plain exec's memo: replayed last, so the newest (a replay touches its memo)."""
+        self.until_replayed()
+        found = [p for p in (self.cache / "memo").iterdir() if p.suffix != ".tmp"]
+        return max(found, key=lambda path: path.stat().st_mtime_ns)
+
     def run(
         self,
         *args: str,
@@ -394,6 +400,27 @@ def _linked_directory(tree: Tree) -> None:
     (tree.root / "src" / "shared").symlink_to(tree.base / "shared")
 
 
+def _dangling_link(tree: Tree) -> None:
+    (tree.root / "src" / "sub" / "dangling.txt").symlink_to("../../data/later.txt")
+
+
+def _linked_directory_through_a_link(tree: Tree) -> None:
+    for name in ("v1", "v2"):
+        (tree.base / name).mkdir()
+        (tree.base / name / "s.txt").write_text(f"{name}\n")
+    (tree.base / "current").symlink_to(tree.base / "v1")
+    (tree.root / "src" / "shared").symlink_to(tree.base / "current")
+
+
+def _retarget_current(tree: Tree) -> None:
+    (tree.base / "current").unlink()
+    (tree.base / "current").symlink_to(tree.base / "v2")
+
+
+def _empty_path_entry(tree: Tree) -> None:
+    tree.env["PATH"] = os.pathsep + tree.env["PATH"]  # an empty entry: the working directory
+
+
 def _untrack(tree: Tree) -> None:
     tree.git("rm", "-q", "--cached", "src/b.txt")  # ignored since prepare: no longer an input
 
@@ -504,6 +531,15 @@ MUTATIONS: dict[str, Mutation] = {
     "new file in a symlinked directory": Mutation(
         _writes("../shared/t.txt", "t\n"), prepare=_linked_directory
     ),
+    "a dangling symlinked input's target created": Mutation(
+        _writes("data/later.txt", "later\n"), prepare=_dangling_link
+    ),
+    "a symlinked directory retargeted through a second link": Mutation(
+        _retarget_current, prepare=_linked_directory_through_a_link
+    ),
+    "the program created in cwd, PATH with an empty entry": Mutation(
+        lambda t: _write_exe(t.cwd / "mytool", MYTOOL + "echo here\n"), prepare=_empty_path_entry
+    ),
     "the program in a PATH dir that did not exist": Mutation(
         _missing_path_dir_created, prepare=_missing_path_dir
     ),
@@ -576,7 +612,7 @@ def test_a_replay_is_what_the_full_path_does(shared: Tree) -> None:
     """Output bytes (each stream, and both through one pipe), exit code, history, LRU touch."""
     key = tree.history()[-1]["key"]
     assert isinstance(key, str)
-    (memo,) = (tree.cache / "memo").iterdir()
+    memo = tree.memo_file()
     aside = memo.with_name(memo.name + ".aside")
     memo.rename(aside)  # the full path, with the same arguments and environment
     full = tree.run()
@@ -615,6 +651,33 @@ def test_a_replay_is_what_the_full_path_does(shared: Tree) -> None:
         b"out one",
         b"out two",
     ]
+
+
+def test_a_replay_prints_what_the_full_path_prints_in_each_output_mode(shared: Tree) -> None:
+    """Each mode (and ``--quiet``) is a memo of its own: its full path, then its replay."""
+    tree = shared
+    settle([tree.base])
+    variants: list[tuple[list[str], dict[str, str]]] = [
+        ([], {"CACHEHOOK_OUTPUT_LOGS": mode}) for mode in ("errors-only", "hash-only", "none")
+    ]
+    variants.append((["--quiet"], {}))
+    failures = []
+    for extra, variables in variants:
+        args = [tree.args[0], *extra, *tree.args[1:]]
+        env = {**tree.env, **variables}
+        full = tree.run(*args, env=env)
+        replay = full
+        deadline = time.monotonic() + DEADLINE
+        while not replay.replayed and time.monotonic() < deadline:
+            time.sleep(POLL)
+            replay = tree.run(*args, env=env)
+        if not replay.replayed:
+            failures.append(f"{extra or variables}: never replayed")
+        elif (replay.code, replay.out, replay.err) != (full.code, full.out, full.err):
+            failures.append(
+                f"{extra or variables}: {(replay.out, replay.err)} != {(full.out, full.err)}"
+            )
+    assert not failures, "\n".join(failures)
 
 
 def test_a_replay_loads_only_what_the_memo_needs(shared: Tree) -> None:
@@ -724,7 +787,7 @@ def test_a_damaged_memo_is_ignored_and_rewritten(shared: Tree) -> None:
     tree = shared
     key = tree.history()[-1]["key"]
     good = tree.until_replayed()
-    (memo,) = (tree.cache / "memo").iterdir()
+    memo = tree.memo_file()
     for how in (
         "empty",
         "truncated",
