@@ -41,7 +41,6 @@ full path runs. Imports: :mod:`os`, :mod:`sys`, :mod:`struct`, :mod:`time`, xxha
 from __future__ import annotations
 
 import _thread
-import contextlib
 import os
 import struct
 import sys
@@ -175,8 +174,7 @@ def replay(args: Sequence[str]) -> int | None:
         return None
     if memo is None or not memo.holds():
         return None
-    with contextlib.suppress(OSError):
-        os.utime(path)  # used now: the newest memos are kept (_MAX_MEMOS)
+    _touch(path)  # used now: the newest memos are kept (_MAX_MEMOS)
     stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
     output, offset = memo.output, 0
     while offset < len(output):
@@ -190,9 +188,16 @@ def replay(args: Sequence[str]) -> int | None:
         _append_history(memo.history_path, memo.history, started)
     for store_path, (_, _, _, touch) in zip(memo.store_paths, memo.store_files, strict=True):
         if touch:
-            with contextlib.suppress(OSError):
-                os.utime(store_path)
+            _touch(store_path)
     return memo.exit_code
+
+
+def _touch(path: str | bytes) -> None:
+    # Not contextlib.suppress: importing contextlib costs more than a whole 1,000-path replay.
+    try:  # noqa: SIM105
+        os.utime(path)
+    except OSError:
+        pass
 
 
 _FRAME = struct.Struct(">BI")  # cachehook.logs' frame: stream (1 stdout, 2 stderr), length
@@ -256,11 +261,11 @@ class _Memo:
 
     def holds(self) -> bool:
         """Whether every path still looks as it did, and the store still has the result."""
-        pack, size = _SIGNATURE.pack, _SIGNATURE.size
-        stat, lstat, signatures, kinds = os.stat, os.lstat, self.signatures, self.kinds
-        for index, path in enumerate(self.paths):
+        pack, size, signatures = _SIGNATURE.pack, _SIGNATURE.size, self.signatures
+        stat, lstat, offset = os.stat, os.lstat, 0
+        for path, kind in zip(self.paths, self.kinds, strict=True):  # the replay's hot loop
             try:
-                st = stat(path) if kinds[index] == _FOLLOW else lstat(path)
+                st = stat(path) if kind == _FOLLOW else lstat(path)
             except _ABSENT_ERRORS:
                 now = _ABSENT
             except OSError:
@@ -269,8 +274,9 @@ class _Memo:
                 now = pack(
                     st.st_mode, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns
                 )
-            if now != signatures[index * size : (index + 1) * size]:
+            if now != signatures[offset : offset + size]:
                 return False
+            offset += size
         realpath = os.path.realpath
         for path, answer in zip(self.real_paths, self.real_answers, strict=True):
             if realpath(path) != answer:
@@ -644,13 +650,18 @@ def _forget_oldest(directory: str) -> None:
     """Keep the ``_MAX_MEMOS`` memos used last (one per argv, cwd and environment: a shell's
     changing ``OLDPWD`` alone makes new ones)."""
     used: list[tuple[int, str]] = []
-    with contextlib.suppress(OSError), os.scandir(directory) as entries:
-        for entry in entries:
-            if not entry.name.endswith(".tmp"):  # another process's, being written
-                used.append((entry.stat().st_mtime_ns, entry.path))
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if not entry.name.endswith(".tmp"):  # another process's, being written
+                    used.append((entry.stat().st_mtime_ns, entry.path))
+    except OSError:
+        return
     for _, path in sorted(used)[: max(0, len(used) - _MAX_MEMOS)]:
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - see _touch
             os.remove(path)
+        except OSError:
+            pass
 
 
 # --------------------------------------------------------------------------- what was printed
