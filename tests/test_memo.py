@@ -421,6 +421,18 @@ def _empty_path_entry(tree: Tree) -> None:
     tree.env["PATH"] = os.pathsep + tree.env["PATH"]  # an empty entry: the working directory
 
 
+def _system_git_config(tree: Tree) -> None:
+    del tree.env["GIT_CONFIG_NOSYSTEM"]
+    tree.env["GIT_CONFIG_SYSTEM"] = str(tree.base / "system-gitconfig")  # absent at first
+    _untracked_input(tree)
+
+
+def _system_git_config_created(tree: Tree) -> None:
+    (tree.base / "excludes").write_text("untracked.txt\n")
+    config = f"[core]\n\texcludesFile = {tree.base / 'excludes'}\n"
+    (tree.base / "system-gitconfig").write_text(config)
+
+
 def _untrack(tree: Tree) -> None:
     tree.git("rm", "-q", "--cached", "src/b.txt")  # ignored since prepare: no longer an input
 
@@ -525,6 +537,9 @@ MUTATIONS: dict[str, Mutation] = {
     "the repository's git config names an excludes file": Mutation(
         _excludes_in_repo_config, prepare=_untracked_input
     ),
+    "$GIT_CONFIG_SYSTEM created naming an excludes file": Mutation(
+        _system_git_config_created, prepare=_system_git_config
+    ),
     "~/.gitconfig created naming an excludes file": Mutation(
         _excludes_in_home_gitconfig, prepare=_untracked_input
     ),
@@ -556,6 +571,9 @@ MUTATIONS: dict[str, Mutation] = {
         _output_edit(lambda data: bytes(len(data))), same_key=True, check=_restored
     ),
     "cachehook cache clear": Mutation(_cache_clear, same_key=True, check=_missed),
+    "output chmod -w": Mutation(
+        lambda t: (t.cwd / "out" / "result.txt").chmod(0o444), same_key=True
+    ),
     "the artifact removed": Mutation(_artifact_removed, same_key=True),
     "the store removed": Mutation(
         lambda t: shutil.rmtree(t.cache / "store"), same_key=True, check=_missed
@@ -732,6 +750,13 @@ def test_no_memo_is_written_when_it_must_not_be(tree: Tree) -> None:
     }
     settle([tree.base])
     assert tree.run().replayed
+    memos = tree.memos()
+    # The control: a variable nothing reads is another memo, written at once (the tree is
+    # settled), so each case below that writes none does so for its own reason.
+    control = {**tree.env, "MEMO_TEST_UNRELATED": "1"}
+    assert not tree.run(env=control).replayed
+    assert len(tree.memos()) == len(memos) + 1, "the control wrote no memo"
+    assert tree.run(env=control).replayed
     memos = tree.memos()
     failures = []
     for case, (extra, variables) in cases.items():
