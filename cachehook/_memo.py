@@ -15,7 +15,9 @@ audit hook, which sees pathlib, ``open``, ``os.scandir`` and the import system a
 directory is recorded by its own ``stat``: adding, removing or renaming an entry changes its
 mtime, so a file that appears where a glob, ``.gitignore`` or ``PATH`` would find it is seen.
 A path that was absent is recorded as absent. Each ``stat`` is kept whole (mode, inode,
-device, size, mtime and ctime in nanoseconds).
+device, size, mtime and ctime in nanoseconds). So is the source file of every cachehook module
+loaded (most were imported before recording began), and anything under the cache directory
+but cachehook's own entries there (a venv under ``~/.cache``, a project).
 
 **When nothing is recorded** (a miss next time, never a false hit): the result was not a local
 hit that restored nothing, or printed anything but its log and status line, or a remote cache
@@ -570,6 +572,13 @@ class Recorder:
             exit_code: its exit code.
         """
         self.stop()
+        # The code that computes keys is part of the key, and most of it was imported before
+        # recording began (an edit in an editable checkout; a .pyc is what an import opens).
+        for name, module in list(sys.modules.items()):
+            if name == "cachehook" or name.startswith("cachehook."):
+                source = getattr(module, "__file__", None)
+                if source:
+                    self.look(source, follow=True)
         inside = (cache_dir.rstrip(os.sep) + os.sep, os.path.dirname(self.path or "") + os.sep)
         if self.tainted is None:
             for path in self.written:

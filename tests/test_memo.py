@@ -433,6 +433,27 @@ def _system_git_config_created(tree: Tree) -> None:
     (tree.base / "system-gitconfig").write_text(config)
 
 
+def _code_copy(tree: Tree) -> None:
+    """cachehook imported from a copy of its source, as from an editable checkout."""
+    import cachehook
+
+    source = Path(cachehook.__file__).parent
+    shutil.copytree(
+        source, tree.base / "code" / "cachehook", ignore=shutil.ignore_patterns("*.pyc")
+    )
+    tree.env["PYTHONPATH"] = str(tree.base / "code")
+
+
+def _code_edited(tree: Tree) -> None:
+    """The key's format bumped in place (same size): an edit in the checkout, or an upgrade."""
+    path = tree.base / "code" / "cachehook" / "hashing.py"
+    text = path.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("KEY_FORMAT_VERSION: int = "))
+    version = int(line.split("=")[1].split("#")[0])
+    bumped = line.replace(f"= {version}", f"= {(version + 1) % 10}", 1)
+    path.write_text(text.replace(line, bumped, 1))
+
+
 def _untrack(tree: Tree) -> None:
     tree.git("rm", "-q", "--cached", "src/b.txt")  # ignored since prepare: no longer an input
 
@@ -554,6 +575,9 @@ MUTATIONS: dict[str, Mutation] = {
     ),
     "the program created in cwd, PATH with an empty entry": Mutation(
         lambda t: _write_exe(t.cwd / "mytool", MYTOOL + "echo here\n"), prepare=_empty_path_entry
+    ),
+    "cachehook's key code edited (hashing.py, imported before recording)": Mutation(
+        _code_edited, prepare=_code_copy
     ),
     "the program in a PATH dir that did not exist": Mutation(
         _missing_path_dir_created, prepare=_missing_path_dir
