@@ -852,3 +852,138 @@ def test_a_damaged_memo_is_ignored_and_rewritten(shared: Tree) -> None:
         assert (tree.cache / "store").is_dir()
         again = tree.until_replayed()  # the full path wrote it again
         assert (again.out, again.err) == (good.out, good.err), how
+
+
+# --------------------------------------------------------------------------- in this process
+
+
+def test_a_crafted_memo_replays_in_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The replay's format, checks and effects, in this process (so measured by coverage,
+    which the child runs above are not): a memo written by ``_write`` with known sections."""
+    from cachehook import _memo
+    from cachehook.logs import STDERR, STDOUT, encode_frames
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CACHEHOOK_CACHE_DIR", str(cache))
+    monkeypatch.chdir(tmp_path)
+    args = ["exec", "-i", "watched", "--", "true"]
+    watched, absent = tmp_path / "watched", tmp_path / "absent"
+    watched.write_text("w")
+    record = cache / "store" / "record"
+    record.parent.mkdir(parents=True)
+    record.write_bytes(b"a hit record")
+    history = cache / "history.jsonl"
+    line = b'{"at":-1.0,"key":"k","ms":-1,"status":"HIT"}\n'
+    output = encode_frames([(STDOUT, b"out\n"), (STDERR, b"err\n"), (STDOUT, b"more\n")])
+    held = record.stat()
+    sections = [
+        b"\0".join([os.fsencode(watched), os.fsencode(absent)]),
+        bytes([_memo._FOLLOW, _memo._NO_FOLLOW]),
+        _memo._signature(watched.stat()) + _memo._ABSENT,
+        os.fsencode(tmp_path),
+        os.fsencode(os.path.realpath(tmp_path)),
+        os.fsencode(record),
+        _memo._STORE_FILE.pack(held.st_ino, held.st_dev, held.st_size, 1),
+        output,
+        line,
+        os.fsencode(history),
+        b"0",
+    ]
+    path = _memo.memo_path(args)
+    assert path is not None
+    assert _memo._write(path, sections) is None
+    os.utime(record, (1_000_000_000, 1_000_000_000))
+    capfd.readouterr()
+
+    assert _memo.replay(args) == 0
+    out, err = capfd.readouterr()
+    assert (out, err) == ("out\nmore\n", "err\n")
+    (entry,) = [json.loads(text) for text in history.read_text().splitlines()]
+    assert entry["key"] == "k"
+    assert entry["at"] > 1_000_000_000
+    assert entry["ms"] >= 0
+    assert record.stat().st_mtime > 1_000_000_000
+
+    monkeypatch.setenv("CACHEHOOK_MEMO", "0")
+    assert _memo.replay(args) is None  # memos off
+    monkeypatch.delenv("CACHEHOOK_MEMO")
+    absent.write_text("")
+    assert _memo.replay(args) is None  # a path recorded absent exists
+    absent.unlink()
+    assert _memo.replay(args) == 0
+    watched.write_text("changed")
+    assert _memo.replay(args) is None  # a path's stat changed
+    sections[2] = _memo._signature(watched.stat()) + _memo._ABSENT
+    sections[4] = b"/elsewhere"
+    assert _memo._write(path, sections) is None
+    assert _memo.replay(args) is None  # a realpath answers otherwise
+    sections[4] = os.fsencode(os.path.realpath(tmp_path))
+    sections[6] = _memo._STORE_FILE.pack(held.st_ino, held.st_dev, held.st_size + 1, 1)
+    assert _memo._write(path, sections) is None
+    assert _memo.replay(args) is None  # the hit record is not the one the memo names
+    record.unlink()
+    assert _memo.replay(args) is None  # the hit record is gone
+    for damaged in (b"", b"cachehook-memo 1 " + b"0" * 32 + b"\n", Path(path).read_bytes()[:-3]):
+        Path(path).write_bytes(damaged)
+        assert _memo.replay(args) is None
+    capfd.readouterr()
+
+
+def test_a_recorder_sees_stats_opens_listings_and_links_in_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What :class:`Recorder` notes, and what taints it (measured by coverage, as above)."""
+    from cachehook import _memo
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CACHEHOOK_CACHE_DIR", str(cache))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "file").write_text("f")
+    (tmp_path / "link").symlink_to("dir/file")
+    old = 1_000_000_000
+    for name in ("dir/file", "dir"):
+        os.utime(tmp_path / name, (old, old))
+    recorder = _memo.Recorder(["exec", "--", "true"]).start()
+    try:
+        os.stat("dir/file")
+        os.lstat(tmp_path / "link")
+        os.readlink("link")
+        os.access(tmp_path / "absent", os.R_OK)
+        with open(tmp_path / "dir" / "file", "rb") as file:
+            file.read()
+        os.listdir(tmp_path / "dir")
+        resolved = os.path.realpath(tmp_path / "link")
+        with open(cache.parent / "cache-file", "w") as file:  # outside the cache: noted
+            file.write("x")
+    finally:
+        recorder.stop()
+    assert os.stat is not recorder._stat  # the patches are undone
+    seen = {path for path, _ in recorder.seen}
+    for name in ("dir/file", "link", "absent", "dir"):
+        assert str(tmp_path / name) in seen, name
+    assert recorder.seen[(str(tmp_path / "absent"), True)] == _memo._ABSENT
+    assert recorder.realpaths[str(tmp_path / "link")] == resolved
+    assert str(cache.parent / "cache-file") in recorder.written
+    reason = recorder.save(
+        cache_dir=str(cache),
+        store_files=[],
+        output=b"",
+        history=b"",
+        history_path=str(cache / "history.jsonl"),
+        exit_code=0,
+    )
+    assert reason is not None
+    assert "was written" in reason
+
+    child = _memo.Recorder(["exec", "--", "true", "2"]).start()
+    try:
+        subprocess.run(["true"], check=True)
+    finally:
+        child.stop()
+    assert child.tainted is not None
+    assert "subprocess.Popen" in child.tainted
+    monkeypatch.setenv("CACHEHOOK_MEMO", "0")
+    assert _memo.Recorder(["exec", "--", "true", "3"]).start().tainted == "memos are off"
