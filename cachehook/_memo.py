@@ -258,6 +258,7 @@ class _Memo:
             and len(memo.signatures) == len(memo.paths) * _SIGNATURE.size
             and len(memo.real_answers) == len(memo.real_paths)
             and len(memo.store_files) == len(memo.store_paths)
+            and _frames_end(memo.output)
         )
         return memo if consistent else None
 
@@ -293,6 +294,19 @@ class _Memo:
             if (st.st_ino, st.st_dev, st.st_size) != (inode, device, length):
                 return False
         return True
+
+
+def _frames_end(output: bytes) -> bool:
+    """Whether ``output`` is whole frames of stream 1 or 2, ending where it ends."""
+    offset = 0
+    while offset < len(output):
+        if offset + _FRAME.size > len(output):
+            return False
+        stream, size = _FRAME.unpack_from(output, offset)
+        offset += _FRAME.size + size
+        if stream not in (1, 2) or offset > len(output):
+            return False
+    return True
 
 
 def _split(section: bytes) -> list[bytes]:

@@ -923,6 +923,12 @@ def test_a_crafted_memo_replays_in_this_process(
     sections[6] = _memo._STORE_FILE.pack(held.st_ino, held.st_dev, held.st_size + 1, 1)
     assert _memo._write(path, sections) is None
     assert _memo.replay(args) is None  # the hit record is not the one the memo names
+    sections[6] = _memo._STORE_FILE.pack(held.st_ino, held.st_dev, held.st_size, 1)
+    for frames in (output[:-2], b"\x03" + output[1:]):  # cut short; a third stream
+        sections[7] = frames
+        assert _memo._write(path, sections) is None  # a valid digest over bad frames
+        assert _memo.replay(args) is None
+    sections[7] = output
     record.unlink()
     assert _memo.replay(args) is None  # the hit record is gone
     for damaged in (b"", b"cachehook-memo 1 " + b"0" * 32 + b"\n", Path(path).read_bytes()[:-3]):
