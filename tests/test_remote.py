@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 import struct
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from cachehook.remote import (
     RemoteCache,
     RemoteCachingDisabledError,
     RemoteSession,
+    _transport_for,
     artifact_tag,
     team_scope,
 )
@@ -819,6 +821,51 @@ def test_round_trip_through_the_npm_server(
         ("HEAD", 200),
         ("GET", 200),
     ]
+
+
+@integration
+def test_a_plain_http_remote_loads_no_certificate(
+    remote_settings: RemoteSettings,
+    capture_proxy: CaptureProxy,
+    artifact: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Loading a CA bundle is ~25-50 ms of a remote hit; an http:// API has no use for one.
+    assert remote_settings.api.startswith("http://")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a CA bundle was loaded for a plain http remote")
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", refuse)
+    with RemoteCache(remote_settings) as cache:
+        cache.store(KEY, artifact, duration_ms=1)
+        assert cache.fetch(KEY, tmp_path / "hit") is not None
+    assert (tmp_path / "hit").read_bytes() == artifact.read_bytes()
+    assert [r.method for r in capture_proxy.requests] == ["PUT", "GET"]
+
+
+def test_an_https_remote_verifies_as_httpx_does() -> None:
+    transport = _transport_for("https")
+    try:
+        context = transport._pool._ssl_context
+        assert context is not None
+        assert context.verify_mode == ssl.CERT_REQUIRED
+        assert context.check_hostname
+        default = httpx.create_ssl_context()
+        assert context.cert_store_stats() == default.cert_store_stats()
+        assert context.cert_store_stats()["x509_ca"] > 0
+    finally:
+        transport.close()
+    plain = _transport_for("http")
+    try:
+        unused = plain._pool._ssl_context  # never used, and it would trust nobody
+        assert unused is not None
+        assert unused.verify_mode == ssl.CERT_REQUIRED
+        assert unused.check_hostname
+        assert unused.cert_store_stats()["x509_ca"] == 0
+    finally:
+        plain.close()
 
 
 @integration
