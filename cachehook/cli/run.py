@@ -305,24 +305,11 @@ def run(
 ) -> int:
     """Run the named TASKs and what they depend on, or restore them from the cache."""
     argv = click.get_current_context().find_root().obj
-    if not isinstance(argv, list) or dry_run or summarize or force:
-        return _run(
-            task_names,
-            jobs,
-            keep_going,
-            force,
-            dry_run,
-            summarize,
-            no_toolchain,
-            quiet,
-            filters,
-            affected,
-            flags,
-            None,
-        )
-    from cachehook._memo import Capture, Recorder
+    memo = None
+    if isinstance(argv, list) and not (dry_run or summarize or force):
+        from cachehook._memo import Capture, Recorder
 
-    memo = _Memo(Recorder(argv).start(), Capture().start())
+        memo = _Memo(Recorder(argv).start(), Capture().start())
     try:
         code = _run(
             task_names,
@@ -339,9 +326,11 @@ def run(
             memo,
         )
     finally:
-        memo.recorder.stop()
-        memo.capture.stop()
-    memo.save()
+        if memo is not None:
+            memo.recorder.stop()
+            memo.capture.stop()
+    if memo is not None:
+        memo.save()
     return code
 
 
