@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cachehook.facts import LookupDone
 
@@ -62,6 +62,8 @@ __all__ = [
     "EventSender",
     "UsageEvents",
     "default_spool_dir",
+    "flush_all",
+    "flush_handed_over",
     "flush_spool",
     "flushing",
     "is_flushing",
@@ -362,24 +364,117 @@ class UsageEvents:
             self._hand_off()
 
     def _hand_off(self) -> None:
-        import subprocess
-        import sys
-
         events, self.detached = self.detached, []
         spool = default_spool_dir(self._cache_dir)
         if not spool_events(self._settings, spool, events) or is_flushing(spool):
             return  # a running flusher, or the next run's, sends them
-        flush = ["events", "flush", "--cache-dir", str(self._cache_dir)]
-        # Detached: it outlives us; what it cannot send waits in the spool for the next run.
-        with contextlib.suppress(OSError):
+        _start_flusher(self._settings, spool, cwd=self._root)
+
+
+# The detached flusher (``UsageEvents`` with ``detach``): ``python -S -c _FLUSHER``, without
+# site (its .pth hooks; the run hands over its own ``sys.path``) nor click and the command
+# line, which cost it more than sending. It reads the run's hand-over from its stdin, a pipe
+# whose write end the run keeps until it exits: only then does the flusher import httpx and
+# send, so it takes no CPU from the run, whose wall time ends when it exits. What it cannot
+# send waits in the spool for the next run.
+_FLUSHER = (
+    "import json, sys\n"
+    "handed = json.loads(sys.stdin.buffer.read())\n"
+    "sys.path[:] = handed['path']\n"
+    "from cachehook.events import flush_handed_over\n"
+    "flush_handed_over(handed)\n"
+)
+_handed_lock = threading.Lock()
+_handed: dict[str, int] = {}  # a spool's directory -> the pipe its waiting flusher reads
+
+
+def _start_flusher(settings: RemoteSettings, spool_dir: Path, *, cwd: Path) -> None:
+    """Start a detached flusher for ``spool_dir``'s events to ``settings``'s remote, unless
+    this process has one waiting already (it sends everything there once we exit)."""
+    import subprocess
+    import sys
+
+    import cachehook
+
+    directory = str(_Spool(spool_dir, settings).directory)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(cachehook.__file__)))
+    path = [os.path.abspath(entry) for entry in sys.path]  # '' is our working directory
+    handed = {
+        "path": [*path, package_root],  # an editable install's finder is not on sys.path
+        "spool": str(spool_dir),
+        "remote": _remote_to_json(settings),
+    }
+    payload = json.dumps(handed).encode("utf-8")
+    with _handed_lock:
+        if directory in _handed:
+            return
+        read, write = os.pipe()  # neither end is inherited by any other child
+        try:
+            # Detached: it outlives us.
             subprocess.Popen(
-                [sys.executable, "-m", "cachehook", *flush],
-                cwd=self._root,
-                stdin=subprocess.DEVNULL,
+                [sys.executable, "-S", "-c", _FLUSHER],
+                cwd=cwd,
+                stdin=read,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
+            while payload:  # a few KiB at most, far below a pipe's buffer: never waits
+                payload = payload[os.write(write, payload) :]
+        except OSError:
+            os.close(write)  # no flusher: the next run sends them
+            return
+        finally:
+            os.close(read)
+        _handed[directory] = write  # closed by our exit, which the flusher waits for
+
+
+def _remote_to_json(settings: RemoteSettings) -> dict[str, object]:
+    import base64
+    import dataclasses
+
+    fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    key = fields["signature_key"]
+    fields["signature_key"] = None if key is None else base64.b64encode(key).decode("ascii")
+    return fields
+
+
+def flush_handed_over(handed: dict[str, Any]) -> None:
+    """The detached flusher's work, once the run that handed it ``handed`` has exited."""
+    import base64
+    from pathlib import Path
+
+    from cachehook.config import RemoteSettings
+
+    remote = dict(handed["remote"])
+    key = remote["signature_key"]
+    remote["signature_key"] = None if key is None else base64.b64decode(key)
+    flush_all(RemoteSettings(**remote), Path(handed["spool"]))
+
+
+def flush_all(
+    settings: RemoteSettings, spool_dir: Path, *, on_warning: Callable[[str], None] | None = None
+) -> tuple[int, int]:
+    """Send ``settings``'s spooled events, one flusher at a time, until none is left or the
+    endpoint fails (``cachehook events flush``, and the detached flusher).
+
+    Returns:
+        (events sent, events still in the spool for this remote).
+    """
+    problems: list[str] = []
+    sent = left = 0
+    for _ in range(5):
+        with flushing(spool_dir):  # one flusher at a time; runs check before starting one
+            count, _ = flush_spool(settings, spool_dir, on_warning=problems.append)
+        sent += count
+        # A run that found us flushing left its events to us: look again after unlocking.
+        left = pending_count(settings, spool_dir)
+        if problems or not left:
+            break
+    if on_warning is not None:
+        for problem in problems:
+            on_warning(problem)
+    return sent, left
 
 
 _FLUSH_LOCK = ".flush.lock"

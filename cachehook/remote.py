@@ -49,18 +49,29 @@ import logging
 import os
 import re
 import struct
+import sys
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-import httpx
-
 from cachehook import __version__
 from cachehook.ci import detect_ci_vendor, is_interactive
 from cachehook.errors import RemoteAuthError, RemoteError, RemoteProtocolError, RemoteUnavailable
 from cachehook.redaction import scrub
+
+# ``import httpx`` imports its command line, ``httpx._main``: click, then pygments and rich
+# where they are installed (tens of ms on every remote hit), or an import that fails without
+# them. No cachehook process runs that command: httpx takes its own fallback for it (a
+# ``main`` that says its dependencies are missing), and the module can still be imported.
+_MARKED = "httpx" not in sys.modules
+if _MARKED:
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]
+import httpx  # noqa: E402
+
+if _MARKED and sys.modules.get("httpx._main", httpx) is None:
+    del sys.modules["httpx._main"]
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

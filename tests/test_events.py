@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -27,7 +28,7 @@ from cachehook.events import (
     flush_spool,
     session_id,
 )
-from tests.waiting import GENEROUS, finishes
+from tests.waiting import GENEROUS, finishes, reap
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -517,3 +518,73 @@ def test_one_flusher_at_a_time(tmp_path: Path) -> None:
     with flushing(tmp_path):
         assert is_flushing(tmp_path), "a run must not start a second flusher"
     assert not is_flushing(tmp_path)
+
+
+_HANDING_RUN = """\
+import sys
+from pathlib import Path
+from cachehook.config import RemoteSettings
+from cachehook.events import UsageEvents
+from cachehook.facts import LookupDone
+
+api, token, slug, cache_dir, key = sys.argv[1:]
+# Settings made here, not from the environment: the flusher must get the run's own.
+settings = RemoteSettings(api=api, token=token, slug=slug, signature_key=b"k" * 32)
+usage = UsageEvents(settings, cache_dir=Path(cache_dir), root=Path.cwd(), detach=True)
+usage(LookupDone(key, "REMOTE", True, 41200))
+usage.close()
+print("handed over", flush=True)
+sys.stdin.readline()  # the test says when this run exits
+"""
+
+
+@pytest.mark.integration
+def test_a_detached_run_s_flusher_sends_once_the_run_has_exited(
+    remote_settings: RemoteSettings, capture_proxy: CaptureProxy, tmp_path: Path
+) -> None:
+    key = "0123456789abcdef0123456789abcdef"
+    cache_dir = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHEHOOK_", "TURBO_"))}
+    argv = [remote_settings.api, remote_settings.token or "", remote_settings.slug or ""]
+    run = subprocess.Popen(
+        [sys.executable, "-c", _HANDING_RUN, *argv, str(cache_dir), key],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run.stdout is not None
+        assert finishes(run.stdout.readline) == "handed over\n"
+        spool = default_spool_dir(cache_dir)
+        assert spooled(spool) == [key], "spooled before the run goes on"
+        time.sleep(0.5)  # a flusher that did not wait would have sent them by now
+        assert capture_proxy.find("POST", "/v8/artifacts/events") == []
+        assert spooled(spool) == [key]
+        finishes(lambda: run.communicate("\n"))
+        assert run.returncode == 0
+    finally:
+        reap(run)
+    (post,) = capture_proxy.wait_for("POST", "/v8/artifacts/events", timeout=GENEROUS)
+    assert post.status == 200
+    assert post.query == {"slug": [remote_settings.slug]}
+    assert post.headers["authorization"] == f"Bearer {remote_settings.token}"
+    (sent,) = post.json()
+    assert (sent["source"], sent["event"], sent["hash"], sent["duration"]) == (
+        "REMOTE",
+        "HIT",
+        key,
+        41200,
+    )
+    deadline = time.monotonic() + GENEROUS
+    while spooled(spool) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert spooled(spool) == []
+
+
+def test_the_hand_over_keeps_every_remote_setting() -> None:
+    settings = remote(signature_key=b"\x00\xff" * 20, timeout=0.5, events_flush_timeout=3.0)
+    handed = json.loads(json.dumps(events_module._remote_to_json(settings)))
+    assert RemoteSettings(**{**handed, "signature_key": settings.signature_key}) == settings
+    assert base64.b64decode(handed["signature_key"]) == settings.signature_key

@@ -9,6 +9,8 @@ import json
 import logging
 import ssl
 import struct
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -843,6 +845,28 @@ def test_a_plain_http_remote_loads_no_certificate(
         assert cache.fetch(KEY, tmp_path / "hit") is not None
     assert (tmp_path / "hit").read_bytes() == artifact.read_bytes()
     assert [r.method for r in capture_proxy.requests] == ["PUT", "GET"]
+
+
+def test_importing_the_client_skips_httpx_s_command_line() -> None:
+    # httpx._main imports click (and pygments and rich where installed): not on a remote hit.
+    probe = (
+        "import sys\n"
+        "import cachehook.remote\n"
+        "assert 'click' not in sys.modules, 'click'\n"
+        "assert 'httpx._main' not in sys.modules, 'httpx._main'\n"
+        "import httpx\n"
+        "assert callable(httpx.main) and httpx.Client is cachehook.remote.httpx.Client\n"
+        "try:\n"
+        "    import httpx._main\n"
+        "except ImportError as exc:\n"
+        "    assert exc.name in ('rich', 'pygments', 'click'), exc  # its own dependencies\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n"
 
 
 def test_an_https_remote_verifies_as_httpx_does() -> None:

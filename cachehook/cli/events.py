@@ -38,9 +38,8 @@ events = SuggestingGroup("events", help="Cache usage events (POST /v8/artifacts/
 def _cwd() -> Path:
     """The working directory, or ``/`` once it is gone.
 
-    A run hands its events to a detached flush started in the project; the project may be
-    removed before the flush starts (a CI job's checkout, a temporary directory; issue 9).
-    The remote settings then come from the environment alone.
+    The project may be removed before this command runs in it (a CI job's checkout, a
+    temporary directory; issue 9). The remote settings then come from the environment alone.
     """
     try:
         return Path.cwd()
@@ -58,7 +57,7 @@ def _cwd() -> Path:
 )
 def flush(as_json: bool, **flags: Unpack[SettingsFlags]) -> None:
     """Send the cache events that earlier runs left in the spool."""
-    from cachehook.events import default_spool_dir, flush_spool, flushing, pending_count
+    from cachehook.events import default_spool_dir, flush_all
 
     settings = load_cli_settings(flags, cwd=_cwd())
     if settings.remote is None:
@@ -66,15 +65,7 @@ def flush(as_json: bool, **flags: Unpack[SettingsFlags]) -> None:
         raise ConfigError(msg)
     spool_dir = default_spool_dir(settings.cache_dir)
     problems: list[str] = []
-    sent = left = 0
-    for _ in range(5):
-        with flushing(spool_dir):  # one flusher at a time; runs check before starting one
-            count, _ = flush_spool(settings.remote, spool_dir, on_warning=problems.append)
-        sent += count
-        # A run that found us flushing left its events to us: look again after unlocking.
-        left = pending_count(settings.remote, spool_dir)
-        if problems or not left:
-            break
+    sent, left = flush_all(settings.remote, spool_dir, on_warning=problems.append)
     exit_code = EXIT_LEFT if left else EXIT_SENT
     if as_json:
         data = {
