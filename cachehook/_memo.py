@@ -1,5 +1,10 @@
 """The hit memo: a command repeated with nothing it looked at changed is replayed from stats.
 
+Over 400 lines on purpose: the file format is written by the recording half and read by the
+replay half, which must agree byte for byte, and the replay must import nothing else. The
+recording half (the patches, the audit hook, the output tees, ``save``) is the seam to split
+along if it grows.
+
 A local hit still costs the full path: settings, the walk, the stat cache, the toolchain, the
 hit record, each behind imports that dwarf the work (issue 11). Yet when a hit is repeated
 with the same arguments, working directory and environment, and not one file or directory
