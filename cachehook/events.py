@@ -317,7 +317,8 @@ class UsageEvents:
 
     Sent by an ``EventSender`` started at the first lookup or, with ``detach`` (one task per
     process, ``cachehook exec``), kept until ``close`` and then spooled for a detached
-    ``cachehook events flush``, so that a hit never imports httpx (issue 3).
+    flusher (``_FLUSHER``) that sends them once this process has exited, so that a hit never
+    imports httpx (issue 3) nor shares its cores with the flusher.
 
     Args:
         settings: the remote whose events endpoint receives them.
