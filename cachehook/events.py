@@ -398,18 +398,24 @@ def _start_flusher(settings: RemoteSettings, spool_dir: Path, *, cwd: Path) -> N
     import cachehook
 
     directory = str(_Spool(spool_dir, settings).directory)
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(cachehook.__file__)))
-    path = [os.path.abspath(entry) for entry in sys.path]  # '' is our working directory
-    handed = {
-        "path": [*path, package_root],  # an editable install's finder is not on sys.path
-        "spool": str(spool_dir),
-        "remote": _remote_to_json(settings),
-    }
-    payload = json.dumps(handed).encode("utf-8")
+    try:
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(cachehook.__file__)))
+        path = [os.path.abspath(entry) for entry in sys.path]  # '' is our working directory
+        handed = {
+            "path": [*path, package_root],  # an editable install's finder is not on sys.path
+            "spool": str(spool_dir),
+            "remote": _remote_to_json(settings),
+        }
+        payload = json.dumps(handed).encode("utf-8")
+    except (OSError, TypeError, ValueError):  # the working directory is gone (issue 9)
+        return  # no flusher: the next run sends them
     with _handed_lock:
         if directory in _handed:
             return
-        read, write = os.pipe()  # neither end is inherited by any other child
+        try:
+            read, write = os.pipe()  # neither end is inherited by any other child
+        except OSError:
+            return
         try:
             # Detached: it outlives us.
             subprocess.Popen(

@@ -588,3 +588,37 @@ def test_the_hand_over_keeps_every_remote_setting() -> None:
     handed = json.loads(json.dumps(events_module._remote_to_json(settings)))
     assert RemoteSettings(**{**handed, "signature_key": settings.signature_key}) == settings
     assert base64.b64decode(handed["signature_key"]) == settings.signature_key
+
+
+def test_a_hand_over_from_a_removed_directory_keeps_the_events(tmp_path: Path) -> None:
+    # The project may be removed while the task runs (issue 9): close must not fail, and the
+    # events wait in the spool for the next run.
+    project = tmp_path / "gone"
+    project.mkdir()
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from cachehook.config import RemoteSettings\n"
+        "from cachehook.events import UsageEvents\n"
+        "from cachehook.facts import LookupDone\n"
+        "settings = RemoteSettings(api='http://127.0.0.1:9', token='t' * 12)\n"
+        "usage = UsageEvents(settings, cache_dir=Path(sys.argv[1]), root=Path.cwd(), detach=True)\n"
+        "usage(LookupDone('ab' * 16, 'LOCAL', False, 0))\n"
+        "os.rmdir(Path.cwd())\n"
+        "usage.close()\n"
+        "print('closed')\n"
+    )
+    cache_dir = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHEHOOK_", "TURBO_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(cache_dir)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=GENEROUS,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "closed\n"
+    assert spooled(default_spool_dir(cache_dir)) == ["ab" * 16]
