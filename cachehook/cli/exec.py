@@ -24,6 +24,9 @@ info/exclude, or the global excludes file) ignores is skipped unless named liter
 A symlink counts with its target's content. Without -i, the inputs are every file
 git would list under the working directory (outputs and the cache excluded);
 --no-inputs says the command reads no file. Exit status is the command's own.
+
+The same command again, with nothing it looked at changed, replays from a memo in a few
+milliseconds (CACHEHOOK_MEMO=0 turns that off).
 """
 
 
