@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 import click
 
@@ -43,6 +42,8 @@ class _LazyGroup(SuggestingGroup):
 
 
 def _importable(name: str) -> bool:
+    import importlib.util  # only for listing the commands: ~5 ms a hit does not need
+
     module = COMMANDS[name].partition(":")[0]
     return importlib.util.find_spec(module) is not None
 

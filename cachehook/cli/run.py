@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import secrets
 import sys
 import threading
 import time
@@ -539,6 +538,8 @@ def _write_summary(
     targets: Sequence[str],
     started_at: float,
 ) -> Path | None:
+    import secrets  # only for --summarize: it imports hmac, hashlib and random
+
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started_at))
     path = settings.cache_dir / "runs" / f"{stamp}-{secrets.token_hex(3)}.json"
     counts: collections.Counter[str] = collections.Counter(
