@@ -146,7 +146,8 @@ def test_two_machines_share_work_and_report_events(
     put = puts[0]
     assert put.headers["content-type"] == "application/octet-stream"
     assert int(put.headers["content-length"]) == len(put.body) > 0
-    assert 300 <= int(put.headers["x-artifact-duration"]) < 30_000
+    # The producer's run time, as the run itself measured it (the task sleeps, so never 0).
+    assert int(put.headers["x-artifact-duration"]) == result_a["task_ms"] != 0
     assert put.headers["authorization"] == f"Bearer {npm_server.token}"
     assert put.query["slug"] == [team_slug]
     assert put.headers["user-agent"].startswith("cachehook/")
