@@ -134,7 +134,8 @@ def test_remote_hits_and_misses_against_a_real_server(
     theirs = json.loads(result.stdout)["periods"]["all"]
     assert (theirs["remote_hits"], theirs["local_misses"], theirs["misses"]) == (3, 3, 0)
     assert theirs["hit_rate"] == 1.0
-    assert theirs["saved_ms"] >= 600
+    # What the other machine saved is what the hits it recorded say (the tasks sleep: not 0).
+    assert theirs["saved_ms"] == saved_in_history(tmp_path / "other-cache") != 0
     assert (example / "build" / "docs" / "index.html").exists()
 
 
