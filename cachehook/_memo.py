@@ -42,7 +42,8 @@ must give the same result; the hit records and artifacts the result came from mu
 in the store (same inode and size). Then the recorded output is written, the history lines
 appended, the hit records touched (the store's LRU order), exactly as the full path would.
 Anything unexpected (no memo, a bad version or digest, one changed path) returns None and the
-full path runs. Imports: :mod:`os`, :mod:`sys`, :mod:`struct`, :mod:`time`, xxhash.
+full path runs. Imports: :mod:`os`, :mod:`sys`, :mod:`struct`, :mod:`time`, xxhash,
+:mod:`cachehook.logs`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ import sys
 import time
 
 import xxhash
+
+from cachehook.logs import STDOUT, decode, encode_frames
 
 TYPE_CHECKING = False  # not typing's: this module runs before anything else on a hit
 if TYPE_CHECKING:
@@ -183,14 +186,10 @@ def replay(args: Sequence[str]) -> int | None:
         return None
     _touch(path)  # used now: the newest memos are kept (_MAX_MEMOS)
     stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
-    output, offset = memo.output, 0
-    while offset < len(output):
-        stream, size = _FRAME.unpack_from(output, offset)
-        offset += _FRAME.size
-        target = stdout if stream == 1 else stderr
-        target.write(output[offset : offset + size])
+    for stream, chunk in memo.output:
+        target = stdout if stream == STDOUT else stderr
+        target.write(chunk)
         target.flush()
-        offset += size
     if memo.history:
         _append_history(memo.history_path, memo.history, started)
     for store_path, (_, _, _, touch) in zip(memo.store_paths, memo.store_files, strict=True):
@@ -207,7 +206,6 @@ def _touch(path: str | bytes) -> None:
         pass
 
 
-_FRAME = struct.Struct(">BI")  # cachehook.logs' frame: stream (1 stdout, 2 stderr), length
 _SECTIONS = 11
 
 
@@ -234,7 +232,8 @@ class _Memo:
         self.real_paths, self.real_answers = _split(sections[3]), _split(sections[4])
         self.store_paths = _split(sections[5])
         self.store_files = list(_STORE_FILE.iter_unpack(sections[6]))
-        self.output, self.history, self.history_path = sections[7], sections[8], sections[9]
+        self.output = list(decode(sections[7]))  # checked whole before a byte is written
+        self.history, self.history_path = sections[8], sections[9]
         self.exit_code = int(sections[10])
 
     @classmethod
@@ -263,7 +262,6 @@ class _Memo:
             and len(memo.signatures) == len(memo.paths) * _SIGNATURE.size
             and len(memo.real_answers) == len(memo.real_paths)
             and len(memo.store_files) == len(memo.store_paths)
-            and _frames_end(memo.output)
         )
         return memo if consistent else None
 
@@ -299,19 +297,6 @@ class _Memo:
             if (st.st_ino, st.st_dev, st.st_size) != (inode, device, length):
                 return False
         return True
-
-
-def _frames_end(output: bytes) -> bool:
-    """Whether ``output`` is whole frames of stream 1 or 2, ending where it ends."""
-    offset = 0
-    while offset < len(output):
-        if offset + _FRAME.size > len(output):
-            return False
-        stream, size = _FRAME.unpack_from(output, offset)
-        offset += _FRAME.size + size
-        if stream not in (1, 2) or offset > len(output):
-            return False
-    return True
 
 
 def _split(section: bytes) -> list[bytes]:
@@ -732,7 +717,7 @@ class Capture:
         with self._lock:
             self.size += len(data)
             if self.size <= _MAX_OUTPUT:
-                self.frames.append(_FRAME.pack(stream, len(data)) + data)
+                self.frames.append(encode_frames(((stream, data),)))
 
 
 class _Tee:

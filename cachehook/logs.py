@@ -6,11 +6,11 @@ Encoding: frames of one stream byte (1 stdout, 2 stderr), a 4-byte big-endian le
 from __future__ import annotations
 
 import struct
-import threading
-from typing import TYPE_CHECKING, BinaryIO
 
+TYPE_CHECKING = False  # not typing's: a memoised replay decodes logs and must not import it
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
+    from typing import BinaryIO
 
 __all__ = ["STDERR", "STDOUT", "LogRecorder", "decode", "encode_frames", "replay"]
 
@@ -23,6 +23,8 @@ class LogRecorder:
     """Collects chunks from several threads, keeping their arrival order."""
 
     def __init__(self) -> None:
+        import threading  # only when recording: a memoised replay decodes logs without it
+
         self._parts: list[bytes] = []
         self._lock = threading.Lock()
         self.has_output = False
