@@ -11,6 +11,7 @@ the task table and graph, and the scheduler (to move to a module of its own).
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import queue
@@ -506,9 +507,19 @@ class _Scheduler:
         self.reporter = reporter
         self.jobs = max(1, min(jobs, len(plan)))
         self.force = force
-        self.pending = list(plan)
+        self.pending = dict.fromkeys(plan)  # in plan order, which is also the start order
         self.running: set[str] = set()
         self.done: dict[str, TaskOutcome] = {}
+        # What changes when a task finishes, so that each loop costs what changed rather than
+        # a pass over every pending task (a 1,000-task run did 500,000 readiness checks).
+        self.position = {name: index for index, name in enumerate(plan)}
+        self.unmet = {name: len(graph.tasks[name].depends_on) for name in plan}
+        self.dependents: dict[str, list[str]] = {name: [] for name in plan}
+        for name in plan:
+            for dependency in graph.tasks[name].depends_on:
+                self.dependents[dependency].append(name)
+        self.ready = [self.position[name] for name in plan if not self.unmet[name]]
+        self.blocked: list[str] = []  # pending tasks with a dependency that did not succeed
         self.first_failure: str | None = None
         self.is_stopped = False
         # Set on ^C: a worker past its cache lookup must not start a child the signal missed.
@@ -574,10 +585,9 @@ class _Scheduler:
         while True:
             if not self.is_interrupted:
                 self._skip_blocked()
-            if not self.is_stopped:
-                for name in [n for n in self.pending if self._is_ready(n)]:
-                    if len(self.running) >= self.jobs:
-                        break
+            while not self.is_stopped and self.ready and len(self.running) < self.jobs:
+                name = self.plan[heapq.heappop(self.ready)]
+                if name in self.pending:  # else skipped since it became ready
                     self._start(name)
             if not self.running:
                 return
@@ -596,11 +606,12 @@ class _Scheduler:
             if not outcome.is_success and not keep_going:
                 self.is_stopped = True
 
-    def _is_ready(self, name: str) -> bool:
-        return all(d in self.done for d in self.graph.tasks[name].depends_on)
-
     def _skip_blocked(self) -> None:
-        for name in list(self.pending):
+        # Skipping a task blocks its own dependents, which join the list as it is walked.
+        while self.blocked:
+            name = self.blocked.pop(0)
+            if name not in self.pending:
+                continue
             for dependency in self.graph.tasks[name].depends_on:
                 outcome = self.done.get(dependency)
                 if outcome is not None and not outcome.is_success:
@@ -610,15 +621,20 @@ class _Scheduler:
                     break
 
     def _record(self, name: str, outcome: TaskOutcome) -> None:
-        if name in self.pending:
-            self.pending.remove(name)
+        self.pending.pop(name, None)
         self.done[name] = outcome
+        for dependent in self.dependents[name]:
+            self.unmet[dependent] -= 1
+            if not outcome.is_success:
+                self.blocked.append(dependent)
+            elif not self.unmet[dependent]:
+                heapq.heappush(self.ready, self.position[dependent])
         if outcome.state in ("failed", "error") and self.first_failure is None:
             self.first_failure = name
         self.reporter.finished(outcome)
 
     def _start(self, name: str) -> None:
-        self.pending.remove(name)
+        del self.pending[name]
         self.running.add(name)
         if self.jobs == 1:
             try:

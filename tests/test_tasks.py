@@ -323,3 +323,33 @@ def test_pass_env_is_a_task_key(tmp_path: Path) -> None:
     table = {"tasks": {"t": {"command": "true", "pass-env": ["TOKEN*"]}}}
     with pytest.raises(ConfigError, match="pass-env: 'TOKEN\\*' is not a variable name"):
         load_tasks(table, source="pyproject.toml", root=tmp_path)
+
+
+def test_one_job_starts_tasks_in_plan_order_and_skips_what_a_failure_blocks(
+    tmp_path: Path, runner: Runner
+) -> None:
+    # A diamond under a failing root: what depends on the failure, directly or through a
+    # skipped task, is skipped; everything else runs, each task after its dependencies and, with
+    # one job, in the order the plan lists them.
+    graph = graph_of(
+        {
+            "base": {"command": stamp_command("base")},
+            "left": {"command": stamp_command("left"), "depends-on": ["base"]},
+            "right": {"command": stamp_command("right"), "depends-on": ["base"]},
+            "bad": {"command": stamp_command("bad", code=3), "depends-on": ["left"]},
+            "top": {"command": stamp_command("top"), "depends-on": ["right", "bad"]},
+            "above": {"command": stamp_command("above"), "depends-on": ["top"]},
+            "aside": {"command": stamp_command("aside"), "depends-on": ["right"]},
+        },
+        tmp_path,
+    )
+    plan = graph.select(["above", "aside"])
+    reporter = Reporter()
+    with runner:
+        report = run_tasks(graph, ["above", "aside"], runner, reporter=reporter, keep_going=True)
+    states = {o.name: (o.state, o.message) for o in report.outcomes}
+    assert states["bad"][0] == "failed"
+    assert states["top"] == ("skipped", "it depends on 'bad', which failed")
+    assert states["above"] == ("skipped", "it depends on 'top', which did not run")
+    assert reporter.started_names == [n for n in plan if n not in ("top", "above")]
+    assert [o.name for o in report.outcomes] == plan
