@@ -349,6 +349,8 @@ class _Memo:
         report, runner, output = self.report, self.runner, self.capture.output()
         if report is None or runner is None or output is None or report.exit_code != 0:
             return
+        if self.recorder.tainted is not None:
+            return  # memos off, or no memo this time: no hit record need be read again
         settings = runner.settings
         if settings.remote is not None:
             return  # a remote cache's usage events must be sent by the full path
