@@ -5,17 +5,18 @@ walked (reusing, within ``Runner.reusing_inputs``, what an earlier task of the s
 and digested, issue 14), each input's digest through the stat cache, the declared variables
 without the remote cache's secrets, the toolchain's digests, and the ``Manifest`` whose digest
 is the key. ``TaskSpec`` (what a caller asks for) and ``Prepared`` (what the other steps take)
-live here too, so that ``_restore`` and ``_publish`` need not import the runner.
+live here too, so that ``_restore`` and ``_publish`` need not import the runner. They are
+NamedTuples, not frozen dataclasses: importing ``dataclasses`` (with ``inspect``) and building a
+dataclass cost milliseconds on every hit (hit latency, issue 11).
 """
 
 from __future__ import annotations
 
+import _thread  # threading's Lock, without importing threading on a hit (issue 11)
 import gc
 import os
-import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from cachehook.hashing import (
     FileDigest,
@@ -40,8 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["Prepared", "Preparer", "TaskSpec", "input_patterns"]
 
 
-@dataclass(frozen=True)
-class TaskSpec:
+class TaskSpec(NamedTuple):
     """What to run and what it reads and writes; globs are relative to the project root."""
 
     command: tuple[str, ...]
@@ -63,8 +63,7 @@ class TaskSpec:
     search_path: str | None = None
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """A task with its inputs hashed: the key and everything that went into it."""
 
     spec: TaskSpec
@@ -100,7 +99,7 @@ class Preparer:
         self._toolchain: Toolchain | None = None
         # Set while a run of many tasks reuses what it walked and digested (issue 14).
         self.reuse: RunCache | None = None
-        self._opening = threading.Lock()
+        self._opening = _thread.allocate_lock()
 
     def save(self) -> None:
         """Save what was learnt about the toolchain."""

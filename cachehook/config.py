@@ -11,14 +11,18 @@ What ``[tool.cachehook]`` and ``[tool.cachehook.remote]`` may hold is one table 
 It is longer than 400 lines because the whole precedence chain and the one wording of every
 table check (``check_table``, ``table_strings``, ...) are kept in one place, so that every
 table's messages read alike; the value parsers (size, duration, cache modes) are its seam.
+
+``Settings``, ``RemoteSettings`` and ``CacheModes`` are NamedTuples, not frozen dataclasses:
+they are built on every hit, and importing ``dataclasses`` (with ``inspect``) and building a
+dataclass cost milliseconds there (hit latency, issue 11).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cachehook.errors import ConfigError
@@ -182,8 +186,7 @@ def check_table(
             raise ConfigError(msg)
 
 
-@dataclass(frozen=True)
-class CacheModes:
+class CacheModes(NamedTuple):
     """Which sides of the cache may be read and written (turbo's ``--cache``)."""
 
     local_read: bool = True
@@ -192,24 +195,30 @@ class CacheModes:
     remote_write: bool = True
 
 
-@dataclass(frozen=True)
-class RemoteSettings:
+class RemoteSettings(NamedTuple):
     """Where the remote cache is and how to talk to it."""
 
     api: str
-    token: str | None = field(default=None, repr=False)
+    token: str | None = None
     team_id: str | None = None
     slug: str | None = None
-    signature_key: bytes | None = field(default=None, repr=False)
+    signature_key: bytes | None = None
     # Wait for a connection and a first byte; short, so a black hole costs little (issue 3).
     timeout: float = 2.0
     # An active transfer may take long: only a stalled one is cut.
     upload_timeout: float = 60.0
     events_flush_timeout: float = 1.0
 
+    def __repr__(self) -> str:  # never the token nor the signature key
+        hidden = ("token", "signature_key")
+        shown = (f"{n}={getattr(self, n)!r}" for n in self._fields if n not in hidden)
+        return f"RemoteSettings({', '.join(shown)})"
 
-@dataclass(frozen=True)
-class Settings:
+
+_NO_TABLE: Mapping[str, Any] = MappingProxyType({})
+
+
+class Settings(NamedTuple):
     """Everything a run needs to know, resolved once."""
 
     root: Path
@@ -219,7 +228,11 @@ class Settings:
     modes: CacheModes = CacheModes()
     remote: RemoteSettings | None = None
     output_logs: str = "full"
-    table: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    table: Mapping[str, Any] = _NO_TABLE
+
+    def __repr__(self) -> str:  # without the table, as long as the pyproject's
+        shown = (f"{name}={getattr(self, name)!r}" for name in self._fields[:-1])
+        return f"Settings({', '.join(shown)})"
 
 
 def find_root(start: Path) -> Path:

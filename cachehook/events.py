@@ -438,10 +438,9 @@ def _start_flusher(settings: RemoteSettings, spool_dir: Path, *, cwd: Path) -> N
 
 def _remote_to_json(settings: RemoteSettings) -> dict[str, object]:
     import base64
-    import dataclasses
 
-    fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
-    key = fields["signature_key"]
+    fields: dict[str, object] = settings._asdict()
+    key = settings.signature_key
     fields["signature_key"] = None if key is None else base64.b64encode(key).decode("ascii")
     return fields
 

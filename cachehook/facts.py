@@ -8,13 +8,13 @@ to each of its listeners, and each listener takes the facts it consumes and igno
     ``Notice``        a warning for the user, as a plain sentence (``on_notice``)
     ``Transfer``      an artifact moving to or from the remote (``on_progress``)
 
-The facts are NamedTuples, not frozen dataclasses: this module is imported on every hit (see
-``history.HistoryEntry``). Imports nothing from cachehook at run time.
+The facts and ``RunResult`` are NamedTuples, not frozen dataclasses: this module is imported on
+every hit, and importing ``dataclasses`` (with ``inspect``) and building a dataclass cost
+milliseconds there (hit latency, issue 11). Imports nothing from cachehook at run time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeAlias
 
 if TYPE_CHECKING:
@@ -40,8 +40,7 @@ Status = Literal["HIT", "MISS", "BYPASS", "DRY"]
 Source = Literal["LOCAL", "REMOTE"]
 
 
-@dataclass(frozen=True)
-class RunResult:
+class RunResult(NamedTuple):
     """What happened to one task."""
 
     key: str
@@ -56,8 +55,12 @@ class RunResult:
     local_hit: bool | None = None
     remote_hit: bool | None = None
     restored: tuple[str, ...] = ()
-    manifest: Manifest | None = field(default=None, repr=False)
-    value: str | None = field(default=None, repr=False)
+    manifest: Manifest | None = None
+    value: str | None = None
+
+    def __repr__(self) -> str:  # without the manifest and the value, as the dataclass had it
+        shown = (f"{name}={getattr(self, name)!r}" for name in self._fields[:-2])
+        return f"RunResult({', '.join(shown)})"
 
     def to_json(self) -> dict[str, Any]:
         return {

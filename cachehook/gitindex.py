@@ -10,6 +10,9 @@ version or required extension) is listed by ``git ls-files -z`` instead.
 Also here: where the user's global excludes file is (``core.excludesFile``, by default
 ``$XDG_CONFIG_HOME/git/ignore``), read from git's configuration files without running git
 unless they hold something a plain reading cannot follow (an ``include``).
+
+``GitRepo`` is a NamedTuple, not a frozen dataclass: importing ``dataclasses`` (with
+``inspect``) costs milliseconds on every hit (hit latency, issue 11).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["GitRepo", "excludes_file", "find_repo", "reset", "tracked_paths"]
 
@@ -29,8 +32,7 @@ _GIT_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT
 _MEMO: dict[str, tuple[tuple[int, int, int, int], tuple[str, ...]]] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class GitRepo:
+class GitRepo(NamedTuple):
     """A git worktree around some directory.
 
     Attributes:

@@ -1,20 +1,20 @@
 """The task key: a canonical manifest of everything a task reads, and why two keys differ.
 
 Everything here sits on the cache-hit path, so it imports nothing heavier than :mod:`re` and
-:mod:`json`. The digests of the input files and the stat cache are :mod:`cachehook.digests`;
-which files a set of globs names is :mod:`cachehook._globs` (glob syntax),
-:mod:`cachehook._gitignore` and :mod:`cachehook._walk`. This module re-exports all of them
-(:class:`FileDigest`, :class:`StatCache`, :func:`hash_files`, :class:`GlobSet`,
-:func:`expand_globs`...), so importers name one module.
+:mod:`json`, and no :mod:`dataclasses`: importing it (with :mod:`inspect`) and building its
+classes cost milliseconds on every hit (hit latency, issue 11). The digests of the input files
+and the stat cache are :mod:`cachehook.digests`; which files a set of globs names is
+:mod:`cachehook._globs` (glob syntax), :mod:`cachehook._gitignore` and :mod:`cachehook._walk`.
+This module re-exports all of them (:class:`FileDigest`, :class:`StatCache`,
+:func:`hash_files`, :class:`GlobSet`, :func:`expand_globs`...), so importers name one module.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from json.encoder import encode_basestring
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cachehook._globs import GlobSet, escape_glob
 from cachehook._walk import Expansion, expand_globs
@@ -50,8 +50,7 @@ _ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*\*?"  # compiled on first use, by re's cache
 # --------------------------------------------------------------------------- the toolchain
 
 
-@dataclass(frozen=True, slots=True)
-class ToolDigest:
+class ToolDigest(NamedTuple):
     """One tool of a task's toolchain as it enters the key (see :mod:`cachehook.toolchain`).
 
     Attributes:
@@ -168,12 +167,20 @@ def _encoded_tool(tool: ToolDigest) -> str:
     return encoded
 
 
-_MANIFEST_KEYS = frozenset(
-    {"version", "command", "cwd", "inputs", "env", "outputs", "salt", "dependencies", "toolchain"}
+_MANIFEST_FIELDS = (
+    "command",
+    "cwd",
+    "inputs",
+    "env",
+    "outputs",
+    "salt",
+    "dependencies",
+    "toolchain",
+    "version",
 )
+_MANIFEST_KEYS = frozenset(_MANIFEST_FIELDS)
 
 
-@dataclass(frozen=True, slots=True)
 class Manifest:
     """Everything that enters a task's key, and nothing machine-specific.
 
@@ -192,27 +199,76 @@ class Manifest:
         version: the key format.
     """
 
+    # A plain frozen class with __slots__ (equal and hashed by its fields, as the frozen
+    # dataclass it was), not a NamedTuple: it sorts its fields on creation (issue 11).
+    __slots__ = _MANIFEST_FIELDS
+
     command: tuple[str, ...]
     cwd: str
     inputs: tuple[FileDigest, ...]
     env: tuple[tuple[str, str], ...]
     outputs: tuple[str, ...]
-    salt: str = ""
-    dependencies: tuple[str, ...] = ()
-    toolchain: tuple[ToolDigest, ...] = ()
-    version: int = KEY_FORMAT_VERSION
+    salt: str
+    dependencies: tuple[str, ...]
+    toolchain: tuple[ToolDigest, ...]
+    version: int
 
-    def __post_init__(self) -> None:
-        inputs = tuple(self.inputs)
+    def __init__(
+        self,
+        *,
+        command: tuple[str, ...],
+        cwd: str,
+        inputs: tuple[FileDigest, ...],
+        env: tuple[tuple[str, str], ...],
+        outputs: tuple[str, ...],
+        salt: str = "",
+        dependencies: tuple[str, ...] = (),
+        toolchain: tuple[ToolDigest, ...] = (),
+        version: int = KEY_FORMAT_VERSION,
+    ) -> None:
+        inputs = tuple(inputs)
         paths = [f.path for f in inputs]
         if paths != sorted(paths):
             inputs = tuple(sorted(inputs, key=lambda f: f.path))
-        object.__setattr__(self, "command", tuple(self.command))
-        object.__setattr__(self, "inputs", inputs)
-        object.__setattr__(self, "env", tuple(sorted(tuple(pair) for pair in self.env)))
-        object.__setattr__(self, "outputs", tuple(self.outputs))
-        object.__setattr__(self, "dependencies", tuple(sorted(self.dependencies)))
-        object.__setattr__(self, "toolchain", tuple(sorted(self.toolchain, key=_tool_order)))
+        init = object.__setattr__
+        init(self, "command", tuple(command))
+        init(self, "cwd", cwd)
+        init(self, "inputs", inputs)
+        init(self, "env", tuple(sorted(tuple(pair) for pair in env)))
+        init(self, "outputs", tuple(outputs))
+        init(self, "salt", salt)
+        init(self, "dependencies", tuple(sorted(dependencies)))
+        init(self, "toolchain", tuple(sorted(toolchain, key=_tool_order)))
+        init(self, "version", version)
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in _MANIFEST_FIELDS)
+
+    def replace(self, **changes: Any) -> Manifest:
+        """A copy with ``changes`` to some fields, sorted again (as ``dataclasses.replace``)."""
+        fields = {name: getattr(self, name) for name in _MANIFEST_FIELDS}
+        return Manifest(**{**fields, **changes})
+
+    def __setattr__(self, name: str, value: object) -> None:
+        msg = f"cannot assign to field {name!r}: a Manifest is frozen"
+        raise AttributeError(msg)
+
+    def __delattr__(self, name: str) -> None:
+        msg = f"cannot delete field {name!r}: a Manifest is frozen"
+        raise AttributeError(msg)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Manifest:
+            return NotImplemented
+        assert isinstance(other, Manifest)  # for mypy
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        shown = (f"{name}={getattr(self, name)!r}" for name in _MANIFEST_FIELDS)
+        return f"Manifest({', '.join(shown)})"
 
     def key(self) -> str:
         """The task key: xxh3-128 hex of :meth:`canonical_bytes`."""

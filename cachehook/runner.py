@@ -10,10 +10,10 @@ usage events and the caller's reporters consume.
 
 from __future__ import annotations
 
+import _thread  # threading's Lock, without importing threading on a hit (issue 11)
 import contextlib
 import functools
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -108,7 +108,7 @@ class Runner:
         self._publisher: Publisher | None = None
         self._remote: RemoteSession | None = None
         # Tasks of one graph run on several threads (issue 4): open each resource once.
-        self._opening = threading.Lock()
+        self._opening = _thread.allocate_lock()
 
     def _emit(self, fact: Fact) -> None:
         for listener in self._listeners:

@@ -22,12 +22,12 @@ handful of ``stat`` calls and starts nothing.
 
 from __future__ import annotations
 
+import _thread  # threading's Lock, without importing threading on a hit (issue 11)
 import contextlib
 import json
 import os
 import re
 import sys
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -61,8 +61,10 @@ def _is_environment_entry(entry: object) -> bool:
 _RACY_WINDOW_NS = 1_000_000_000
 _HEAD = 1024
 _MAX_DEPTH = 3  # a script whose interpreter is a script whose interpreter is...
-_PYTHON_NAME = re.compile(r"(?:python|pypy)(?:\d+(?:\.\d+)*)?[dmtu]*(?:\.exe)?", re.IGNORECASE)
-_NORMALIZE = re.compile(r"[-_.]+")
+# Patterns, not compiled objects: re compiles (and caches) them on first use, not at import on
+# every hit (issue 11).
+_PYTHON_NAME = r"(?i)(?:python|pypy)(?:\d+(?:\.\d+)*)?[dmtu]*(?:\.exe)?"
+_NORMALIZE = r"[-_.]+"
 _PROBE_TIMEOUT = 60.0
 
 # Run by the interpreter being identified (``python -E -c``) or, for our own binary, exec'd
@@ -179,7 +181,7 @@ def _short(label: str) -> str:
 
 
 def _normalize(name: str) -> str:
-    return _NORMALIZE.sub("-", name).lower()
+    return re.sub(_NORMALIZE, "-", name).lower()
 
 
 # --------------------------------------------------------------------------- distributions
@@ -473,7 +475,7 @@ class Toolchain:
         # interpreter path -> (its environment entry, identity digest, versions): built once
         self._summaries: dict[str, tuple[dict[str, Any], str, tuple[tuple[str, str], ...]]] = {}
         self._dirty = False
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     @classmethod
     def load(cls, path: Path | None) -> Toolchain:
@@ -603,9 +605,9 @@ class Toolchain:
         return ToolDigest(label, digest_bytes(f"{identity} {digest}".encode()), versions)
 
     def _is_python(self, path: str) -> bool:
-        if _PYTHON_NAME.fullmatch(os.path.basename(path)):
+        if re.fullmatch(_PYTHON_NAME, os.path.basename(path)):
             return True
-        return bool(_PYTHON_NAME.fullmatch(os.path.basename(os.path.realpath(path))))
+        return bool(re.fullmatch(_PYTHON_NAME, os.path.basename(os.path.realpath(path))))
 
     def _venv_python(self, venv: str) -> str | None:
         for relative in ("bin/python", "bin/python3", "Scripts/python.exe"):

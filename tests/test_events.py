@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import logging
 import os
@@ -469,7 +468,7 @@ def test_events_reach_the_npm_server_field_by_field(
     key = "0123456789abcdef0123456789abcdef"
     # exit waits up to flush-timeout (1 s by default) and spools what is not sent by then; a
     # loaded machine may take longer, and this test is about the fields, not that deadline.
-    settings = dataclasses.replace(remote_settings, events_flush_timeout=GENEROUS)
+    settings = remote_settings._replace(events_flush_timeout=GENEROUS)
     sender = EventSender(settings, spool_dir=spool)
     sender.record(Event(run, "LOCAL", "MISS", key, 0))
     sender.record(Event(run, "REMOTE", "HIT", key, 41200))

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -809,7 +808,7 @@ def test_an_unrelated_file_does_not_change_the_key(project: Path) -> None:
 )
 def test_every_field_enters_the_key(project: Path, change: dict[str, Any], line: str) -> None:
     base = manifest(project)
-    changed = dataclasses.replace(base, **change)
+    changed = base.replace(**change)
     assert changed.key() != base.key()
     assert diff_manifests(base, changed) == [line]
 
@@ -835,9 +834,7 @@ def test_two_clones_in_different_directories_have_the_same_key(tmp_path: Path) -
 
 def test_input_and_env_order_do_not_change_the_key(project: Path) -> None:
     base = manifest(project)
-    shuffled = dataclasses.replace(
-        base, inputs=tuple(reversed(base.inputs)), env=tuple(reversed(base.env))
-    )
+    shuffled = base.replace(inputs=tuple(reversed(base.inputs)), env=tuple(reversed(base.env)))
     assert shuffled.key() == base.key()
     assert shuffled.inputs == base.inputs
 
@@ -921,9 +918,7 @@ def test_diff_manifests_lists_inputs_and_is_empty_when_equal(project: Path) -> N
     assert diff_manifests(before, before) == []
     (project / "README.md").unlink()
     write(project, {"NEW.md": "x", "src/pkg/core.py": "VALUE = 3\n"})
-    after = dataclasses.replace(
-        manifest(project), env=(("CI", digest_bytes(b"0")), ("HOME", "unset")), salt="x"
-    )
+    after = manifest(project).replace(env=(("CI", digest_bytes(b"0")), ("HOME", "unset")), salt="x")
     assert diff_manifests(before, after) == [
         "input added: NEW.md",
         "input removed: README.md",
@@ -961,7 +956,7 @@ def test_resolve_env_rejects_bad_names(name: str) -> None:
 def test_all_is_sorted_and_complete() -> None:
     public = {n for n in vars(hashing) if not n.startswith("_")} - {
         "annotations",
-        "dataclass",
+        "NamedTuple",
         "encode_basestring",
         "json",
         "re",

@@ -7,7 +7,6 @@ by ``python -m venv``. Nothing touches the network.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -341,7 +340,7 @@ def test_opting_out_leaves_the_toolchain_out(
 ) -> None:
     spec = TaskSpec(command=(sys.executable, "v.py"), inputs=("v.py",), cwd=project)
     assert run_task(project, spec)[1].toolchain
-    assert run_task(project, dataclasses.replace(spec, toolchain=False))[1].toolchain == ()
+    assert run_task(project, spec._replace(toolchain=False))[1].toolchain == ()
     assert run_task(project, spec, use_toolchain=False)[1].toolchain == ()
 
 
@@ -582,12 +581,9 @@ def test_the_toolchain_is_in_the_canonical_bytes_and_round_trips() -> None:
     text = json.dumps(m.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert m.canonical_bytes() == text.encode()
     assert Manifest.from_json(json.loads(json.dumps(m.to_json()))) == m
-    newer = dataclasses.replace(
-        m,
+    newer = m.replace(
         toolchain=(
-            dataclasses.replace(
-                tool, digest="b" * 32, versions=(("python", "3.12.1"), ("ruff", "0.17.6"))
-            ),
+            tool._replace(digest="b" * 32, versions=(("python", "3.12.1"), ("ruff", "0.17.6"))),
         ),
     )
     assert newer.key() != m.key()
@@ -595,9 +591,9 @@ def test_the_toolchain_is_in_the_canonical_bytes_and_round_trips() -> None:
         "toolchain: python 3.11.7 -> 3.12.1",
         "toolchain: ruff 0.15.9 -> 0.17.6",
     ]
-    same_versions = dataclasses.replace(m, toolchain=(dataclasses.replace(tool, digest="c" * 32),))
+    same_versions = m.replace(toolchain=(tool._replace(digest="c" * 32),))
     assert diff_manifests(m, same_versions) == ["toolchain changed: ruff"]
-    assert diff_manifests(m, dataclasses.replace(m, toolchain=())) == ["toolchain removed: ruff"]
+    assert diff_manifests(m, m.replace(toolchain=())) == ["toolchain removed: ruff"]
 
 
 def test_a_manifest_stored_before_the_toolchain_still_loads() -> None:
