@@ -16,7 +16,8 @@ import pytest
 from cachehook.config import load_settings
 from cachehook.errors import ConfigError
 from cachehook.runner import Runner
-from cachehook.tasks import TaskOutcome, load_task_graph, plan_tasks, run_tasks
+from cachehook.scheduler import TaskOutcome, run_tasks
+from cachehook.tasks import load_task_graph, plan_tasks
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -15,7 +15,8 @@ import pytest
 from cachehook.config import load_settings
 from cachehook.hashing import digest_bytes
 from cachehook.runner import Runner, TaskSpec
-from cachehook.tasks import RunReport, TaskOutcome, load_tasks, plan_tasks, run_tasks
+from cachehook.scheduler import RunReport, TaskOutcome, run_tasks
+from cachehook.tasks import load_tasks, plan_tasks
 
 if TYPE_CHECKING:
     from pathlib import Path

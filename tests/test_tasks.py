@@ -15,7 +15,8 @@ from cachehook import process
 from cachehook.config import load_settings
 from cachehook.errors import ConfigError
 from cachehook.runner import Runner
-from cachehook.tasks import TaskOutcome, load_tasks, plan_tasks, run_tasks
+from cachehook.scheduler import TaskOutcome, run_tasks
+from cachehook.tasks import load_tasks, plan_tasks
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -270,7 +271,7 @@ def test_keyboard_interrupt_from_a_child_stops_the_run(
             raise KeyboardInterrupt  # what process.run_command raises after ^C
         return real(argv, **kwargs)
 
-    monkeypatch.setattr("cachehook.tasks.run_command", interrupted)
+    monkeypatch.setattr("cachehook.scheduler.run_command", interrupted)
     graph = graph_of(
         {
             "a": {"command": stamp_command("a", 0.5)},

@@ -49,15 +49,9 @@ from cachehook.cli._project import load_tasks_or_explain
 from cachehook.errors import ConfigError
 from cachehook.logs import STDOUT, decode
 from cachehook.runner import Runner
+from cachehook.scheduler import RunReport, TaskOutcome, run_tasks
 from cachehook.selection import Selection, select_tasks
-from cachehook.tasks import (
-    PlannedTask,
-    RunReport,
-    TaskGraph,
-    TaskOutcome,
-    plan_tasks,
-    run_tasks,
-)
+from cachehook.tasks import PlannedTask, TaskGraph, plan_tasks
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

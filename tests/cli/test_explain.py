@@ -105,7 +105,8 @@ def test_explain_compares_with_this_projects_runs_only(
     from cachehook.cli.explain import explain
     from cachehook.config import load_settings
     from cachehook.runner import Runner
-    from cachehook.tasks import load_task_graph, run_tasks
+    from cachehook.scheduler import run_tasks
+    from cachehook.tasks import load_task_graph
 
     table = '[tool.cachehook.tasks.t]\ncommand = "true"\ninputs = ["*.txt"]\n'
     first, second = tmp_path / "first", tmp_path / "second"
