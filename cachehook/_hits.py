@@ -30,14 +30,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 from cachehook.hashing import digest_bytes
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Collection
     from pathlib import Path
+    from typing import NoReturn
 
 __all__ = [
+    "ARTIFACT",
+    "HIT",
+    "STORED",
     "ArtifactMeta",
     "Hit",
     "OutputEntry",
     "blob_checksums",
+    "parse_record",
     "read_hit",
     "record_path",
     "remove_all",
@@ -55,6 +60,11 @@ _TEMP_SUFFIX = ".tmp"
 _MAX_KEY = 128
 
 
+# What ``ArtifactMeta.from_record`` and ``to_record`` read and write: a store record, a hit
+# record's header, an artifact's own ``meta.json``.
+STORED, HIT, ARTIFACT = "stored", "hit", "artifact"
+
+
 class OutputEntry(NamedTuple):
     """One output an artifact holds: its digest, executable bit and mode (None before issue 10)."""
 
@@ -64,60 +74,225 @@ class OutputEntry(NamedTuple):
     mode: int | None
 
 
-class ArtifactMeta(NamedTuple):
-    """What a local restore needs from an artifact's metadata, checked field by field."""
+class ArtifactMeta:
+    """An artifact's metadata: the one shape every reader and writer of a record uses (issue 11).
+
+    Immutable; ``replace`` makes a changed copy. A ``__slots__`` class rather than a NamedTuple:
+    building a 16-field NamedTuple class compiles its ``__new__`` and each string annotation,
+    about 0.3 ms of every hit's import (issue 11).
+
+    Built by code (``_publish``, ``cachehook serve``) with what it knows; the store sets its own
+    fields (``key``, ``checksum``, ``size``, ``log_checksum``, ``stored_at``) when it keeps the
+    artifact. Anything read back (a store record, a hit record, an artifact's ``meta.json``, a
+    record the server kept) goes through ``from_record`` first, which refuses a malformed one.
+    ``to_record`` is its one serialisation.
+
+    Attributes:
+        key: the cache key (the store's ``v8/<team>/<hash>`` for the server).
+        checksum: xxh3-128 (32 hex digits) of the artifact file; "" until stored.
+        size: the artifact file's bytes; 0 until stored.
+        log_checksum: xxh3-128 of the captured log; None when none is kept (the server's).
+        duration_ms: what the task took to run (what a hit saves).
+        outputs: the files the artifact holds, in archive order.
+        value: an in-process task's return value (``@cached``).
+        stored_at: when the store kept it (epoch seconds).
+        project: the project that stored it locally (``cache ls``), never in ``meta.json``.
+        task: the task's name, if it has one.
+        command: the command that made it.
+        manifest: ``hashing.Manifest.to_json()`` of its key, as JSON (checked by its reader,
+            ``Manifest.from_json``: ``explain`` reads it, a hit never does).
+        tag, sha, dirty_hash: what a Remote Cache API upload declared (``cachehook serve``).
+        extra: every other field of the record, kept as read so that it round-trips.
+    """
+
+    __slots__ = (
+        "checksum",
+        "command",
+        "dirty_hash",
+        "duration_ms",
+        "extra",
+        "key",
+        "log_checksum",
+        "manifest",
+        "outputs",
+        "project",
+        "sha",
+        "size",
+        "stored_at",
+        "tag",
+        "task",
+        "value",
+    )
 
     key: str
     checksum: str
     size: int
-    log_checksum: str
+    log_checksum: str | None
     duration_ms: int
     outputs: tuple[OutputEntry, ...]
     value: str | None
+    stored_at: float | None
+    project: str | None
+    task: str | None
+    command: tuple[str, ...]
+    manifest: dict[str, Any] | None
+    tag: str | None
+    sha: str | None
+    dirty_hash: str | None
+    extra: dict[str, Any] | None
+
+    def __init__(
+        self,
+        *,
+        key: str = "",
+        checksum: str = "",
+        size: int = 0,
+        log_checksum: str | None = None,
+        duration_ms: int = 0,
+        outputs: tuple[OutputEntry, ...] = (),
+        value: str | None = None,
+        stored_at: float | None = None,
+        project: str | None = None,
+        task: str | None = None,
+        command: tuple[str, ...] = (),
+        manifest: dict[str, Any] | None = None,
+        tag: str | None = None,
+        sha: str | None = None,
+        dirty_hash: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        init = object.__setattr__
+        init(self, "key", key)
+        init(self, "checksum", checksum)
+        init(self, "size", size)
+        init(self, "log_checksum", log_checksum)
+        init(self, "duration_ms", duration_ms)
+        init(self, "outputs", outputs)
+        init(self, "value", value)
+        init(self, "stored_at", stored_at)
+        init(self, "project", project)
+        init(self, "task", task)
+        init(self, "command", command)
+        init(self, "manifest", manifest)
+        init(self, "tag", tag)
+        init(self, "sha", sha)
+        init(self, "dirty_hash", dirty_hash)
+        init(self, "extra", extra)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        msg = f"ArtifactMeta is immutable: replace({name}=...) makes a changed copy"
+        raise AttributeError(msg)
+
+    def __delattr__(self, name: str) -> None:
+        msg = "ArtifactMeta is immutable"
+        raise AttributeError(msg)
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ArtifactMeta):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # it holds dicts
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"ArtifactMeta({fields})"
+
+    def replace(self, **changes: Any) -> ArtifactMeta:
+        """A copy with ``changes`` (field names as keywords)."""
+        values = {name: getattr(self, name) for name in self.__slots__}
+        return ArtifactMeta(**(values | changes))
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> ArtifactMeta:
-        """The fields of a store record (``LocalStore.get_meta``) or a hit record's header.
+    def from_record(cls, record: object, *, part: str = STORED) -> ArtifactMeta:
+        """The metadata a record holds, each field checked (nothing read back is trusted).
+
+        Args:
+            record: the parsed JSON of a store record (``STORED``), a hit record's header
+                (``HIT``), or an artifact's ``meta.json`` (``ARTIFACT``: no store fields).
+            part: which of those it is; a store or hit record must name its checksum, size
+                and (a hit record) its log checksum.
 
         Raises:
-            ValueError: a field is missing or has the wrong type.
+            ValueError: a field is missing, has the wrong type, or an impossible value; the
+                message names it.
         """
-        key, checksum, log_checksum = (record.get(f) for f in ("key", "checksum", "log_checksum"))
-        size, duration = record.get("size"), record.get("duration_ms", 0)
-        value = record.get("value")
-        if not (
-            isinstance(key, str) and isinstance(checksum, str) and isinstance(log_checksum, str)
-        ):
-            msg = "the record names no key, checksum or log checksum"
+        if not isinstance(record, dict):
+            msg = "the record is not a JSON object"
             raise ValueError(msg)
-        if not (
-            _is_count(size) and _is_count(duration) and (value is None or isinstance(value, str))
-        ):
-            msg = "the record has a malformed size, duration or value"
-            raise ValueError(msg)
-        outputs = record.get("outputs", [])
-        if not isinstance(outputs, list):
-            msg = "the record lists malformed outputs"
-            raise ValueError(msg)
-        return cls(key, checksum, size, log_checksum, duration, _outputs(outputs), value)
+        get = record.get
+        stored = part != ARTIFACT
+        duration = get("duration_ms", get("duration", 0))  # ``duration``: a server's record
+        meta = cls(
+            key=_text(get("key"), "key", empty=False),
+            checksum=_digest(get("checksum"), "checksum") if stored else "",
+            size=_count(get("size"), "size") if stored else 0,
+            log_checksum=_digest(get("log_checksum"), "log_checksum", optional=part != HIT),
+            duration_ms=_count(duration, "duration_ms"),
+            outputs=_outputs(get("outputs", [] if stored else None)),
+            value=_text(get("value"), "value", optional=True),
+            stored_at=_stamp(get("stored_at")),
+            project=_text(get("project"), "project", optional=True),
+            task=_text(get("task"), "task", optional=True),
+            command=_command(get("command", [])),
+            manifest=_object(get("manifest"), "manifest"),
+            tag=_text(get("tag"), "tag", optional=True),
+            sha=_text(get("sha"), "sha", optional=True),
+            dirty_hash=_text(get("dirty_hash"), "dirty_hash", optional=True),
+        )
+        extra = {name: value for name, value in record.items() if name not in _FIELDS}
+        return meta.replace(extra=extra) if extra else meta
 
-    def to_record(self) -> dict[str, Any]:
-        """The fields as the store's records spell them (what the runner's helpers read)."""
-        record: dict[str, Any] = {
-            "key": self.key,
-            "checksum": self.checksum,
-            "size": self.size,
-            "log_checksum": self.log_checksum,
-            "duration_ms": self.duration_ms,
-            "outputs": [
-                {"path": o.path, "digest": o.digest, "executable": o.executable}
-                | ({} if o.mode is None else {"mode": o.mode})
-                for o in self.outputs
-            ],
-        }
-        if self.value is not None:
-            record["value"] = self.value
+    def to_record(self, *, part: str = STORED) -> dict[str, Any]:
+        """The record as JSON values: what ``from_record`` reads back (``part`` as there).
+
+        ``ARTIFACT`` (``meta.json``) leaves out what only the store knows; ``HIT`` keeps only
+        what a hit reads, so that a hit does not parse a manifest.
+        """
+        record: dict[str, Any] = {} if self.extra is None or part == HIT else dict(self.extra)
+        values: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
+        values["outputs"] = [
+            {"path": o.path, "digest": o.digest, "executable": o.executable}
+            | ({} if o.mode is None else {"mode": o.mode})
+            for o in self.outputs
+        ]
+        values["command"] = list(self.command)
+        fields = _HIT_FIELDS if part == HIT else _FIELDS
+        for name in fields - _STORE_FIELDS if part == ARTIFACT else fields:
+            if values[name] is not None:
+                record[name] = values[name]
         return record
+
+    def to_json(self, *, part: str = STORED) -> str:
+        """``to_record`` as the JSON text every record is written as (keys sorted)."""
+        return json.dumps(self.to_record(part=part), sort_keys=True, separators=(",", ":"))
+
+
+_STORE_FIELDS = frozenset({"checksum", "size", "log_checksum", "stored_at", "project"})
+_FIELDS = frozenset(ArtifactMeta.__slots__) - {"extra"}
+_HIT_FIELDS = frozenset(
+    {"key", "checksum", "size", "log_checksum", "duration_ms", "outputs", "value"}
+)
+
+
+def parse_record(text: str | bytes, *, part: str = STORED) -> ArtifactMeta:
+    """``ArtifactMeta.from_record`` of a record's JSON text.
+
+    Raises:
+        ValueError: it is not JSON (or nested too deep), or ``from_record`` refuses it.
+    """
+    try:
+        record = json.loads(text)
+    except RecursionError:  # the C decoder counts its depth against the recursion limit
+        msg = "the record is nested too deeply"
+        raise ValueError(msg) from None
+    except (TypeError, ValueError) as exc:
+        msg = f"the record is not JSON ({exc})"
+        raise ValueError(msg) from None
+    return ArtifactMeta.from_record(record, part=part)
 
 
 class Hit(NamedTuple):
@@ -128,26 +303,94 @@ class Hit(NamedTuple):
     log: bytes
 
 
+def _refuse(field: str, value: object, wanted: str) -> NoReturn:
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
+    msg = f"its {field!r} must be {wanted}, not {shown}"
+    raise ValueError(msg)
+
+
 def _is_count(value: object) -> TypeGuard[int]:
     return type(value) is int and value >= 0
 
 
-def _outputs(entries: list[Any]) -> tuple[OutputEntry, ...]:
+def _count(value: object, field: str) -> int:
+    if not _is_count(value):
+        _refuse(field, value, "a whole number of at least 0")
+    return value
+
+
+def _text(value: object, field: str, *, optional: bool = False, empty: bool = True) -> Any:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not (empty or value):
+        _refuse(field, value, "a string" if empty else "a non-empty string")
+    return value
+
+
+def _is_digest(value: object) -> TypeGuard[str]:
+    """xxh3-128 as ``digests`` spells it: 32 lowercase hex digits."""
+    return (
+        isinstance(value, str)
+        and len(value) == _DIGEST_LENGTH
+        and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+def _digest(value: object, field: str, *, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if not _is_digest(value):
+        _refuse(field, value, "an xxh3-128 digest (32 hex digits)")
+    return value
+
+
+def _stamp(value: object) -> float | None:
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not 0 <= value < 1e11:  # type: ignore[operator]
+        _refuse("stored_at", value, "seconds since the epoch")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _command(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(part, str) for part in value):
+        _refuse("command", value, "a list of strings")
+    return tuple(value)
+
+
+def _object(value: object, field: str) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        _refuse(field, value, "an object")
+    return value
+
+
+def _is_output_path(path: object) -> TypeGuard[str]:
+    """A project-relative POSIX path that stays inside the project."""
+    return (
+        isinstance(path, str)
+        and bool(path)
+        and "\0" not in path
+        and not path.startswith("/")
+        and all(part not in ("", ".", "..") for part in path.split("/"))
+    )
+
+
+def _outputs(entries: object) -> tuple[OutputEntry, ...]:
+    if not isinstance(entries, list):
+        _refuse("outputs", entries, "a list")
     outputs = []
     for entry in entries:
         if not isinstance(entry, dict):
-            msg = "the record lists malformed outputs"
-            raise ValueError(msg)
+            _refuse("outputs", entry, "a list of objects")
         path, digest, executable = entry.get("path"), entry.get("digest"), entry.get("executable")
         mode = entry.get("mode")
-        if not (
-            isinstance(path, str)
-            and isinstance(digest, str)
-            and isinstance(executable, bool)
-            and (mode is None or _is_count(mode))
-        ):
-            msg = "the record lists malformed outputs"
-            raise ValueError(msg)
+        if not _is_output_path(path):
+            _refuse("outputs", path, "relative paths inside the project")
+        if not (_is_digest(digest) and isinstance(executable, bool)):
+            _refuse(f"outputs[{path}]", entry, "a digest and an executable flag")
+        if not (mode is None or (_is_count(mode) and mode <= 0o7777)):
+            _refuse(f"outputs[{path}]", mode, "a file mode")
         outputs.append(OutputEntry(path, digest, executable, mode))
     return tuple(outputs)
 
@@ -199,7 +442,7 @@ def write_hit(store: Path, meta: ArtifactMeta, *, artifact_file: str, log: bytes
     if not (_is_key(meta.key) and _is_value_file(artifact_file)):
         msg = f"no hit record for {meta.key!r} at {artifact_file!r}"
         raise ValueError(msg)
-    header = {**meta.to_record(), "file": artifact_file}
+    header = {**meta.to_record(part=HIT), "file": artifact_file}
     body = json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n" + log
     directory = store / _DIR
     directory.mkdir(mode=0o700, exist_ok=True)
@@ -226,6 +469,8 @@ def read_hit(store: Path, key: str) -> Hit | None:
     if parsed is None:
         return None
     meta, artifact_file, log = parsed
+    if meta.log_checksum is None:
+        return None
     if meta.key != key or digest_bytes(log) != meta.log_checksum:
         return None
     artifact = store / artifact_file
@@ -239,6 +484,7 @@ def read_hit(store: Path, key: str) -> Hit | None:
 
 
 def _parse(data: bytes) -> tuple[ArtifactMeta, str, bytes] | None:
+    """The parts of a hit record that reads whole (a ``HIT`` header names its log checksum)."""
     start = len(_MAGIC) + _DIGEST_LENGTH + 1
     if not data.startswith(_MAGIC) or data[start - 1 : start] != b"\n":
         return None
@@ -248,12 +494,13 @@ def _parse(data: bytes) -> tuple[ArtifactMeta, str, bytes] | None:
     end = body.find(b"\n")
     try:
         header = json.loads(body[:end]) if end >= 0 else None
-        if not isinstance(header, dict) or not _is_value_file(header.get("file")):
+        artifact_file = header.pop("file", None) if isinstance(header, dict) else None
+        if not _is_value_file(artifact_file):
             return None
-        meta = ArtifactMeta.from_record(header)
-    except (ValueError, UnicodeDecodeError):
+        meta = ArtifactMeta.from_record(header, part=HIT)
+    except (ValueError, RecursionError):
         return None
-    return meta, header["file"], body[end + 1 :]
+    return meta, str(artifact_file), body[end + 1 :]
 
 
 def blob_checksums(store: Path, key: str) -> tuple[str, str] | None:
@@ -263,7 +510,9 @@ def blob_checksums(store: Path, key: str) -> tuple[str, str] | None:
     except OSError:
         return None
     parsed = _parse(data)
-    return None if parsed is None else (parsed[0].checksum, parsed[0].log_checksum)
+    if parsed is None or parsed[0].log_checksum is None:
+        return None
+    return parsed[0].checksum, parsed[0].log_checksum
 
 
 def touch_hit(store: Path, key: str) -> None:

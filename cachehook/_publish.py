@@ -9,13 +9,13 @@ notice, never an error: the task's own result stands. Not on a hit's path.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cachehook import __version__
+from cachehook._hits import ARTIFACT, ArtifactMeta, OutputEntry
 from cachehook.errors import ArchiveError, HashingError, StoreError
 from cachehook.hashing import expand_globs, hash_files
 
@@ -98,34 +98,29 @@ class Publisher:
         except OSError as exc:
             self._notice(f"an output changed after the task ({exc}); not caching it")
             return False
-        meta = {
-            "key": prepared.key,
-            "command": list(prepared.spec.command),
-            "exit_code": 0,
-            "duration_ms": duration_ms,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "cachehook_version": __version__,
-            "task": prepared.spec.name,
-            "manifest": prepared.manifest.to_json(),
-            "outputs": [
-                {
-                    "path": d.path,
-                    "digest": d.digest,
-                    "executable": d.executable,
-                    "mode": file_modes[d.path],
-                }
-                for d in digests
-            ],
-        }
-        if value is not None:
-            meta["value"] = value
+        meta = ArtifactMeta(
+            key=prepared.key,
+            command=tuple(prepared.spec.command),
+            duration_ms=duration_ms,
+            task=prepared.spec.name,
+            manifest=prepared.manifest.to_json(),
+            outputs=tuple(
+                OutputEntry(d.path, d.digest, d.executable, file_modes[d.path]) for d in digests
+            ),
+            value=value,
+            extra={
+                "exit_code": 0,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "cachehook_version": __version__,
+            },
+        )
         return self._publish(prepared, outputs, meta, log, store, remote)
 
     def _publish(
         self,
         prepared: Prepared,
         outputs: list[str],
-        meta: dict[str, Any],
+        meta: ArtifactMeta,
         log: bytes,
         store: LocalStore | None,
         remote: RemoteSession | None,
@@ -136,7 +131,7 @@ class Publisher:
         stored = False
         with scratch_file(self.settings.cache_dir / "tmp") as artifact:
             try:
-                meta_bytes = json.dumps(meta, sort_keys=True).encode()
+                meta_bytes = meta.to_json(part=ARTIFACT).encode()
                 archive.pack(artifact, self.settings.root, outputs, meta=meta_bytes, log=log)
             except (ArchiveError, OSError) as exc:
                 self._notice(f"cannot pack the outputs of {prepared.key}; not caching it: {exc}")
@@ -146,7 +141,7 @@ class Publisher:
                     # Renamed into the store unless the remote still needs to read it.
                     # The local record names its project (``cache ls``); meta.json does not.
                     project = self._project()
-                    local_meta = {**meta, "project": project}
+                    local_meta = meta.replace(project=project)
                     store.put(prepared.key, artifact, meta=local_meta, log=log, move=remote is None)
                     if prepared.spec.name:
                         store.set_record(f"task/{project}/{prepared.spec.name}", prepared.key)
@@ -155,7 +150,7 @@ class Publisher:
                     self._notice(f"{exc}; the result stands but is not cached")
             if remote is not None:
                 stored = (
-                    remote.store(prepared.key, artifact, duration_ms=meta["duration_ms"]) or stored
+                    remote.store(prepared.key, artifact, duration_ms=meta.duration_ms) or stored
                 )
         return stored
 

@@ -15,11 +15,10 @@ it placed. The runner decides when to restore; this module only how.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import stat
 import time
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from cachehook.errors import ArchiveError, HashingError, StoreError
 from cachehook.facts import RunResult
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from cachehook._hits import Hit
+    from cachehook._hits import ArtifactMeta, Hit
     from cachehook._prepare import Prepared
     from cachehook.archive import Placed, Restored
     from cachehook.config import Settings
@@ -106,7 +105,7 @@ class Restorer:
 
         return allowed
 
-    def _unchanged_outputs(self, meta: dict[str, Any]) -> set[str]:
+    def _unchanged_outputs(self, meta: ArtifactMeta) -> set[str]:
         """Outputs on disk with the stored bytes and mode: a restore need not write them.
 
         A record without modes (stored before issue 10) has none unchanged: the full restore
@@ -114,9 +113,9 @@ class Restorer:
         """
         unchanged: set[str] = set()
         root = self.settings.root
-        for entry in meta.get("outputs", ()):
-            path, mode = entry["path"], entry.get("mode")
-            if not isinstance(mode, int):
+        for entry in meta.outputs:
+            path, mode = entry.path, entry.mode
+            if mode is None:
                 continue
             try:
                 current = self._stat_cache.digest(root, path)
@@ -124,8 +123,8 @@ class Restorer:
             except (HashingError, OSError):
                 continue
             if (
-                current.digest == entry["digest"]
-                and current.executable == entry["executable"]
+                current.digest == entry.digest
+                and current.executable == entry.executable
                 and current_mode == mode
             ):
                 unchanged.add(path)
@@ -137,7 +136,7 @@ class Restorer:
         self,
         prepared: Prepared,
         artifact: BinaryIO | Path,
-        meta: dict[str, Any] | None,
+        meta: ArtifactMeta | None,
         skip: set[str] | None = None,
         *,
         checksum: str | None = None,
@@ -227,10 +226,10 @@ class Restorer:
         """
         from cachehook import _hits
 
-        meta = hit.meta.to_record()
+        meta = hit.meta
         unchanged = self._unchanged_outputs(meta)
         restored: list[str] = []
-        if {o.path for o in hit.meta.outputs} - unchanged:
+        if {o.path for o in meta.outputs} - unchanged:
             # The store's own file, streamed once: its checksum is verified as it is read and
             # nothing is placed before that (issue 11).
             try:
@@ -238,7 +237,7 @@ class Restorer:
             except OSError:
                 return False  # evicted by another process since the record was read
             with artifact:
-                checksum = hit.meta.checksum
+                checksum = meta.checksum
                 unpacked = self._unpack(prepared, artifact, meta, unchanged, checksum=checksum)
             if unpacked is None:
                 store = self._store()
@@ -247,7 +246,7 @@ class Restorer:
                 return None
             restored = unpacked
         _hits.touch_hit(self.store_dir, prepared.key)
-        return _local_hit(prepared, started, hit.meta.duration_ms, hit.log, restored, meta)
+        return _local_hit(prepared, started, meta.duration_ms, hit.log, restored, meta)
 
     def _restore_from_store(self, prepared: Prepared, started: float) -> RunResult | None:
         store = self._store()
@@ -260,7 +259,7 @@ class Restorer:
             log = store.get_log(prepared.key, meta)
             if log is None:
                 return None
-            outputs = {e["path"] for e in meta.get("outputs", ())}
+            outputs = {o.path for o in meta.outputs}
             restored: list[str] = []
             unchanged = self._unchanged_outputs(meta)
             if outputs - unchanged:
@@ -269,7 +268,7 @@ class Restorer:
                 if artifact is None:
                     return None
                 with artifact:
-                    checksum = meta["checksum"]
+                    checksum = meta.checksum
                     unpacked = self._unpack(prepared, artifact, meta, unchanged, checksum=checksum)
                 if unpacked is None:
                     store.evict(prepared.key, reason="its contents were refused", meta=meta)
@@ -279,8 +278,7 @@ class Restorer:
             self._notice(f"{exc}; treating it as a miss")
             return None
         store.refresh_hit(prepared.key, meta, log)  # the next hit needs no SQLite
-        saved_ms = int(meta.get("duration_ms", 0))
-        return _local_hit(prepared, started, saved_ms, log, restored, meta)
+        return _local_hit(prepared, started, meta.duration_ms, log, restored, meta)
 
     # -- the remote restore --------------------------------------------------------------
 
@@ -301,11 +299,11 @@ class Restorer:
                 return None
             contents, restored = unpacked
             meta = _parse_meta(contents.meta, prepared.key)
-            saved = info.duration_ms or int(meta.get("duration_ms", 0))
+            saved = info.duration_ms or meta.duration_ms
             store = self._store() if self.settings.modes.local_write else None
             if store is not None:
                 try:
-                    local_meta = {**meta, "project": self._project()}
+                    local_meta = meta.replace(project=self._project())
                     store.put(
                         prepared.key,
                         artifact,
@@ -328,7 +326,7 @@ class Restorer:
             remote_hit=True,
             restored=tuple(restored),
             manifest=prepared.manifest,
-            value=_meta_value(meta),
+            value=meta.value,
         )
 
 
@@ -338,7 +336,7 @@ def _local_hit(
     saved_ms: int,
     log: bytes,
     restored: list[str],
-    meta: dict[str, Any],
+    meta: ArtifactMeta,
 ) -> RunResult:
     return RunResult(
         prepared.key,
@@ -351,37 +349,20 @@ def _local_hit(
         local_hit=True,
         restored=tuple(restored),
         manifest=prepared.manifest,
-        value=_meta_value(meta),
+        value=meta.value,
     )
-
-
-def _meta_value(meta: dict[str, Any]) -> str | None:
-    """The in-process task's return value a record keeps (None: none)."""
-    value = meta.get("value")
-    return value if isinstance(value, str) else None
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _parse_meta(data: bytes, key: str) -> dict[str, Any]:
-    meta = json.loads(data)
-    if not isinstance(meta, dict) or meta.get("key") != key:
+def _parse_meta(data: bytes, key: str) -> ArtifactMeta:
+    """An artifact's own ``meta.json``, checked (``ArtifactMeta.from_record``) and for ``key``."""
+    from cachehook import _hits
+
+    meta = _hits.parse_record(data, part=_hits.ARTIFACT)
+    if meta.key != key:
         msg = "its meta.json is not for this key"
-        raise ValueError(msg)
-    outputs = meta.get("outputs")
-    if not isinstance(outputs, list) or not all(
-        isinstance(o, dict)
-        and isinstance(o.get("path"), str)
-        and isinstance(o.get("digest"), str)
-        and isinstance(o.get("executable"), bool)
-        and isinstance(o.get("mode", 0), int)
-        for o in outputs
-    ):
-        msg = "its meta.json lists malformed outputs"
-        raise ValueError(msg)
-    if not isinstance(meta.get("duration_ms", 0), int) or meta.get("duration_ms", 0) < 0:
-        msg = "its meta.json has a malformed duration"
         raise ValueError(msg)
     return meta

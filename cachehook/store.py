@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import sqlite3
 import time
@@ -48,7 +47,9 @@ from cachehook.hashing import digest_bytes, digest_file
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["LocalStore", "StoredEntry"]
+    from cachehook._hits import ArtifactMeta
+
+__all__ = ["LocalStore"]
 
 
 def _log_warning(message: str) -> None:
@@ -59,7 +60,6 @@ def _log_warning(message: str) -> None:
 
 _TIMEOUT = 10.0  # seconds a writer waits for SQLite's lock before the store is "unusable"
 _CHUNK = 1 << 20
-_BLOB_FIELDS = (("a", "checksum"), ("l", "log_checksum"))
 _RECLAIM_EVERY = 3600.0  # seconds between two automatic reclaims of leftovers
 _STAMP = ".reclaimed"  # its mtime: when leftovers were last reclaimed
 _DAMAGED = "cache.db.damaged"
@@ -139,15 +139,6 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
             msg = "refusing to unpickle a stored value"
             raise StoreError(msg)
         return super().fetch(mode, filename, value, read)
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    """One artifact in the store, as ``cache ls`` shows it."""
-
-    key: str
-    size: int
-    meta: dict[str, Any]
 
 
 class LocalStore:
@@ -244,63 +235,61 @@ class LocalStore:
             msg = f"cannot read {key!r} from the cache at {self.directory}: {exc}"
             raise StoreError(msg) from exc
 
-    def get_meta(self, key: str) -> dict[str, Any] | None:
-        """The metadata of the artifact ``key``, or None when there is none."""
+    def get_meta(self, key: str) -> ArtifactMeta | None:
+        """The metadata of the artifact ``key``, checked field by field; None when there is none.
+
+        A record that is malformed or names another key is evicted with a warning (a miss).
+        """
         text = self._get(f"m/{key}")
         if text is None:
             return None
         try:
-            meta = json.loads(text)
-        except (TypeError, ValueError):
-            self.evict(key, reason="its metadata is not JSON")
+            meta = _hits.parse_record(text)
+        except ValueError as exc:
+            self.evict(key, reason=f"its metadata is malformed: {exc}")
             return None
-        if not isinstance(meta, dict) or not isinstance(meta.get("checksum"), str):
-            self.evict(key, reason="its metadata is malformed")
-            return None
-        if meta.get("key") != key:
-            named = meta.get("key")
-            why = "its metadata names no key" if named is None else f"its metadata is for {named!r}"
-            self.evict(key, reason=why, meta=meta)
+        if meta.key != key:
+            self.evict(key, reason=f"its metadata is for {meta.key!r}", meta=meta)
             return None
         return meta
 
-    def get_log(self, key: str, meta: dict[str, Any]) -> bytes | None:
+    def get_log(self, key: str, meta: ArtifactMeta) -> bytes | None:
         """The captured log of ``key``, verified against ``meta``; None if missing or corrupt."""
-        data = self._get(f"l/{meta.get('log_checksum')}")
-        if not isinstance(data, bytes) or digest_bytes(data) != meta.get("log_checksum"):
-            self.evict(key, reason="its log is missing or corrupt")
+        data = None if meta.log_checksum is None else self._get(f"l/{meta.log_checksum}")
+        if not isinstance(data, bytes) or digest_bytes(data) != meta.log_checksum:
+            self.evict(key, reason="its log is missing or corrupt", meta=meta)
             return None
         return data
 
-    def has_artifact(self, meta: dict[str, Any]) -> bool:
+    def has_artifact(self, meta: ArtifactMeta) -> bool:
         """Whether the artifact file is present; refreshes its least-recently-used time."""
-        handle = self._get(f"a/{meta['checksum']}", read=True)
+        handle = self._get(f"a/{meta.checksum}", read=True)
         if handle is None:
             return False
         handle.close()
         return True
 
-    def check_artifact(self, key: str, meta: dict[str, Any]) -> bool:
+    def check_artifact(self, key: str, meta: ArtifactMeta) -> bool:
         """Like ``has_artifact``, but a record whose file is missing or unreadable is evicted."""
         if self.has_artifact(meta):
             return True
         self.evict(key, reason="its artifact file is missing or unreadable", meta=meta)
         return False
 
-    def open_artifact(self, key: str, meta: dict[str, Any]) -> BinaryIO | None:
+    def open_artifact(self, key: str, meta: ArtifactMeta) -> BinaryIO | None:
         """A read handle on the artifact file of ``meta``; None (and evicted) if it is missing.
 
         Nothing is copied out: the caller streams the store's own file and checks its
         ``checksum`` as it reads (``archive.unpack(..., checksum=...)``, issue 11).
         """
-        handle: BinaryIO | None = self._get(f"a/{meta['checksum']}", read=True)
+        handle: BinaryIO | None = self._get(f"a/{meta.checksum}", read=True)
         if handle is None:
             self.evict(key, reason="its artifact file is missing or unreadable", meta=meta)
         return handle
 
-    def copy_artifact(self, key: str, meta: dict[str, Any], dest: Path) -> bool:
+    def copy_artifact(self, key: str, meta: ArtifactMeta, dest: Path) -> bool:
         """Copy the artifact to ``dest``, verifying its checksum; False (and evicted) if corrupt."""
-        handle = self._get(f"a/{meta['checksum']}", read=True)
+        handle = self._get(f"a/{meta.checksum}", read=True)
         if handle is None:
             self.evict(key, reason="its artifact file is missing or unreadable", meta=meta)
             return False
@@ -312,9 +301,9 @@ class LocalStore:
         except OSError as exc:
             msg = f"cannot copy artifact {key} out of the cache: {exc}"
             raise StoreError(msg) from exc
-        if checksum != meta["checksum"]:
+        if checksum != meta.checksum:
             dest.unlink(missing_ok=True)
-            self._delete(f"a/{meta['checksum']}")
+            self._delete(f"a/{meta.checksum}")
             self.evict(key, reason="its checksum does not match (corrupt artifact)", meta=meta)
             return False
         return True
@@ -324,12 +313,15 @@ class LocalStore:
         key: str,
         artifact: Path,
         *,
-        meta: dict[str, Any],
+        meta: ArtifactMeta,
         log: bytes,
         move: bool = False,
         checksum: str | None = None,
     ) -> None:
         """Store an artifact file with its metadata and log.
+
+        The store sets the fields of ``meta`` that are its own (``key``, ``checksum``, ``size``,
+        ``log_checksum``, ``stored_at``), whatever they were.
 
         With ``move``, ``artifact`` (on the store's file system) is renamed into the store
         rather than copied, and is gone afterwards. ``checksum`` is its xxh3-128 when the caller
@@ -341,8 +333,8 @@ class LocalStore:
         self._put(key, artifact, meta=meta, log=log, move=move, checksum=checksum)
 
     def put_file(
-        self, key: str, src: Path, *, meta: dict[str, Any], move: bool = False
-    ) -> dict[str, Any]:
+        self, key: str, src: Path, *, meta: ArtifactMeta, move: bool = False
+    ) -> ArtifactMeta:
         """Store the file at ``src`` under ``key`` with ``meta`` and no log (``cachehook serve``).
 
         Readers see the new file only once it is complete: the metadata is written last.
@@ -350,7 +342,7 @@ class LocalStore:
         than copied, and is gone afterwards.
 
         Returns:
-            The stored metadata: ``meta`` plus ``checksum``, ``size`` and ``stored_at``.
+            The stored metadata: ``meta`` with the store's own fields set (as ``put``).
 
         Raises:
             StoreError: the write failed; ``key`` then reads as a miss.
@@ -362,38 +354,36 @@ class LocalStore:
         key: str,
         src: Path,
         *,
-        meta: dict[str, Any],
+        meta: ArtifactMeta,
         log: bytes | None,
         move: bool,
         checksum: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ArtifactMeta:
         try:
-            record = {
-                **meta,
-                "key": key,
-                "checksum": checksum or digest_file(src),
-                "size": src.stat().st_size,
-                "stored_at": time.time(),
-            }
-            if log is not None:
-                record["log_checksum"] = digest_bytes(log)
-            blob = f"a/{record['checksum']}"
+            record = meta.replace(
+                key=key,
+                checksum=checksum or digest_file(src),
+                size=src.stat().st_size,
+                log_checksum=None if log is None else digest_bytes(log),
+                stored_at=time.time(),
+            )
+            blob = f"a/{record.checksum}"
             if move:
-                adopted = _AdoptedFile(src, record["size"])
+                adopted = _AdoptedFile(src, record.size)
                 self._cache.set(blob, adopted, read=True, retry=True, tag=key)
             else:
                 with src.open("rb") as handle:
                     # Tagged with its key: the size cap drops the record with the blob.
                     self._cache.set(blob, handle, read=True, retry=True, tag=key)
             if log is not None:
-                self._cache.set(f"l/{record['log_checksum']}", log, retry=True)
+                self._cache.set(f"l/{record.log_checksum}", log, retry=True)
             # Last, so a reader that finds the metadata finds complete blobs. The hit record of
             # the artifact it replaces goes first: a run killed in between leaves none to replay.
             _hits.remove_hit(self.directory, key)
-            replaced = self._replace_record(key, json.dumps(record, sort_keys=True))
+            replaced = self._replace_record(key, record.to_json())
             if log is not None:
                 self._write_hit(key, record, log)
-            if replaced is not None and replaced != record["checksum"]:
+            if replaced is not None and replaced != record.checksum:
                 # The artifact blob is its key's alone (meta.json inside names the key); log
                 # blobs may be shared (an empty log) and wait for ``sweep``.
                 self._delete(f"a/{replaced}")
@@ -408,13 +398,12 @@ class LocalStore:
             raise StoreError(msg) from exc
         return record
 
-    def _write_hit(self, key: str, record: dict[str, Any], log: bytes) -> None:
+    def _write_hit(self, key: str, meta: ArtifactMeta, log: bytes) -> None:
         """Write the hit record of ``key`` after its store record, or remove a stale one.
 
         Best effort: without a record, a hit takes the store's own path (and writes it then).
         """
         try:
-            meta = _hits.ArtifactMeta.from_record(record)
             row = self._cache._sql(
                 "SELECT filename FROM Cache WHERE key = ? AND raw = 1", (f"a/{meta.checksum}",)
             ).fetchone()
@@ -425,7 +414,7 @@ class LocalStore:
         except (ValueError, OSError, sqlite3.Error):
             _hits.remove_hit(self.directory, key)
 
-    def refresh_hit(self, key: str, meta: dict[str, Any], log: bytes) -> None:
+    def refresh_hit(self, key: str, meta: ArtifactMeta, log: bytes) -> None:
         """Write the hit record of ``key`` from its checked metadata and log (after a hit that
         found none, e.g. one stored before issue 11 or one a concurrent store replaced)."""
         with contextlib.suppress(diskcache.Timeout):
@@ -438,7 +427,7 @@ class LocalStore:
             self._cache.set(f"m/{key}", text, retry=True)
         return _checksum_of(old)
 
-    def open_file(self, key: str) -> tuple[BinaryIO, dict[str, Any]] | None:
+    def open_file(self, key: str) -> tuple[BinaryIO, ArtifactMeta] | None:
         """A read handle on the file stored under ``key`` and its metadata; None on a miss.
 
         Refreshes the file's least-recently-used time. A file whose size differs from its
@@ -448,9 +437,9 @@ class LocalStore:
         meta = self.get_meta(key)
         if meta is None:
             return None
-        handle = self._get(f"a/{meta['checksum']}", read=True)
+        handle = self._get(f"a/{meta.checksum}", read=True)
         if handle is None:  # evicted by the size cap
-            self._forget(key, meta)
+            self._forget(key, meta.checksum)
             return None
         try:
             size = handle.seek(0, os.SEEK_END)
@@ -459,12 +448,10 @@ class LocalStore:
             handle.close()
             msg = f"cannot read {key} from the cache at {self.directory}: {exc}"
             raise StoreError(msg) from exc
-        if size != meta.get("size"):
+        if size != meta.size:
             handle.close()
-            self._delete(f"a/{meta['checksum']}")
-            self.evict(
-                key, reason=f"its file holds {size} bytes, not {meta.get('size')}", meta=meta
-            )
+            self._delete(f"a/{meta.checksum}")
+            self.evict(key, reason=f"its file holds {size} bytes, not {meta.size}", meta=meta)
             return None
         return handle, meta
 
@@ -487,7 +474,7 @@ class LocalStore:
             name, tag = row
             self._cache.delete(name, retry=True)
             if isinstance(tag, str) and name.startswith("a/"):
-                self._forget(tag, {"checksum": name[2:]})
+                self._forget(tag, name[2:])
 
     def _fold_hit_times(self) -> None:
         """Raise the access time of the blobs of each key hit since (its record's mtime).
@@ -518,17 +505,18 @@ class LocalStore:
         with contextlib.suppress(OSError, sqlite3.Error, diskcache.Timeout):
             self._cache.delete(name, retry=True)
 
-    def evict(self, key: str, *, reason: str, meta: dict[str, Any] | None = None) -> None:
+    def evict(self, key: str, *, reason: str, meta: ArtifactMeta | None = None) -> None:
         """Forget ``key`` and say why (its blobs are swept later).
 
         With ``meta`` (the record that was found wanting), only that record is forgotten: one
         another process stored meanwhile stays.
         """
         self._warn(f"evicted artifact {key} from the local cache: {reason}")
-        self._forget(key, meta)
+        self._forget(key, None if meta is None else meta.checksum)
 
-    def _forget(self, key: str, meta: dict[str, Any] | None) -> None:
-        if meta is None:
+    def _forget(self, key: str, checksum: str | None) -> None:
+        """Forget ``key``; with ``checksum``, only a record that names that artifact."""
+        if checksum is None:
             self._delete(f"m/{key}")
             _hits.remove_hit(self.directory, key)
             return
@@ -538,13 +526,11 @@ class LocalStore:
             self._cache.transact(retry=True),
         ):
             current = self._cache.get(f"m/{key}", default=None, retry=True)
-            if current is None or _checksum_of(current) == meta.get("checksum"):
+            if current is None or _checksum_of(current) == checksum:
                 self._cache.delete(f"m/{key}", retry=True)
                 dropped = True
         # A record another process stored meanwhile keeps its hit record.
-        checksum = meta.get("checksum")
-        stale = None if dropped or not isinstance(checksum, str) else checksum
-        _hits.remove_hit(self.directory, key, checksum=stale)
+        _hits.remove_hit(self.directory, key, checksum=None if dropped else checksum)
 
     def discard(self, key: str) -> None:
         """Forget ``key`` quietly (``--force`` overwrites, ``cache prune``)."""
@@ -563,13 +549,14 @@ class LocalStore:
         value = self._get(f"r/{name}")
         return value if isinstance(value, str) else None
 
-    def entries(self) -> Iterator[StoredEntry]:
-        """Every artifact with readable metadata, in no particular order."""
+    def entries(self) -> Iterator[ArtifactMeta]:
+        """Every artifact whose metadata reads whole, in no particular order (others are
+        evicted with a warning, as ``get_meta`` does)."""
         for name in list(self._cache.iterkeys()):
             if isinstance(name, str) and name.startswith("m/"):
                 meta = self.get_meta(name[2:])
                 if meta is not None:
-                    yield StoredEntry(key=name[2:], size=int(meta.get("size", 0)), meta=meta)
+                    yield meta
 
     def volume(self) -> int:
         """Bytes the store takes on disk (SQLite plus value files)."""
@@ -632,11 +619,12 @@ class LocalStore:
                 except (OSError, UnicodeDecodeError):
                     continue
             try:
-                record = json.loads(text)
-            except (TypeError, ValueError):
-                continue
-            if isinstance(record, dict):
-                named.update(f"{kind}/{record.get(field)}" for kind, field in _BLOB_FIELDS)
+                meta = _hits.parse_record(text)
+            except ValueError:
+                continue  # its blobs go; the record itself is evicted when next read
+            named.add(f"a/{meta.checksum}")
+            if meta.log_checksum is not None:
+                named.add(f"l/{meta.log_checksum}")
         return named
 
     def reclaim(self, *, grace: float = GRACE_SECONDS) -> int:
@@ -732,14 +720,13 @@ def _subdirectories(path: Path) -> list[str]:
 
 
 def _checksum_of(text: object) -> str | None:
+    """The artifact checksum of a stored record's text, if it reads whole."""
     if not isinstance(text, str):
         return None
     try:
-        record = json.loads(text)
+        return _hits.parse_record(text).checksum
     except ValueError:
         return None
-    checksum = record.get("checksum") if isinstance(record, dict) else None
-    return checksum if isinstance(checksum, str) else None
 
 
 def _is_damaged(exc: sqlite3.DatabaseError) -> bool:

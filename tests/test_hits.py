@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cachehook import _hits
+from cachehook._hits import ArtifactMeta, OutputEntry
 from cachehook.config import load_settings
 from cachehook.hashing import digest_bytes
 from cachehook.logs import STDOUT, encode_frames
@@ -47,8 +48,8 @@ def _record(store: LocalStore, key: str) -> Path:
 def test_a_stored_artifact_has_a_hit_record_that_reads_back(
     store: LocalStore, tmp_path: Path
 ) -> None:
-    outputs = [{"path": "out/a", "digest": "d" * 32, "executable": False, "mode": 0o644}]
-    meta = {"duration_ms": 7, "outputs": outputs, "value": "42"}
+    outputs = (OutputEntry("out/a", "d" * 32, False, 0o644),)
+    meta = ArtifactMeta(duration_ms=7, outputs=outputs, value="42", task="build")
     store.put("k1", _artifact(tmp_path, b"A" * 1000), meta=meta, log=b"the log")
     hit = _hits.read_hit(store.directory, "k1")
     assert hit is not None
@@ -60,14 +61,15 @@ def test_a_stored_artifact_has_a_hit_record_that_reads_back(
     assert hit.meta.outputs == (_hits.OutputEntry("out/a", "d" * 32, False, 0o644),)
     stored = store.get_meta("k1")
     assert stored is not None
-    assert hit.meta == _hits.ArtifactMeta.from_record(stored)
+    assert stored.task == "build"
+    assert hit.meta == stored.replace(task=None, stored_at=None), "a hit reads what it needs"
     assert _record(store, "k1").stat().st_mode & 0o777 == 0o600
     assert (store.directory / "hits").stat().st_mode & 0o777 == 0o700
 
 
 def test_a_file_stored_without_a_log_has_no_hit_record(store: LocalStore, tmp_path: Path) -> None:
     """``cachehook serve`` stores files without logs; its store is never hit locally."""
-    store.put_file("team/h1", _artifact(tmp_path, b"S" * 100), meta={})
+    store.put_file("team/h1", _artifact(tmp_path, b"S" * 100), meta=ArtifactMeta())
     assert not (store.directory / "hits").exists()
 
 
@@ -112,7 +114,7 @@ def _resigned(data: bytes, change: Callable[[dict[str, object]], None]) -> bytes
 def test_a_damaged_record_reads_as_none(
     store: LocalStore, tmp_path: Path, damage: Callable[[bytes], bytes]
 ) -> None:
-    store.put("k1", _artifact(tmp_path, b"B" * 1000), meta={"duration_ms": 5}, log=b"log")
+    store.put("k1", _artifact(tmp_path, b"B" * 1000), meta=ArtifactMeta(duration_ms=5), log=b"log")
     record = _record(store, "k1")
     assert _hits.read_hit(store.directory, "k1") is not None
     record.write_bytes(damage(record.read_bytes()))
@@ -120,7 +122,7 @@ def test_a_damaged_record_reads_as_none(
 
 
 def test_a_record_filed_under_another_key_reads_as_none(store: LocalStore, tmp_path: Path) -> None:
-    store.put("k2", _artifact(tmp_path, b"K2"), meta={}, log=b"")
+    store.put("k2", _artifact(tmp_path, b"K2"), meta=ArtifactMeta(), log=b"")
     _record(store, "k1").write_bytes(_record(store, "k2").read_bytes())
     assert _hits.read_hit(store.directory, "k1") is None
     assert _hits.read_hit(store.directory, "k2") is not None
@@ -129,7 +131,7 @@ def test_a_record_filed_under_another_key_reads_as_none(store: LocalStore, tmp_p
 def test_an_artifact_evicted_by_another_store_is_no_hit(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     with LocalStore(directory, max_size=10**9) as store:
-        store.put("k1", _artifact(tmp_path, b"C" * 1000), meta={}, log=b"")
+        store.put("k1", _artifact(tmp_path, b"C" * 1000), meta=ArtifactMeta(), log=b"")
         hit = _hits.read_hit(directory, "k1")
         assert hit is not None
         with LocalStore(directory, max_size=10**9) as other:
@@ -140,7 +142,7 @@ def test_an_artifact_evicted_by_another_store_is_no_hit(tmp_path: Path) -> None:
 
 def test_forgetting_a_key_removes_its_record(store: LocalStore, tmp_path: Path) -> None:
     for key in ("k1", "k2", "k3"):
-        store.put(key, _artifact(tmp_path, key.encode()), meta={}, log=b"")
+        store.put(key, _artifact(tmp_path, key.encode()), meta=ArtifactMeta(), log=b"")
     store.discard("k1")
     store.evict("k2", reason="a test")
     assert not _record(store, "k1").exists()
@@ -152,10 +154,10 @@ def test_forgetting_a_key_removes_its_record(store: LocalStore, tmp_path: Path) 
 def test_evicting_a_stale_record_keeps_the_hit_record_of_a_fresh_one(
     store: LocalStore, tmp_path: Path
 ) -> None:
-    store.put("k1", _artifact(tmp_path, b"old"), meta={}, log=b"")
+    store.put("k1", _artifact(tmp_path, b"old"), meta=ArtifactMeta(), log=b"")
     stale = store.get_meta("k1")
     assert stale is not None
-    store.put("k1", _artifact(tmp_path, b"new"), meta={}, log=b"")
+    store.put("k1", _artifact(tmp_path, b"new"), meta=ArtifactMeta(), log=b"")
     store.evict("k1", reason="its blob went away", meta=stale)
     hit = _hits.read_hit(store.directory, "k1")
     assert hit is not None
@@ -163,8 +165,8 @@ def test_evicting_a_stale_record_keeps_the_hit_record_of_a_fresh_one(
 
 
 def test_reclaim_removes_records_the_database_forgot(store: LocalStore, tmp_path: Path) -> None:
-    store.put("k1", _artifact(tmp_path, b"one"), meta={}, log=b"")
-    store.put("k2", _artifact(tmp_path, b"two"), meta={}, log=b"")
+    store.put("k1", _artifact(tmp_path, b"one"), meta=ArtifactMeta(), log=b"")
+    store.put("k2", _artifact(tmp_path, b"two"), meta=ArtifactMeta(), log=b"")
     store._cache.delete("m/k1")  # forgotten by a run killed before it removed the record
     (store.directory / "hits" / ".k2.1.abcd.tmp").write_bytes(b"half")  # a killed writer
     assert store.reclaim(grace=0) >= 2
@@ -174,7 +176,12 @@ def test_reclaim_removes_records_the_database_forgot(store: LocalStore, tmp_path
 def test_the_size_cap_counts_a_hit_through_the_record_as_a_use(tmp_path: Path) -> None:
     with LocalStore(tmp_path / "store", max_size=1_000_000) as store:
         for index in range(3):
-            store.put(f"k{index}", _artifact(tmp_path, bytes([index]) * 300_000), meta={}, log=b"")
+            store.put(
+                f"k{index}",
+                _artifact(tmp_path, bytes([index]) * 300_000),
+                meta=ArtifactMeta(),
+                log=b"",
+            )
         # k0 is the oldest in SQLite, but was hit last through its record; k1 was used least.
         for index, when in ((0, 3000.0), (1, 1000.0), (2, 2000.0)):
             store._cache._sql(
@@ -182,7 +189,7 @@ def test_the_size_cap_counts_a_hit_through_the_record_as_a_use(tmp_path: Path) -
             )
             os.utime(_record(store, f"k{index}"), (when, when))
         assert store.last_used()[_checksum(store, "k0")] == 3000.0
-        store.put("k3", _artifact(tmp_path, b"\x03" * 300_000), meta={}, log=b"")
+        store.put("k3", _artifact(tmp_path, b"\x03" * 300_000), meta=ArtifactMeta(), log=b"")
         assert store.get_meta("k1") is None, "the least recently used, counting hits"
         for key in ("k0", "k2", "k3"):
             assert store.get_meta(key) is not None, key
@@ -193,11 +200,11 @@ def test_the_size_cap_counts_a_hit_through_the_record_as_a_use(tmp_path: Path) -
 def _checksum(store: LocalStore, key: str) -> str:
     meta = store.get_meta(key)
     assert meta is not None
-    return str(meta["checksum"])
+    return meta.checksum
 
 
 def test_touch_marks_a_record_used_now(store: LocalStore, tmp_path: Path) -> None:
-    store.put("k1", _artifact(tmp_path, b"t"), meta={}, log=b"")
+    store.put("k1", _artifact(tmp_path, b"t"), meta=ArtifactMeta(), log=b"")
     os.utime(_record(store, "k1"), (1000.0, 1000.0))
     _hits.touch_hit(store.directory, "k1")
     assert _record(store, "k1").stat().st_mtime > time.time() - 3600

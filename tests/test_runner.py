@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from cachehook._hits import ARTIFACT, ArtifactMeta
 from cachehook.config import load_settings
 from cachehook.hashing import digest_bytes, digest_file
 from cachehook.runner import Prepared, Runner, RunResult, TaskSpec
@@ -136,7 +137,9 @@ def _plant(
     artifact = root.parent / "planted.tar.zst"
     archive.pack(artifact, staging, sorted(paths), meta=json.dumps(meta).encode(), log=b"")
     assert runner.store is not None
-    runner.store.put(prepared.key, artifact, meta=meta, log=b"")
+    runner.store.put(
+        prepared.key, artifact, meta=ArtifactMeta.from_record(meta, part=ARTIFACT), log=b""
+    )
 
 
 @pytest.mark.parametrize(
@@ -348,7 +351,7 @@ def test_a_remote_restoring_hit_reads_its_download_once(
         _assert_read_once(runner, result, outputs, counting, reads, len(artifact))
         kept = runner.store.get_meta(prepared.key) if runner.store is not None else None
         assert kept is not None, "kept in the local store"
-        assert kept["checksum"] == digest_bytes(artifact), "the checksum taken while it streamed"
+        assert kept.checksum == digest_bytes(artifact), "the checksum taken while it streamed"
     finally:
         if runner._usage is not None:
             runner._usage.detached.clear()  # no flusher left behind

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from cachehook._hits import ArtifactMeta
 from cachehook.errors import StoreError
 from cachehook.store import LocalStore
 
@@ -30,11 +31,13 @@ def store(tmp_path: Path) -> Iterator[LocalStore]:
 
 
 def test_put_then_read_back(store: LocalStore, tmp_path: Path) -> None:
-    store.put("k1", _artifact(tmp_path, b"A" * 100_000), meta={"duration_ms": 5}, log=b"log")
+    store.put(
+        "k1", _artifact(tmp_path, b"A" * 100_000), meta=ArtifactMeta(duration_ms=5), log=b"log"
+    )
     meta = store.get_meta("k1")
     assert meta is not None
-    assert meta["duration_ms"] == 5
-    assert meta["size"] == 100_000
+    assert meta.duration_ms == 5
+    assert meta.size == 100_000
     assert store.get_log("k1", meta) == b"log"
     dest = tmp_path / "out.bin"
     assert store.copy_artifact("k1", meta, dest)
@@ -52,7 +55,7 @@ def test_directory_is_owner_only(tmp_path: Path) -> None:
 def test_corrupt_artifact_is_evicted_and_reported(tmp_path: Path) -> None:
     warnings: list[str] = []
     store = LocalStore(tmp_path / "store", max_size=10**9, on_warning=warnings.append)
-    store.put("k1", _artifact(tmp_path, b"B" * 200_000), meta={}, log=b"")
+    store.put("k1", _artifact(tmp_path, b"B" * 200_000), meta=ArtifactMeta(), log=b"")
     meta = store.get_meta("k1")
     assert meta is not None
     value_files = list((tmp_path / "store").rglob("*.val"))
@@ -68,10 +71,10 @@ def test_corrupt_artifact_is_evicted_and_reported(tmp_path: Path) -> None:
 
 
 def test_corrupt_log_is_a_miss(store: LocalStore, tmp_path: Path) -> None:
-    store.put("k1", _artifact(tmp_path, b"x"), meta={}, log=b"original log")
+    store.put("k1", _artifact(tmp_path, b"x"), meta=ArtifactMeta(), log=b"original log")
     meta = store.get_meta("k1")
     assert meta is not None
-    assert store.get_log("k1", {**meta, "log_checksum": "0" * 32}) is None
+    assert store.get_log("k1", meta.replace(log_checksum="0" * 32)) is None
     assert store.get_meta("k1") is None
 
 
@@ -110,7 +113,9 @@ def test_malformed_meta_is_evicted(store: LocalStore) -> None:
 def test_size_cap_evicts_least_recently_used(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store", max_size=1_000_000)
     for index in range(6):
-        store.put(f"k{index}", _artifact(tmp_path, bytes([index]) * 300_000), meta={}, log=b"")
+        store.put(
+            f"k{index}", _artifact(tmp_path, bytes([index]) * 300_000), meta=ArtifactMeta(), log=b""
+        )
         meta = store.get_meta("k0")
         if meta is not None:
             store.has_artifact(meta)  # k0 keeps being used
@@ -142,7 +147,7 @@ def test_failed_write_keeps_nothing_partial(
 
     monkeypatch.setattr(type(store._cache.disk).__mro__[1], "_write", full_disk)
     with pytest.raises(StoreError, match="No space left"):
-        store.put("k1", _artifact(tmp_path, b"C" * 100_000), meta={}, log=b"")
+        store.put("k1", _artifact(tmp_path, b"C" * 100_000), meta=ArtifactMeta(), log=b"")
     monkeypatch.setattr(type(store._cache.disk).__mro__[1], "_write", real_write)
     assert store.get_meta("k1") is None
     assert list((tmp_path / "store").rglob("*.val")) == []
@@ -151,7 +156,7 @@ def test_failed_write_keeps_nothing_partial(
 def test_put_can_move_the_artifact_in(store: LocalStore, tmp_path: Path) -> None:
     scratch = store.directory.parent / "scratch.bin"
     scratch.write_bytes(b"M" * 100_000)
-    store.put("k1", scratch, meta={}, log=b"", move=True)
+    store.put("k1", scratch, meta=ArtifactMeta(), log=b"", move=True)
     assert not scratch.exists(), "renamed into the store, not copied"
     meta = store.get_meta("k1")
     assert meta is not None
@@ -166,7 +171,7 @@ def test_a_record_for_another_key_is_evicted_and_a_miss(tmp_path: Path) -> None:
     """Finding 5: the metadata of K2 filed under K1 must not make a K1 lookup find K2."""
     warnings: list[str] = []
     with LocalStore(tmp_path / "store", max_size=10**9, on_warning=warnings.append) as store:
-        store.put("k2", _artifact(tmp_path, b"K2 bytes"), meta={}, log=b"")
+        store.put("k2", _artifact(tmp_path, b"K2 bytes"), meta=ArtifactMeta(), log=b"")
         store._cache.set("m/k1", store._cache.get("m/k2"))
         assert store.get_meta("k1") is None
         assert store._cache.get("m/k1") is None, "the stale record is evicted, not kept"
@@ -177,7 +182,7 @@ def test_a_record_for_another_key_is_evicted_and_a_miss(tmp_path: Path) -> None:
 def test_a_record_whose_blob_is_gone_is_evicted_and_reported(tmp_path: Path) -> None:
     warnings: list[str] = []
     with LocalStore(tmp_path / "store", max_size=10**9, on_warning=warnings.append) as store:
-        store.put("k1", _artifact(tmp_path, b"D" * 100_000), meta={}, log=b"")
+        store.put("k1", _artifact(tmp_path, b"D" * 100_000), meta=ArtifactMeta(), log=b"")
         meta = store.get_meta("k1")
         assert meta is not None
         for value in (tmp_path / "store").rglob("*.val"):
@@ -190,26 +195,26 @@ def test_a_record_whose_blob_is_gone_is_evicted_and_reported(tmp_path: Path) -> 
 def test_evicting_a_stale_record_keeps_one_stored_meanwhile(
     store: LocalStore, tmp_path: Path
 ) -> None:
-    store.put("k1", _artifact(tmp_path, b"old"), meta={}, log=b"")
+    store.put("k1", _artifact(tmp_path, b"old"), meta=ArtifactMeta(), log=b"")
     stale = store.get_meta("k1")
     assert stale is not None
-    store.put("k1", _artifact(tmp_path, b"new"), meta={}, log=b"")
+    store.put("k1", _artifact(tmp_path, b"new"), meta=ArtifactMeta(), log=b"")
     store.evict("k1", reason="its blob went away", meta=stale)
     fresh = store.get_meta("k1")
     assert fresh is not None
-    assert fresh["checksum"] != stale["checksum"]
+    assert fresh.checksum != stale.checksum
 
 
 def test_a_damaged_database_is_moved_aside_and_replaced(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     with LocalStore(directory, max_size=10**9) as store:
-        store.put("k1", _artifact(tmp_path, b"E" * 100), meta={}, log=b"")
+        store.put("k1", _artifact(tmp_path, b"E" * 100), meta=ArtifactMeta(), log=b"")
     database = directory / "cache.db"
     database.write_bytes(os.urandom(8192))
     warnings: list[str] = []
     with LocalStore(directory, max_size=10**9, on_warning=warnings.append) as store:
         assert store.get_meta("k1") is None
-        store.put("k2", _artifact(tmp_path, b"F" * 100), meta={}, log=b"")
+        store.put("k2", _artifact(tmp_path, b"F" * 100), meta=ArtifactMeta(), log=b"")
         assert store.get_meta("k2") is not None
     assert (directory / "cache.db.damaged").exists()
     assert any("damaged" in w and "cache.db" in w for w in warnings)
@@ -237,7 +242,7 @@ def test_eight_concurrent_stores_of_one_key_leave_one_blob(tmp_path: Path) -> No
         try:
             with LocalStore(directory, max_size=10**9) as store:
                 barrier.wait()
-                store.put("k1", artifact, meta={"run": index}, log=b"log")
+                store.put("k1", artifact, meta=ArtifactMeta(extra={"run": index}), log=b"log")
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -251,7 +256,7 @@ def test_eight_concurrent_stores_of_one_key_leave_one_blob(tmp_path: Path) -> No
         blobs = store._cache._sql("SELECT key FROM Cache WHERE key LIKE 'a/%'").fetchall()
         meta = store.get_meta("k1")
         assert meta is not None
-        assert blobs == [(f"a/{meta['checksum']}",)]
+        assert blobs == [(f"a/{meta.checksum}",)]
     assert len(list(directory.rglob("*.val"))) == 1
 
 
@@ -280,7 +285,7 @@ def test_leftovers_of_a_killed_run_are_reclaimed(tmp_path: Path) -> None:
 
     directory, scratch, fifo = tmp_path / "store", tmp_path / "tmp", tmp_path / "fifo"
     with LocalStore(directory, max_size=10**9, scratch_dir=scratch) as store:
-        store.put("kept", _artifact(tmp_path, b"K" * 100_000), meta={}, log=b"")
+        store.put("kept", _artifact(tmp_path, b"K" * 100_000), meta=ArtifactMeta(), log=b"")
     os.mkfifo(fifo)
     child = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, directory, scratch, fifo])
     try:
@@ -315,7 +320,9 @@ def test_a_store_reclaims_at_most_hourly_and_spares_files_in_use(tmp_path: Path)
 
     directory, scratch = tmp_path / "store", tmp_path / "tmp"
     store = LocalStore(directory, max_size=10**9, scratch_dir=scratch)
-    store.put("k0", _artifact(tmp_path, b"first"), meta={}, log=b"")  # the first reclaim
+    store.put(
+        "k0", _artifact(tmp_path, b"first"), meta=ArtifactMeta(), log=b""
+    )  # the first reclaim
     old = scratch / "run-old"
     old.mkdir(parents=True)
     (old / "artifact.tar.zst").write_bytes(b"x" * 1000)
@@ -325,10 +332,10 @@ def test_a_store_reclaims_at_most_hourly_and_spares_files_in_use(tmp_path: Path)
             busy.write_bytes(b"y")
             for path in (old, old / "artifact.tar.zst", busy.parent):
                 os.utime(path, (hour_ago, hour_ago))
-            store.put("k1", _artifact(tmp_path, b"second"), meta={}, log=b"")
+            store.put("k1", _artifact(tmp_path, b"second"), meta=ArtifactMeta(), log=b"")
             assert old.exists(), "reclaimed less than an hour ago: nothing to do yet"
             os.utime(directory / ".reclaimed", (hour_ago - 1, hour_ago - 1))
-            store.put("k2", _artifact(tmp_path, b"third"), meta={}, log=b"")
+            store.put("k2", _artifact(tmp_path, b"third"), meta=ArtifactMeta(), log=b"")
             assert not old.exists()
             assert busy.exists(), "a scratch file a live run holds is never reclaimed"
     finally:
@@ -341,7 +348,7 @@ def test_the_size_cap_drops_records_with_their_blobs_quietly(tmp_path: Path) -> 
     with LocalStore(tmp_path / "store", max_size=700_000, on_warning=warnings.append) as store:
         for index in range(4):
             artifact = _artifact(tmp_path, bytes([index]) * 300_000)
-            store.put(f"k{index}", artifact, meta={}, log=b"")
+            store.put(f"k{index}", artifact, meta=ArtifactMeta(), log=b"")
         assert store._cache.get("m/k0") is None, "evicted with its blob"
         assert store.get_meta("k3") is not None
         assert warnings == []

@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Unpack
 
+    from cachehook._hits import ArtifactMeta
     from cachehook.cli._options import SettingsFlags
     from cachehook.config import Settings
-    from cachehook.store import LocalStore, StoredEntry
+    from cachehook.store import LocalStore
 
 __all__ = ["cache", "format_size", "open_store"]
 
@@ -61,9 +62,8 @@ def open_store(settings: Settings, *, create: bool = True) -> LocalStore | None:
     )
 
 
-def _stored_at(entry: StoredEntry) -> float:
-    value = entry.meta.get("stored_at", 0)
-    return float(value) if isinstance(value, int | float) else 0.0
+def _stored_at(entry: ArtifactMeta) -> float:
+    return entry.stored_at or 0.0
 
 
 def _when(stamp: float) -> str:
@@ -91,21 +91,21 @@ def ls(as_json: bool, all_projects: bool, **flags: Unpack[SettingsFlags]) -> Non
 
     settings = load_cli_settings(flags)
     store = open_store(settings, create=False)
-    entries: list[StoredEntry] = []
+    entries: list[ArtifactMeta] = []
     if store is not None:
         with store:
             entries = sorted(store.entries(), key=_stored_at, reverse=True)
     everything = len(entries)
     if not all_projects:  # one cache serves every project on the machine (issue 10)
         project = project_id(settings.root)
-        entries = [entry for entry in entries if entry.meta.get("project") == project]
+        entries = [entry for entry in entries if entry.project == project]
     if as_json:
         rows = [_entry_json(entry) for entry in entries]
         print_json({"directory": str(settings.cache_dir / "store"), "artifacts": rows})
         return
     for entry in entries:
-        task = entry.meta.get("task") or "-"
-        took = format_duration(int(entry.meta.get("duration_ms", 0)))
+        task = entry.task or "-"
+        took = format_duration(entry.duration_ms)
         click.echo(
             f"{entry.key}  {format_size(entry.size):>10}  {_when(_stored_at(entry))}"
             f"  {took:>7}  {task}"
@@ -116,18 +116,18 @@ def ls(as_json: bool, all_projects: bool, **flags: Unpack[SettingsFlags]) -> Non
     click.echo(f"{len(entries)} artifacts, {format_size(total)}{more}", err=True)
 
 
-def _entry_json(entry: StoredEntry) -> dict[str, Any]:
+def _entry_json(entry: ArtifactMeta) -> dict[str, Any]:
     return {
         "key": entry.key,
         "size": entry.size,
-        "task": entry.meta.get("task"),
-        "stored_at": _stored_at(entry) or None,
-        "duration_ms": entry.meta.get("duration_ms"),
-        "command": entry.meta.get("command"),
+        "task": entry.task,
+        "stored_at": entry.stored_at,
+        "duration_ms": entry.duration_ms,
+        "command": list(entry.command),
     }
 
 
-def _find(store: LocalStore, prefix: str) -> StoredEntry:
+def _find(store: LocalStore, prefix: str) -> ArtifactMeta:
     if len(prefix) < 4:
         msg = f"key {prefix!r}: give at least 4 characters of it"
         raise ConfigError(msg)
@@ -142,14 +142,30 @@ def _find(store: LocalStore, prefix: str) -> StoredEntry:
     return found[0]
 
 
-def _show_json(entry: StoredEntry) -> dict[str, Any]:
-    meta = dict(entry.meta)
-    manifest = meta.get("manifest")
-    if isinstance(manifest, dict) and isinstance(manifest.get("env"), list):
+def _show_json(entry: ArtifactMeta) -> dict[str, Any]:
+    meta = entry.to_record()
+    manifest = entry.manifest
+    if manifest is not None:
         # An env value's digest could be guessed back for a short value: names only.
-        manifest = {**manifest, "env": [pair[0] for pair in manifest["env"] if pair]}
-        meta["manifest"] = manifest
+        env = manifest.get("env")
+        pairs = env if isinstance(env, list) else []
+        names = [pair[0] for pair in pairs if isinstance(pair, list) and pair]
+        meta["manifest"] = {**manifest, "env": names}
     return {**meta, "key": entry.key}
+
+
+def _inputs(manifest: dict[str, Any]) -> list[str]:
+    """The manifest's inputs as ``digest  path`` lines; what is not shaped so is left out (the
+    manifest is only checked whole by ``explain``)."""
+    found = manifest.get("inputs")
+    entries = found if isinstance(found, list) else []
+    return [
+        f"{i['digest']}  {i['path']}"
+        for i in entries
+        if isinstance(i, dict)
+        and isinstance(i.get("digest"), str)
+        and isinstance(i.get("path"), str)
+    ]
 
 
 @cache.command("show", short_help="Show one artifact: task, command, inputs, outputs.")
@@ -172,17 +188,17 @@ def show(key: str, as_json: bool, **flags: Unpack[SettingsFlags]) -> None:
     manifest: dict[str, Any] = found if isinstance(found, dict) else {}
     rows = [
         ("key", entry.key),
-        ("task", data.get("task") or "-"),
-        ("command", " ".join(map(str, data.get("command") or manifest.get("command") or []))),
+        ("task", entry.task or "-"),
+        ("command", " ".join(map(str, entry.command or manifest.get("command") or []))),
         ("stored", _when(_stored_at(entry))),
         ("size", format_size(entry.size)),
-        ("duration", format_duration(int(data.get("duration_ms", 0)))),
+        ("duration", format_duration(entry.duration_ms)),
     ]
     for label, value in rows:
         click.echo(f"{label:<9} {value}")
     for label, items in (
-        ("output", [o.get("path") for o in data.get("outputs", []) if isinstance(o, dict)]),
-        ("input", [f"{i['digest']}  {i['path']}" for i in manifest.get("inputs", [])]),
+        ("output", [o.path for o in entry.outputs]),
+        ("input", _inputs(manifest)),
         ("env", manifest.get("env", [])),
         ("depends", manifest.get("dependencies", [])),
     ):
@@ -191,13 +207,13 @@ def show(key: str, as_json: bool, **flags: Unpack[SettingsFlags]) -> None:
 
 
 def _select(
-    entries: Sequence[StoredEntry],
+    entries: Sequence[ArtifactMeta],
     last_used: dict[str, float],
     *,
     volume: int,
     max_size: int | None,
     older_than: float | None,
-) -> list[StoredEntry]:
+) -> list[ArtifactMeta]:
     """What to remove: entries stored before the age limit, then least recently used first."""
     now = time.time()
     doomed = [e for e in entries if older_than is not None and _stored_at(e) < now - older_than]
@@ -205,7 +221,7 @@ def _select(
         remaining = volume - sum(entry.size for entry in doomed)
         chosen = {entry.key for entry in doomed}
         alive = [entry for entry in entries if entry.key not in chosen]
-        alive.sort(key=lambda e: last_used.get(str(e.meta.get("checksum")), _stored_at(e)))
+        alive.sort(key=lambda e: last_used.get(e.checksum, _stored_at(e)))
         for entry in alive:
             if remaining <= max_size:
                 break
@@ -261,7 +277,7 @@ def prune(
         )
         if dry_run:
             for entry in doomed:
-                click.echo(f"would remove {entry.key}  {entry.meta.get('task') or '-'}")
+                click.echo(f"would remove {entry.key}  {entry.task or '-'}")
             click.echo(f"{len(doomed)} of {len(entries)} artifacts ({size}) would be removed")
             return
         if not _confirm(question, yes=yes):

@@ -91,14 +91,13 @@ def _stored_keys(store: LocalStore, name: str, cache_dir: Path, project: str | N
 
 def _stored_run(store: LocalStore, key: str) -> _StoredRun | None:
     meta = store.get_meta(key)
-    if meta is None or "manifest" not in meta:
+    if meta is None or meta.manifest is None:
         return None
     try:
-        manifest = Manifest.from_json(meta["manifest"])
-    except (TypeError, ValueError):
+        manifest = Manifest.from_json(meta.manifest)
+    except (TypeError, ValueError, KeyError, AttributeError):  # a record is never trusted
         return None
-    stored_at = meta.get("stored_at")
-    return _StoredRun(key, manifest, stored_at if isinstance(stored_at, float | int) else None)
+    return _StoredRun(key, manifest, meta.stored_at)
 
 
 def _changes(before: Manifest, current: PlannedTask, graph: TaskGraph) -> list[str]:

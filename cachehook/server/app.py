@@ -73,8 +73,9 @@ from cachehook.server.validation import (
 )
 
 if TYPE_CHECKING:
+    from cachehook._hits import ArtifactMeta
     from cachehook.server._asgi import Receive, Scope, Send
-    from cachehook.server.storage import Storage, StoredArtifact, Upload
+    from cachehook.server.storage import Storage, Upload
 
 __all__ = ["CONFIG_ENV", "DEFAULT_MAX_BODY", "CacheServer", "ServerConfig", "app_from_environment"]
 
@@ -338,7 +339,7 @@ class CacheServer:
 
     def _open_and_read(
         self, team: str, hash_: str, is_head: bool
-    ) -> tuple[BinaryIO, StoredArtifact, bytes] | None:
+    ) -> tuple[BinaryIO, ArtifactMeta, bytes] | None:
         if is_head:  # no body to open: on S3 a HEAD, not a GET whose stream is dropped
             known = self.storage.info(team, hash_)
             return None if known is None else (io.BytesIO(), known, b"")
@@ -519,8 +520,8 @@ class CacheServer:
         )
 
 
-def _artifact_headers(info: StoredArtifact) -> list[tuple[bytes, bytes]]:
-    headers = [(b"x-artifact-duration", str(info.duration).encode())]
+def _artifact_headers(info: ArtifactMeta) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-artifact-duration", str(info.duration_ms).encode())]
     for name, value in (
         (b"x-artifact-tag", info.tag),
         (b"x-artifact-sha", info.sha),
@@ -531,8 +532,8 @@ def _artifact_headers(info: StoredArtifact) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-def _query_entry(info: StoredArtifact) -> dict[str, Any]:
-    entry: dict[str, Any] = {"size": info.size, "taskDurationMs": info.duration}
+def _query_entry(info: ArtifactMeta) -> dict[str, Any]:
+    entry: dict[str, Any] = {"size": info.size, "taskDurationMs": info.duration_ms}
     if info.tag is not None:
         entry["tag"] = info.tag
     if info.sha is not None:

@@ -49,8 +49,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from cachehook._hits import ArtifactMeta
 from cachehook.errors import ConfigError, StoreError
-from cachehook.server.storage import StoredArtifact, artifact_key
+from cachehook.server.storage import artifact_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -98,7 +99,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class S3Upload:
     """One upload in progress: parts sent as they fill, nothing visible until ``complete``."""
 
-    def __init__(self, storage: S3Storage, key: str, meta: Mapping[str, object]) -> None:
+    def __init__(self, storage: S3Storage, key: str, meta: ArtifactMeta) -> None:
         self.size = 0
         self.key = key
         self._storage = storage
@@ -336,7 +337,7 @@ class S3Storage:
 
     # -- the Storage interface ---------------------------------------------------------------
 
-    def begin_upload(self, team: str, hash_: str, meta: Mapping[str, object]) -> S3Upload:
+    def begin_upload(self, team: str, hash_: str, meta: ArtifactMeta) -> S3Upload:
         """A new upload for that artifact; nothing is sent before a part fills."""
         return S3Upload(self, self._object(team, hash_), meta)
 
@@ -345,7 +346,7 @@ class S3Storage:
         team: str,
         hash_: str,
         upload: Upload,
-        meta: dict[str, object],
+        meta: ArtifactMeta,
         *,
         tail: Iterable[bytes] = (),
     ) -> None:
@@ -365,7 +366,7 @@ class S3Storage:
         if due:
             self._wake.set()
 
-    def open(self, team: str, hash_: str) -> tuple[BinaryIO, StoredArtifact] | None:
+    def open(self, team: str, hash_: str) -> tuple[BinaryIO, ArtifactMeta] | None:
         """A streamed read of the artifact and what is known of it; None on a miss."""
         key = self._object(team, hash_)
         with self.translated(f"read {key}"):
@@ -377,9 +378,9 @@ class S3Storage:
                 raise
         self._touch(key, found["LastModified"].timestamp())
         handle = io.BufferedReader(_Body(found["Body"], key), buffer_size=1 << 20)
-        return handle, _stored(found)
+        return handle, _stored(key, found)
 
-    def info(self, team: str, hash_: str) -> StoredArtifact | None:
+    def info(self, team: str, hash_: str) -> ArtifactMeta | None:
         """What is known of the artifact (refreshing its recency); None on a miss."""
         key = self._object(team, hash_)
         with self.translated(f"look up {key}"):
@@ -390,7 +391,7 @@ class S3Storage:
                     return None
                 raise
         self._touch(key, found["LastModified"].timestamp())
-        return _stored(found)
+        return _stored(key, found)
 
     def delete_team(self, team: str) -> int:
         """Remove every artifact of ``team`` and its recency; how many artifacts."""
@@ -582,12 +583,19 @@ def _is_code(exc: Exception, code: str) -> bool:
     return str(response.get("Error", {}).get("Code")) == code
 
 
-def _metadata(meta: Mapping[str, object]) -> dict[str, str]:
-    names = {"duration": "duration", "tag": "tag", "sha": "sha", "dirty_hash": "dirty-hash"}
-    return {name: str(meta[key]) for key, name in names.items() if meta.get(key) is not None}
+def _metadata(meta: ArtifactMeta) -> dict[str, str]:
+    """What an upload declared, as the object's user metadata (``x-amz-meta-*``)."""
+    values = {
+        "duration": str(meta.duration_ms),
+        "tag": meta.tag,
+        "sha": meta.sha,
+        "dirty-hash": meta.dirty_hash,
+    }
+    return {name: value for name, value in values.items() if value is not None}
 
 
-def _stored(found: Mapping[str, Any]) -> StoredArtifact:
+def _stored(key: str, found: Mapping[str, Any]) -> ArtifactMeta:
+    """What the object store says of an artifact (its checksum is not ours: left "")."""
     metadata = found.get("Metadata") or {}
 
     def text(name: str) -> str | None:
@@ -595,9 +603,10 @@ def _stored(found: Mapping[str, Any]) -> StoredArtifact:
         return value if isinstance(value, str) and _META_VALUE_RE.match(value) else None
 
     duration = text("duration")
-    return StoredArtifact(
+    return ArtifactMeta(
+        key=key,
         size=int(found["ContentLength"]),
-        duration=int(duration) if duration is not None and duration.isdigit() else 0,
+        duration_ms=int(duration) if duration is not None and duration.isdigit() else 0,
         tag=text("tag"),
         sha=text("sha"),
         dirty_hash=text("dirty-hash"),

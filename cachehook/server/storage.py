@@ -27,23 +27,23 @@ import contextlib
 import os
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from cachehook.errors import StoreError
 from cachehook.server.validation import HASH_RE, TEAM_RE
 from cachehook.store import LocalStore
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable
+
+    from cachehook._hits import ArtifactMeta
 
 __all__ = [
     "ArtifactStorage",
     "FileUpload",
     "Lease",
     "Storage",
-    "StoredArtifact",
     "Upload",
     "artifact_key",
     "is_object_store",
@@ -53,32 +53,6 @@ __all__ = [
 _OBJECT_STORE_SCHEMES = ("s3://",)
 
 _STALE_UPLOAD_SECONDS = 24 * 3600.0
-
-
-@dataclass(frozen=True)
-class StoredArtifact:
-    """What the server answers about an artifact: its size and the client's metadata."""
-
-    size: int
-    duration: int
-    tag: str | None
-    sha: str | None
-    dirty_hash: str | None
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> StoredArtifact:
-        def text(key: str) -> str | None:
-            value = meta.get(key)
-            return value if isinstance(value, str) else None
-
-        duration = meta.get("duration")
-        return cls(
-            size=int(meta["size"]),
-            duration=duration if isinstance(duration, int) else 0,
-            tag=text("tag"),
-            sha=text("sha"),
-            dirty_hash=text("dirty_hash"),
-        )
 
 
 def artifact_key(team: str, hash_: str) -> str:
@@ -114,9 +88,13 @@ class Lease(Protocol):
 
 
 class Storage(Protocol):
-    """Artifacts by team and hash. Every method may raise ``StoreError``."""
+    """Artifacts by team and hash. Every method may raise ``StoreError``.
 
-    def begin_upload(self, team: str, hash_: str, meta: Mapping[str, object]) -> Upload:
+    What the server answers about an artifact is an ``ArtifactMeta``: its ``size`` and what its
+    upload declared (``duration_ms``, ``tag``, ``sha``, ``dirty_hash``).
+    """
+
+    def begin_upload(self, team: str, hash_: str, meta: ArtifactMeta) -> Upload:
         """A new upload for that artifact; nothing is visible until ``commit``."""
         ...
 
@@ -125,18 +103,18 @@ class Storage(Protocol):
         team: str,
         hash_: str,
         upload: Upload,
-        meta: dict[str, object],
+        meta: ArtifactMeta,
         *,
         tail: Iterable[bytes] = (),
     ) -> None:
         """Write ``tail``, then make the whole upload the artifact, replacing any earlier one."""
         ...
 
-    def open(self, team: str, hash_: str) -> tuple[BinaryIO, StoredArtifact] | None:
+    def open(self, team: str, hash_: str) -> tuple[BinaryIO, ArtifactMeta] | None:
         """A read handle on the artifact and what is known of it; None on a miss."""
         ...
 
-    def info(self, team: str, hash_: str) -> StoredArtifact | None:
+    def info(self, team: str, hash_: str) -> ArtifactMeta | None:
         """What is known of the artifact (a use: it refreshes its recency); None on a miss."""
         ...
 
@@ -248,7 +226,7 @@ class ArtifactStorage:
     _key = staticmethod(artifact_key)
 
     def begin_upload(
-        self, team: str = "", hash_: str = "", meta: Mapping[str, object] | None = None
+        self, team: str = "", hash_: str = "", meta: ArtifactMeta | None = None
     ) -> FileUpload:
         """A new upload; its temporary file appears with the first write (named by no input)."""
         return FileUpload(self.uploads / f"{os.getpid()}-{uuid.uuid4().hex}.part")
@@ -258,7 +236,7 @@ class ArtifactStorage:
         team: str,
         hash_: str,
         upload: Upload,
-        meta: dict[str, object],
+        meta: ArtifactMeta,
         *,
         tail: Iterable[bytes] = (),
     ) -> None:
@@ -277,23 +255,20 @@ class ArtifactStorage:
         try:
             upload.write(tail)
             upload.finish()
-            record = {**meta, "team": team, "hash": hash_}
-            self.store.put_file(key, upload.path, meta=record, move=True)
+            named = meta.replace(extra={**(meta.extra or {}), "team": team, "hash": hash_})
+            self.store.put_file(key, upload.path, meta=named, move=True)
         except OSError as exc:
             msg = f"cannot store {key}: {exc.strerror or exc}"
             raise StoreError(msg) from exc
         finally:
             upload.discard()
 
-    def open(self, team: str, hash_: str) -> tuple[BinaryIO, StoredArtifact] | None:
-        """A read handle on the artifact and what is known of it; None on a miss."""
-        opened = self.store.open_file(self._key(team, hash_))
-        if opened is None:
-            return None
-        handle, meta = opened
-        return handle, StoredArtifact.from_meta(meta)
+    def open(self, team: str, hash_: str) -> tuple[BinaryIO, ArtifactMeta] | None:
+        """A read handle on the artifact and its checked metadata; None on a miss (a record
+        that does not read whole is evicted by the store: a miss too)."""
+        return self.store.open_file(self._key(team, hash_))
 
-    def info(self, team: str, hash_: str) -> StoredArtifact | None:
+    def info(self, team: str, hash_: str) -> ArtifactMeta | None:
         """What is known of the artifact (refreshing its recent use); None on a miss."""
         opened = self.open(team, hash_)
         if opened is None:

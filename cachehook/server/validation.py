@@ -15,6 +15,7 @@ import re
 import uuid
 from typing import TYPE_CHECKING
 
+from cachehook._hits import ArtifactMeta
 from cachehook.events import Event
 
 if TYPE_CHECKING:
@@ -117,34 +118,35 @@ def parse_client_headers(headers: Mapping[str, str]) -> ClientInfo:
     return ClientInfo(ci or None, None if raw is None else int(raw.strip()))
 
 
-def parse_artifact_headers(headers: Mapping[str, str]) -> dict[str, object]:
+def parse_artifact_headers(headers: Mapping[str, str]) -> ArtifactMeta:
     """The metadata an upload carries: duration, tag, SCM sha and dirty hash.
+
+    Only those fields are set: the storage sets the rest (key, checksum, size) when it keeps
+    the upload.
 
     Raises:
         ApiError: 400 naming the malformed header.
     """
-    meta: dict[str, object] = {"duration": 0}
+    meta = ArtifactMeta()
     duration = headers.get("x-artifact-duration")
     if duration is not None:
         value = duration.strip()
         if not value.isascii() or not value.isdigit() or int(value) > MAX_DURATION_MS:
             msg = f"x-artifact-duration must be whole milliseconds from 0 to {MAX_DURATION_MS}"
             raise _bad(msg, "x-artifact-duration")
-        meta["duration"] = int(value)
+        meta = meta.replace(duration_ms=int(value))
     tag = headers.get("x-artifact-tag")
     if tag is not None:
         if len(tag) > TAG_MAX_LENGTH or not _TAG_RE.match(tag):
             msg = f"x-artifact-tag must be base64, at most {TAG_MAX_LENGTH} characters"
             raise _bad(msg, "x-artifact-tag")
-        meta["tag"] = tag
-    for name, key in (("x-artifact-sha", "sha"), ("x-artifact-dirty-hash", "dirty_hash")):
-        scm = headers.get(name)
-        if scm is not None:
-            if not _SCM_RE.match(scm):
-                msg = f"{name} must be 1-128 hex digits"
-                raise _bad(msg, name)
-            meta[key] = scm
-    return meta
+        meta = meta.replace(tag=tag)
+    sha, dirty_hash = headers.get("x-artifact-sha"), headers.get("x-artifact-dirty-hash")
+    for name, scm in (("x-artifact-sha", sha), ("x-artifact-dirty-hash", dirty_hash)):
+        if scm is not None and not _SCM_RE.match(scm):
+            msg = f"{name} must be 1-128 hex digits"
+            raise _bad(msg, name)
+    return meta.replace(sha=sha, dirty_hash=dirty_hash)
 
 
 def _load_json(body: bytes) -> object:

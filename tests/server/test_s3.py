@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from cachehook._hits import ArtifactMeta
 from cachehook.errors import ConfigError, StoreError
 from cachehook.server.eventlog import EventLog
 from cachehook.server.s3 import PART_SIZE, S3Storage, parse_s3_url
@@ -54,8 +55,8 @@ def open_s3(
         storage.close()
 
 
-def store(storage: S3Storage, team: str, hash_: str, body: bytes, **meta: object) -> None:
-    meta = {"duration": 0, **meta}
+def store(storage: S3Storage, team: str, hash_: str, body: bytes, **fields: Any) -> None:
+    meta = ArtifactMeta(**fields)
     upload = storage.begin_upload(team, hash_, meta)
     upload.write([body[i : i + MIB] for i in range(0, len(body), MIB)])
     storage.commit(team, hash_, upload, meta)
@@ -94,11 +95,11 @@ def test_a_small_artifact_round_trips_with_its_metadata(
 ) -> None:
     storage = open_s3()
     body = os.urandom(100_000)
-    store(storage, "acme", "abc", body, duration=1234, tag="dGFn", sha="ab", dirty_hash="cd")
+    store(storage, "acme", "abc", body, duration_ms=1234, tag="dGFn", sha="ab", dirty_hash="cd")
     assert read(storage, "acme", "abc") == body
     info = storage.info("acme", "abc")
     assert info is not None
-    assert (info.size, info.duration, info.tag, info.sha, info.dirty_hash) == (
+    assert (info.size, info.duration_ms, info.tag, info.sha, info.dirty_hash) == (
         100_000,
         1234,
         "dGFn",
@@ -117,7 +118,7 @@ def test_a_large_upload_streams_in_parts_and_is_invisible_until_complete(
 ) -> None:
     storage = open_s3()
     body = os.urandom(2 * PART_SIZE + 3 * MIB)
-    meta: dict[str, object] = {"duration": 9}
+    meta = ArtifactMeta(duration_ms=9)
     upload = storage.begin_upload("acme", "ff", meta)
     upload.write([body[i : i + MIB] for i in range(0, 2 * PART_SIZE + MIB, MIB)])
     # two parts are on the server already, and nothing can be read
@@ -134,7 +135,7 @@ def test_a_discarded_upload_leaves_nothing(
     open_s3: Callable[..., S3Storage], s3_server: S3Server, bucket: str
 ) -> None:
     storage = open_s3()
-    upload = storage.begin_upload("acme", "ee", {})
+    upload = storage.begin_upload("acme", "ee", ArtifactMeta())
     upload.write([os.urandom(PART_SIZE + 1)])
     assert len(unfinished(s3_server, bucket)) == 1
     upload.discard()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from cachehook._hits import ArtifactMeta
 from cachehook.errors import ConfigError
 from cachehook.server.storage import ArtifactStorage, is_object_store, open_storage
 
@@ -15,10 +16,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def store(storage: ArtifactStorage, team: str, hash_: str, body: bytes, **meta: object) -> None:
+def store(storage: ArtifactStorage, team: str, hash_: str, body: bytes, **meta: Any) -> None:
     upload = storage.begin_upload()
     upload.write([body[: len(body) // 2], body[len(body) // 2 :]])
-    storage.commit(team, hash_, upload, {"duration": 0, **meta})
+    storage.commit(team, hash_, upload, ArtifactMeta(**meta))
 
 
 def read(storage: ArtifactStorage, team: str, hash_: str) -> bytes | None:
@@ -35,11 +36,11 @@ def read(storage: ArtifactStorage, team: str, hash_: str) -> bytes | None:
 def test_round_trip_with_metadata(tmp_path: Path) -> None:
     storage = ArtifactStorage(tmp_path / "s", max_size=1 << 30)
     body = os.urandom(100_000)  # above diskcache's inline threshold: a file of its own
-    store(storage, "acme", "abc", body, duration=1234, tag="dGFn", sha="ab", dirty_hash="cd")
+    store(storage, "acme", "abc", body, duration_ms=1234, tag="dGFn", sha="ab", dirty_hash="cd")
     assert read(storage, "acme", "abc") == body
     info = storage.info("acme", "abc")
     assert info is not None
-    assert (info.size, info.duration, info.tag, info.sha, info.dirty_hash) == (
+    assert (info.size, info.duration_ms, info.tag, info.sha, info.dirty_hash) == (
         100_000,
         1234,
         "dGFn",
@@ -117,9 +118,9 @@ def test_put_file_copies_unless_told_to_move(tmp_path: Path) -> None:
     src = tmp_path / "s" / "uploads" / "src.bin"
     body = os.urandom(70_000)
     src.write_bytes(body)
-    storage.store.put_file("v8/t/01", src, meta={})
+    storage.store.put_file("v8/t/01", src, meta=ArtifactMeta())
     assert src.read_bytes() == body  # copied: the source stays
-    storage.store.put_file("v8/t/02", src, meta={}, move=True)
+    storage.store.put_file("v8/t/02", src, meta=ArtifactMeta(), move=True)
     assert not src.exists()  # renamed into the store
     for key in ("v8/t/01", "v8/t/02"):
         opened = storage.store.open_file(key)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from cachehook._hits import ArtifactMeta
 from cachehook.server.validation import (
     HASH_RE,
     TEAM_RE,
@@ -150,8 +151,8 @@ def test_artifact_headers() -> None:
             "x-artifact-dirty-hash": "ab" * 32,
         }
     )
-    assert meta == {"duration": 1221, "tag": "dGFn", "dirty_hash": "ab" * 32}
-    assert parse_artifact_headers({}) == {"duration": 0}
+    assert meta == ArtifactMeta(duration_ms=1221, tag="dGFn", dirty_hash="ab" * 32)
+    assert parse_artifact_headers({}) == ArtifactMeta()
     with pytest.raises(ApiError) as caught:
         parse_artifact_headers({"x-artifact-duration": "١٢"})  # non-ASCII digits
     assert caught.value.field == "x-artifact-duration"
