@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -366,3 +367,293 @@ def test_cachehook_exec_hits_through_the_record_and_survives_a_damaged_one(
     assert _hits.read_hit(tmp_path / "cache" / "store", record.name) is not None
     assert "miss" in _exec(project, env, "two").stderr, "another command, another key"
     assert output.read_text() == "two"
+
+
+# --- ArtifactMeta: one shape, checked where a record enters (issue 11) ------------------------
+
+_GOOD = {
+    "key": "k1",
+    "checksum": "a" * 32,
+    "size": 3,
+    "log_checksum": "b" * 32,
+    "duration_ms": 5,
+    "outputs": [{"path": "out/a", "digest": "c" * 32, "executable": False, "mode": 0o644}],
+    "stored_at": 1.5e9,
+    "task": "build",
+    "command": ["make"],
+    "manifest": {"version": 1},
+}
+
+_MALFORMED = [
+    pytest.param({"checksum": None}, "checksum", id="missing-checksum"),
+    pytest.param({"key": None}, "key", id="missing-key"),
+    pytest.param({"size": "3"}, "size", id="size-as-text"),
+    pytest.param({"size": True}, "size", id="size-as-bool"),
+    pytest.param({"size": -1}, "size", id="negative-size"),
+    pytest.param({"duration_ms": -5}, "duration_ms", id="negative-duration"),
+    pytest.param({"checksum": "A" * 32}, "checksum", id="uppercase-digest"),
+    pytest.param({"checksum": "a" * 31}, "checksum", id="short-digest"),
+    pytest.param({"checksum": "g" * 32}, "checksum", id="not-hex-digest"),
+    pytest.param({"log_checksum": 7}, "log_checksum", id="log-digest-as-number"),
+    pytest.param({"outputs": {"out/a": 1}}, "outputs", id="outputs-not-a-list"),
+    pytest.param(
+        {"outputs": [{"path": "../x", "digest": "c" * 32, "executable": False}]},
+        "outputs",
+        id="output-outside-the-project",
+    ),
+    pytest.param(
+        {"outputs": [{"path": "/etc/x", "digest": "c" * 32, "executable": False}]},
+        "outputs",
+        id="absolute-output",
+    ),
+    pytest.param(
+        {"outputs": [{"path": "a", "digest": "bad", "executable": False}]},
+        "outputs[a]",
+        id="bad-output-digest",
+    ),
+    pytest.param(
+        {"outputs": [{"path": "a", "digest": "c" * 32, "executable": "no"}]},
+        "outputs[a]",
+        id="executable-as-text",
+    ),
+    pytest.param(
+        {"outputs": [{"path": "a", "digest": "c" * 32, "executable": False, "mode": -1}]},
+        "outputs[a]",
+        id="negative-mode",
+    ),
+    pytest.param({"stored_at": "yesterday"}, "stored_at", id="stored-at-as-text"),
+    pytest.param({"stored_at": float("nan")}, "stored_at", id="stored-at-nan"),
+    pytest.param({"command": "rm -rf /"}, "command", id="command-as-text"),
+    pytest.param({"manifest": []}, "manifest", id="manifest-not-an-object"),
+    pytest.param({"task": 3}, "task", id="task-as-number"),
+    pytest.param({"value": 5}, "value", id="value-as-number"),
+]
+
+
+def _with(changes: dict[str, object]) -> dict[str, object]:
+    """``_GOOD`` changed; a change to None removes the field."""
+    record = {**_GOOD, **changes}
+    return {name: value for name, value in record.items() if value is not None}
+
+
+def test_a_record_round_trips_through_its_one_serialisation() -> None:
+    meta = _hits.parse_record(json.dumps({**_GOOD, "exit_code": 0, "project": "p1"}))
+    assert meta.size == 3
+    assert meta.outputs == (OutputEntry("out/a", "c" * 32, False, 0o644),)
+    assert meta.command == ("make",)
+    assert meta.extra == {"exit_code": 0}, "fields it does not know are kept as read"
+    assert _hits.parse_record(meta.to_json()) == meta
+    artifact = meta.to_record(part=_hits.ARTIFACT)
+    assert not artifact.keys() & {"checksum", "size", "log_checksum", "stored_at", "project"}
+    assert ArtifactMeta.from_record(artifact, part=_hits.ARTIFACT).outputs == meta.outputs
+    hit = {"key", "checksum", "size", "log_checksum", "duration_ms", "outputs"}
+    assert meta.to_record(part=_hits.HIT).keys() == hit, "no manifest on a hit's path"
+
+
+def test_meta_is_immutable() -> None:
+    meta = ArtifactMeta(key="k1")
+    with pytest.raises(AttributeError):
+        meta.size = 5
+    assert meta.replace(size=5).size == 5
+    assert meta.size == 0
+
+
+@pytest.mark.parametrize(("changes", "field"), _MALFORMED)
+def test_a_malformed_record_is_refused_naming_its_field(
+    changes: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"its {field!r} must be")):
+        ArtifactMeta.from_record(_with(changes))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"", b"not json", b"[1, 2]", b"null", b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe"],
+    ids=["empty", "not-json", "a-list", "null", "too-deep", "not-utf8"],
+)
+def test_text_that_is_no_record_is_refused(text: bytes) -> None:
+    with pytest.raises(ValueError, match="the record"):
+        _hits.parse_record(text)
+
+
+def test_records_written_before_the_typed_meta_still_read() -> None:
+    """The format did not change: a store record, a server's and a hit record's header as
+    earlier versions wrote them."""
+    client = {
+        "cachehook_version": "0.9.0",
+        "checksum": "a" * 32,
+        "command": ["make"],
+        "created_at": "2026-01-01T00:00:00Z",
+        "duration_ms": 12,
+        "exit_code": 0,
+        "key": "k1",
+        "log_checksum": "b" * 32,
+        "manifest": {"version": 1},
+        "project": "p1",
+        "size": 3,
+        "stored_at": 1767225600.25,
+        "task": None,
+        "outputs": [{"digest": "c" * 32, "executable": True, "path": "bin/x"}],  # before modes
+    }
+    meta = _hits.parse_record(json.dumps(client, sort_keys=True))
+    assert (meta.task, meta.project, meta.duration_ms) == (None, "p1", 12)
+    assert meta.outputs == (OutputEntry("bin/x", "c" * 32, True, None),)
+    server = {
+        "checksum": "a" * 32,
+        "dirty_hash": "ab",
+        "duration": 1234,
+        "hash": "abc",
+        "key": "v8/acme/abc",
+        "size": 9,
+        "stored_at": 1767225600.0,
+        "tag": "dGFn",
+        "team": "acme",
+    }
+    meta = _hits.parse_record(json.dumps(server))
+    assert (meta.duration_ms, meta.tag, meta.dirty_hash, meta.log_checksum) == (
+        1234,
+        "dGFn",
+        "ab",
+        None,
+    )
+    header = {name: client[name] for name in ("key", "checksum", "size", "log_checksum")}
+    assert ArtifactMeta.from_record({**header, "outputs": []}, part=_hits.HIT).size == 3
+    with pytest.raises(ValueError, match="log_checksum"):
+        ArtifactMeta.from_record({**header, "log_checksum": None}, part=_hits.HIT)
+
+
+@pytest.mark.parametrize(("changes", "field"), _MALFORMED)
+def test_the_store_evicts_a_malformed_record_and_misses(
+    store: LocalStore, tmp_path: Path, changes: dict[str, object], field: str
+) -> None:
+    warnings: list[str] = []
+    store._warn = warnings.append
+    store.put("k1", _artifact(tmp_path, b"abc"), meta=ArtifactMeta(), log=b"")
+    good = store.get_meta("k1")
+    assert good is not None
+    base = {**_GOOD, "checksum": good.checksum, "log_checksum": good.log_checksum}
+    store._cache.set("m/k1", json.dumps(base))
+    assert store.get_meta("k1") is not None, "the record before the damage reads"
+    record = {name: value for name, value in {**base, **changes}.items() if value is not None}
+    store._cache.set("m/k1", json.dumps(record))
+    assert store.get_meta("k1") is None
+    assert any("k1" in w and repr(field) in w for w in warnings), warnings
+    assert store._cache.get("m/k1") is None, "evicted"
+    assert not _record(store, "k1").exists(), "its hit record goes with it"
+    assert list(store.entries()) == []
+
+
+def test_a_hit_record_with_a_malformed_header_is_no_hit_record(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """Even with a digest that matches: the header is checked field by field too."""
+    store.put("k1", _artifact(tmp_path, b"A" * 1000), meta=ArtifactMeta(), log=b"log")
+    record = _record(store, "k1")
+    header, _, log = record.read_bytes().partition(b"\n")[2].partition(b"\n")
+    fields = json.loads(header)
+    for bad in ({"size": -1000}, {"checksum": "../../" + "a" * 26}, {"outputs": [{"path": ".."}]}):
+        body = json.dumps({**fields, **bad}).encode() + b"\n" + log
+        record.write_bytes(b"cachehook-hit 1 " + digest_bytes(body).encode() + b"\n" + body)
+        assert _hits.read_hit(store.directory, "k1") is None, bad
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        pytest.param({"size": -1}, "malformed: its 'size'", id="negative-size"),
+        pytest.param({"checksum": "Z" * 32}, "malformed: its 'checksum'", id="bad-digest"),
+        pytest.param({"outputs": "out/o.bin"}, "malformed: its 'outputs'", id="wrong-type"),
+        pytest.param({"checksum": None}, "malformed: its 'checksum'", id="missing-field"),
+        # A store record may have no log (the server's); the client's then misses on its log.
+        pytest.param({"log_checksum": None}, "its log is missing", id="missing-log-checksum"),
+    ],
+)
+def test_a_malformed_store_record_is_a_miss_through_the_runner(
+    project: Path, damage: dict[str, object], said: str
+) -> None:
+    """Without a hit record, the store's record decides: a malformed one is evicted and the task
+    runs (never a hit, never a crash); the run stores a good record again."""
+    task, notices = _Task(project), list[str]()
+    with _runner(project, notices) as runner:
+        prepared = runner.prepare(task.spec)
+        assert runner.run(prepared, execute=task).stored
+        store = runner.store
+        assert store is not None
+        fields = json.loads(store._cache.get(f"m/{prepared.key}"))
+        damaged = {n: v for n, v in {**fields, **damage}.items() if v is not None}
+        store._cache.set(f"m/{prepared.key}", json.dumps(damaged))
+        _hit_record(runner, prepared.key).unlink()
+        (project / "out" / "o.bin").unlink()
+        result = runner.run(prepared, execute=task)
+        assert (result.status, task.runs) == ("MISS", 2)
+        assert any(said in n for n in notices), notices
+        assert store.get_meta(prepared.key) is not None, "stored again, whole"
+        assert runner.run(prepared, execute=task).status == "HIT"
+
+
+@pytest.mark.parametrize(
+    ("damage", "status"),
+    [
+        pytest.param({}, "HIT", id="control"),
+        pytest.param({"duration_ms": -1}, "MISS", id="negative-duration"),
+        pytest.param(
+            {"outputs": [{"path": "out/o.bin", "digest": "x", "executable": False}]},
+            "MISS",
+            id="bad-output-digest",
+        ),
+        pytest.param({"outputs": None}, "MISS", id="missing-outputs"),
+        pytest.param({"key": 5}, "MISS", id="key-of-the-wrong-type"),
+    ],
+)
+def test_a_remote_artifact_with_a_malformed_meta_json_is_a_miss(
+    project: Path, tmp_path: Path, damage: dict[str, object], status: str
+) -> None:
+    """The remote's answer enters through ``ArtifactMeta`` too: refused, nothing placed, the
+    task runs."""
+    import httpx
+
+    from cachehook import archive
+    from cachehook.remote import RemoteSession
+
+    task, notices = _Task(project), list[str]()
+    (project / "out").mkdir()
+    (project / "out" / "o.bin").write_bytes(b"planted")
+    environ = {
+        **os.environ,
+        "CACHEHOOK_API": "http://127.0.0.1:9",
+        "CACHEHOOK_TOKEN": "t" * 12,
+        "CACHEHOOK_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    settings = load_settings(cwd=project, environ=environ)
+    assert settings.remote is not None
+    with Runner(settings, on_notice=notices.append, detach_events=True) as runner:
+        prepared = runner.prepare(task.spec)
+        good = {"key": prepared.key, "duration_ms": 5, "outputs": []}
+        meta = {n: v for n, v in {**good, **damage}.items() if v is not None}
+        artifact = tmp_path / "hostile.tar.zst"
+        archive.pack(artifact, project, ["out/o.bin"], meta=json.dumps(meta).encode(), log=_LOG)
+        body = artifact.read_bytes()
+        (project / "out" / "o.bin").unlink()
+
+        def serve(request: httpx.Request) -> httpx.Response:
+            if request.method == "GET":
+                return httpx.Response(200, content=body)
+            return httpx.Response(404 if request.method == "HEAD" else 200)
+
+        runner._remote = RemoteSession(
+            settings.remote,
+            modes=settings.modes,
+            on_warning=notices.append,
+            transport=httpx.MockTransport(serve),
+        )
+        try:
+            result = runner.run(prepared, execute=task)
+        finally:
+            if runner._usage is not None:
+                runner._usage.detached.clear()  # no flusher left behind
+        assert (result.status, task.runs) == (status, 1 if status == "MISS" else 0)
+    if status == "HIT":
+        assert (project / "out" / "o.bin").read_bytes() == b"planted"
+        return
+    assert any("cannot be restored" in n for n in notices), notices
+    assert (project / "out" / "o.bin").read_bytes() == b"O" * 100_000, "the run's, not planted"

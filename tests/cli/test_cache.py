@@ -169,3 +169,58 @@ def test_clear_works_on_a_damaged_database(tmp_path: Path, cache_dir: Path) -> N
     assert result.exit_code == 0, result.output
     assert "damaged" in result.output
     assert (cache_dir / "store" / "cache.db.damaged").exists()
+
+
+def _rewrite_record(cache_dir: Path, key: str, changes: dict[str, Any]) -> None:
+    """Change the store record of ``key`` as a hostile or damaged cache would (None: remove)."""
+    from cachehook.store import LocalStore
+
+    with LocalStore(cache_dir / "store", max_size=10**9) as store:
+        fields = json.loads(store._cache.get(f"m/{key}"))
+        record = {n: v for n, v in {**fields, **changes}.items() if v is not None}
+        store._cache.set(f"m/{key}", json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    ("damage", "field"),
+    [
+        pytest.param({"checksum": None}, "checksum", id="missing-field"),
+        pytest.param({"duration_ms": "12"}, "duration_ms", id="wrong-type"),
+        pytest.param({"size": -3}, "size", id="negative-size"),
+        pytest.param({"checksum": "0" * 31 + "G"}, "checksum", id="bad-digest"),
+    ],
+)
+def test_ls_and_show_treat_a_malformed_record_as_gone(
+    example: Path, cli: Cli, cache_dir: Path, damage: dict[str, Any], field: str
+) -> None:
+    docs = next(row for row in listing(cli, example) if row["task"] == "docs")
+    _rewrite_record(cache_dir, docs["key"], damage)
+    result = cli("cache", "ls", "--json", cwd=example)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["artifacts"]
+    assert sorted(row["task"] for row in rows) == ["gen", "lint"]
+    assert f"evicted artifact {docs['key']}" in result.stderr
+    assert f"its metadata is malformed: its {field!r}" in result.stderr
+    shown = cli("cache", "show", docs["key"], cwd=example)
+    assert shown.returncode == 1
+    assert "no artifact with a key starting" in shown.stderr
+    rerun = cli("run", "docs", cwd=example)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "docs: cache miss" in rerun.stderr, "a miss, never a hit of that record"
+
+
+def test_show_of_a_hostile_manifest_shows_no_env_value(
+    example: Path, cli: Cli, cache_dir: Path
+) -> None:
+    """The manifest is checked whole only by ``explain``; ``show`` prints what is shaped right."""
+    gen = next(row for row in listing(cli, example) if row["task"] == "gen")
+    hostile = {"env": {"TOKEN": "hunter2-secret"}, "inputs": [5, {"path": 1}, "x"], "salt": 3}
+    _rewrite_record(cache_dir, gen["key"], {"manifest": hostile})
+    shown = cli("cache", "show", gen["key"], cwd=example)
+    assert shown.returncode == 0, shown.stderr
+    assert "hunter2" not in shown.stdout
+    assert "input " not in shown.stdout
+    data = cli("cache", "show", gen["key"], "--json", cwd=example)
+    assert data.returncode == 0, data.stderr
+    assert json.loads(data.stdout)["manifest"]["env"] == []
+    assert "hunter2" not in data.stdout

@@ -135,3 +135,39 @@ def test_explain_compares_with_this_projects_runs_only(
     assert json.loads(result.stdout)["compared_with"] is None
     everywhere = CliRunner().invoke(explain, ["t", "--json", "--all-projects"])
     assert json.loads(everywhere.stdout)["changes"], "across projects: in.txt differs"
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        pytest.param({"key": None}, "its 'key'", id="missing-field"),
+        pytest.param({"stored_at": "yesterday"}, "its 'stored_at'", id="wrong-type"),
+        pytest.param({"size": -1}, "its 'size'", id="negative-size"),
+        pytest.param({"log_checksum": "f" * 33}, "its 'log_checksum'", id="bad-digest"),
+        # A record that reads whole but whose manifest does not: not compared, kept.
+        pytest.param({"manifest": {"inputs": 5}}, None, id="hostile-manifest"),
+    ],
+)
+def test_a_malformed_stored_record_is_never_compared_with(
+    example: Path, cli: Cli, cache_dir: Path, damage: dict[str, object], said: str | None
+) -> None:
+    from cachehook.store import LocalStore
+
+    assert cli("run", "docs", cwd=example).returncode == 0
+    stored = json.loads(cli("explain", "docs", "--json", cwd=example).stdout)
+    assert stored["verdict"] == "would-hit"
+    (example / "docs" / "index.md").write_text("# Changed\n")
+    with LocalStore(cache_dir / "store", max_size=10**9) as store:
+        name = f"m/{stored['key']}"
+        fields = json.loads(store._cache.get(name))
+        record = {n: v for n, v in {**fields, **damage}.items() if v is not None}
+        store._cache.set(name, json.dumps(record))
+    result = cli("explain", "docs", cwd=example)
+    assert result.returncode == 0, result.stderr
+    assert "docs would run (key " in result.stdout
+    assert "no stored run of it to compare with" in result.stdout
+    if said is not None:
+        assert f"evicted artifact {stored['key']}" in result.stderr
+        assert f"its metadata is malformed: {said}" in result.stderr
+    data = json.loads(cli("explain", "docs", "--json", cwd=example).stdout)
+    assert (data["verdict"], data["compared_with"]) == ("would-run", None)

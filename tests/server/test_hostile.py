@@ -466,3 +466,46 @@ def test_valid_uuid_in_upper_case_is_accepted(shared_server: Serve, team: str) -
         headers=shared_server.auth(),
     )
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param({"checksum": None}, id="missing-field"),
+        pytest.param({"duration_ms": "1234"}, id="wrong-type"),
+        pytest.param({"size": -7}, id="negative-size"),
+        pytest.param({"checksum": "not-a-digest"}, id="bad-digest"),
+    ],
+)
+def test_a_malformed_stored_record_reads_as_a_miss(
+    shared_server: Serve, team: str, damage: dict[str, object]
+) -> None:
+    """A damaged record in the server's store is evicted: 404 to GET, HEAD and a query, never
+    a 500, never another artifact's bytes; the next upload is stored whole."""
+    from cachehook.store import LocalStore
+
+    url, auth = f"{shared_server.url}{API}{SLASH}c0ffee", shared_server.auth()
+    body = b"\x28\xb5\x2f\xfd" + uuid.uuid4().bytes * 100
+    headers = {"Content-Type": "application/octet-stream", "x-artifact-duration": "1234"}
+    put = httpx.put(url, params={"slug": team}, content=body, headers={**auth, **headers})
+    assert put.status_code == 202, put.text
+    name = f"m/v8/{team}/c0ffee"
+    with LocalStore(shared_server.storage / "artifacts", max_size=10**12) as store:
+        fields = json.loads(store._cache.get(name))
+        record = {n: v for n, v in {**fields, **damage}.items() if v is not None}
+        store._cache.set(name, json.dumps(record))
+    assert httpx.head(url, params={"slug": team}, headers=auth).status_code == 404
+    assert httpx.get(url, params={"slug": team}, headers=auth).status_code == 404
+    query = httpx.post(
+        f"{shared_server.url}{API}",
+        params={"slug": team},
+        json={"hashes": ["c0ffee"]},
+        headers=auth,
+    )
+    assert query.status_code == 200, query.text
+    assert query.json() == {"c0ffee": None}
+    again = httpx.put(url, params={"slug": team}, content=body, headers={**auth, **headers})
+    assert again.status_code == 202
+    got = httpx.get(url, params={"slug": team}, headers=auth)
+    assert (got.status_code, got.content) == (200, body)
+    assert got.headers["x-artifact-duration"] == "1234"

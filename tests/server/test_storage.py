@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -150,3 +151,42 @@ def test_open_storage_takes_a_directory_or_an_object_store(tmp_path: Path) -> No
     assert not is_object_store("relative/dir")
     with pytest.raises(ConfigError, match="--storage"):
         open_storage("s3://Bad_Bucket", max_size=1 << 20, lease=_NoLease())
+
+
+def _rewrite(storage: ArtifactStorage, key: str, changes: dict[str, object]) -> None:
+    name = f"m/{key}"
+    fields = json.loads(storage.store._cache.get(name))
+    record = {n: v for n, v in {**fields, **changes}.items() if v is not None}
+    storage.store._cache.set(name, json.dumps(record))
+
+
+def test_a_record_an_earlier_server_wrote_still_reads(tmp_path: Path) -> None:
+    """Before the typed metadata the server kept the upload's duration as ``duration``."""
+    storage = ArtifactStorage(tmp_path / "s", max_size=1 << 30)
+    store(storage, "acme", "abc", b"body", duration_ms=1, tag="dGFn")
+    _rewrite(storage, "v8/acme/abc", {"duration_ms": None, "duration": 1234})
+    info = storage.info("acme", "abc")
+    assert info is not None
+    assert (info.size, info.duration_ms, info.tag) == (4, 1234, "dGFn")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param({"size": None}, id="missing-field"),
+        pytest.param({"tag": 5}, id="wrong-type"),
+        pytest.param({"size": -4}, id="negative-size"),
+        pytest.param({"checksum": "ab" * 15}, id="bad-digest"),
+        pytest.param({"key": "v8/other/abc"}, id="another-key"),
+    ],
+)
+def test_a_malformed_record_is_a_miss_and_evicted(
+    tmp_path: Path, damage: dict[str, object]
+) -> None:
+    storage = ArtifactStorage(tmp_path / "s", max_size=1 << 30)
+    store(storage, "acme", "abc", b"body")
+    _rewrite(storage, "v8/acme/abc", damage)
+    assert storage.open("acme", "abc") is None
+    assert storage.info("acme", "abc") is None
+    assert storage.store._cache.get("m/v8/acme/abc") is None, "evicted"
+    assert storage.used_by_team() == {}
