@@ -1,4 +1,15 @@
-"""Hit records: what a local hit reads instead of the store's SQLite database (issue 11).
+"""Hit records: what a local hit reads instead of the store's SQLite database (issue 11), and
+``ArtifactMeta``, the one checked shape of an artifact's metadata.
+
+Over 400 lines on purpose: ``ArtifactMeta`` is what a hit record holds, and every hit imports
+this module; a module of its own would be one more import on every hit.
+
+``ArtifactMeta.from_record`` is where metadata enters (a store record, a hit record's header,
+an artifact's ``meta.json``, a record ``cachehook serve`` kept): each field is checked, and a
+record that is malformed (a field missing, of the wrong type, a negative size, a digest that is
+not 32 hex digits, an output path that leaves the project) raises ``ValueError``, which every
+caller turns into a miss. ``to_record`` is its one serialisation; the format is the one earlier
+versions wrote and read.
 
 ``store.LocalStore`` (diskcache) stays the store of record: writes, the size cap, eviction and
 the ``cache`` subcommands. When it keeps an artifact it also writes ``<store>/hits/<key>``, one
