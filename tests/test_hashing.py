@@ -839,6 +839,20 @@ def test_input_and_env_order_do_not_change_the_key(project: Path) -> None:
     assert shuffled.inputs == base.inputs
 
 
+def test_a_manifest_is_frozen_and_equal_by_its_fields(project: Path) -> None:
+    base = manifest(project)
+    same = base.replace()
+    assert same == base
+    assert hash(same) == hash(base)
+    assert {base: 1}[same] == 1
+    assert base.replace(salt="other") != base
+    with pytest.raises(AttributeError):
+        base.salt = "other"
+    with pytest.raises(AttributeError):
+        del base.salt
+    assert base.salt == ""
+
+
 def test_env_values_never_enter_the_manifest() -> None:
     env = resolve_env(["TOKEN"], {"TOKEN": "s3cret-value"})
     pairs = tuple((k, "unset" if v is None else digest_bytes(v.encode())) for k, v in env.items())
