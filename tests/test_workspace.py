@@ -150,6 +150,18 @@ def test_not_a_workspace(tmp_path: Path) -> None:
     assert find_workspace_root(tmp_path) is None
 
 
+def test_a_workspace_key_spelled_with_an_escape_is_still_a_workspace(tmp_path: Path) -> None:
+    # The text of pyproject.toml is skipped unparsed only when no key can spell "workspace":
+    # a quoted key may, with a \u escape, and uv reads it as the workspace table.
+    write(tmp_path / "pyproject.toml", '[tool.uv."work\\u0073pace"]\nmembers = ["packages/*"]\n')
+    member(tmp_path, "packages/core", "core")
+    uv_lock(tmp_path)
+    locked = tomllib.loads((tmp_path / "uv.lock").read_text())["manifest"]["members"]
+    workspace = load_workspace(tmp_path)
+    assert workspace is not None
+    assert workspace.names() == sorted(locked) == ["core"]
+
+
 def test_the_root_is_found_from_inside_a_member(tmp_path: Path) -> None:
     root = workspace_root(tmp_path / "repo")
     member(root, "packages/core", "core")
