@@ -25,6 +25,7 @@ __all__ = ["TAR_BUFSIZE", "FrameCheck", "FrameReader"]
 TAR_BUFSIZE = 1 << 16
 _MAX_WINDOW = 1 << 27  # zstd's own default decoder limit (128 MiB), stated so it is never raised
 _READ_SIZE = 1 << 17  # one zstd block at most
+_STREAM_READ_SIZE = 1 << 20  # what zstd asks the file for: fewer, larger reads (issue 11)
 _MAX_PADDING = 2 * tarfile.RECORDSIZE  # zero blocks tarfile writes after the last entry
 _RECENT = 2 * TAR_BUFSIZE  # more than tarfile reads ahead of the block it parses
 _MAX_FRAME_HEADER = 18
@@ -121,7 +122,7 @@ class FrameReader:
         self._frame = frame
         decompressor = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
         self._stream = decompressor.stream_reader(
-            cast("IO[bytes]", self._frame), read_size=_READ_SIZE, read_across_frames=False
+            cast("IO[bytes]", self._frame), read_size=_STREAM_READ_SIZE, read_across_frames=False
         )
         self._delivered = 0
         self._recent: deque[bytes] = deque()  # the last bytes handed out, for finish()

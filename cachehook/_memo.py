@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-__all__ = ["HISTORY_LIMIT", "Capture", "Recorder", "memo_dir", "memo_path", "replay"]
+__all__ = ["HISTORY_LIMIT", "Capture", "Recorder", "abandon", "memo_dir", "memo_path", "replay"]
 
 _VERSION = 1
 _MAGIC = b"cachehook-memo %d " % _VERSION
@@ -357,6 +357,17 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         recorder.wrote(args[0] if args else None)
     elif event in _UNRECORDABLE:
         recorder.taint(f"{event} ran while the key was computed")
+
+
+def abandon(reason: str) -> None:
+    """Stop the recording under way, if any, and let it write no memo, for ``reason``.
+
+    A restoring hit is never memoised, so the restore (``_restore``) ends the recording before it
+    writes: otherwise every ``lstat`` it makes is recorded for nothing (issue 11).
+    """
+    for recorder in list(_ACTIVE):
+        recorder.taint(reason)
+        recorder.stop()
 
 
 class Recorder:

@@ -12,7 +12,6 @@ disk that leaves the project or turns an allowed output into a write to an input
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -59,7 +58,16 @@ class Staging:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        # Flat (each output under a name of its own, nothing below): no shutil on a restore.
+        try:
+            with os.scandir(self.path) as names:
+                for name in names:
+                    os.unlink(name.path)
+            os.rmdir(self.path)
+        except OSError:
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def add(self, entry: Entry, data: MemberData | None) -> None:
         """Stage a file (its bytes read from ``data``) or a symlink; a directory needs nothing."""
@@ -156,7 +164,9 @@ class Placer:
             target = self._root / entry.path
             st = _lstat(target)
             if st is not None and stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(target)  # an allowed output replaces what is there
+                import shutil  # rarely: an allowed output replaces a directory on disk
+
+                shutil.rmtree(target)
             staged = staging.staged(entry.path)
             os.replace(staging.path / staged.name, target)
             if staged.stat is not None:

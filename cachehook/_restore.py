@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import stat
+import sys
 import time
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
@@ -161,6 +162,7 @@ class Restorer:
     ) -> tuple[Restored, list[str]] | None:
         from cachehook import archive
 
+        _end_memo_recording()
         skipped: set[str] = set()
 
         def paths_to_skip(meta_bytes: bytes) -> set[str]:
@@ -233,7 +235,7 @@ class Restorer:
             # The store's own file, streamed once: its checksum is verified as it is read and
             # nothing is placed before that (issue 11).
             try:
-                artifact = hit.artifact.open("rb")
+                artifact = hit.artifact.open("rb", buffering=0)  # zstd reads 1 MiB at once
             except OSError:
                 return False  # evicted by another process since the record was read
             with artifact:
@@ -351,6 +353,14 @@ def _local_hit(
         manifest=prepared.manifest,
         value=meta.value,
     )
+
+
+def _end_memo_recording() -> None:
+    # A restoring hit writes no memo: stop recording before the restore's own lstat calls. Not
+    # imported here if no recording can be under way (the API, the integrations).
+    memo = sys.modules.get("cachehook._memo")
+    if memo is not None:
+        memo.abandon("a restore writes outputs")
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -1,0 +1,68 @@
+"""The restore and the hit memo's recording: a restoring hit ends it before it writes (issue 11)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from cachehook import _memo
+from cachehook.config import load_settings
+from cachehook.runner import Runner, TaskSpec
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "p"
+    (root / "src").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    (root / "src" / "m.py").write_text("x = 1\n")
+    return root
+
+
+def _spec(root: Path) -> TaskSpec:
+    code = "import os; os.makedirs('out', exist_ok=True); open('out/a.bin', 'wb').write(b'a' * 99)"
+    return TaskSpec(
+        command=(sys.executable, "-c", code), inputs=("src/**",), outputs=("out/**",), cwd=root
+    )
+
+
+def _hit(root: Path, *, remove_outputs: bool) -> tuple[tuple[str, ...], _memo.Recorder]:
+    with Runner(load_settings(cwd=root, environ=dict(os.environ)), on_notice=print) as runner:
+        prepared = runner.prepare(_spec(root))
+        assert runner.run(prepared).stored
+        if remove_outputs:
+            shutil.rmtree(root / "out")
+        recorder = _memo.Recorder(["exec", "--", "build"]).start()
+        try:
+            assert recorder.tainted is None
+            result = runner.run(prepared)
+            assert result.status == "HIT"
+            return result.restored, recorder
+        finally:
+            still_patched = os.lstat == recorder._lstat
+            recorder.stop()
+            assert still_patched == (not remove_outputs)
+
+
+def test_a_restoring_hit_ends_the_recording_before_it_writes(project: Path) -> None:
+    restored, recorder = _hit(project, remove_outputs=True)
+
+    assert restored == ("out/a.bin",)
+    assert recorder.tainted == "a restore writes outputs", "no memo for a restoring hit"
+    seen = {path for path, _ in recorder.seen}
+    assert str(project / "out") not in seen, "the restore's own lstat calls are not recorded"
+
+
+def test_a_hit_that_restores_nothing_is_still_recorded(project: Path) -> None:
+    restored, recorder = _hit(project, remove_outputs=False)
+
+    assert restored == ()
+    assert recorder.tainted is None
+    assert any("/store/hits/" in path for path, _ in recorder.seen), "the hit record was read"
