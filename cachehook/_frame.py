@@ -11,8 +11,6 @@ end and zstd's content checksum).
 
 from __future__ import annotations
 
-import tarfile
-from collections import deque
 from typing import IO, BinaryIO, cast
 
 import xxhash  # streamed: hashing.digest_file reads a whole file
@@ -20,14 +18,13 @@ import zstandard
 
 from cachehook.errors import ArchiveError
 
-__all__ = ["TAR_BUFSIZE", "FrameCheck", "FrameReader"]
+__all__ = ["FrameCheck", "FrameReader"]
 
-TAR_BUFSIZE = 1 << 16
 _MAX_WINDOW = 1 << 27  # zstd's own default decoder limit (128 MiB), stated so it is never raised
 _READ_SIZE = 1 << 17  # one zstd block at most
 _STREAM_READ_SIZE = 1 << 20  # what zstd asks the file for: fewer, larger reads (issue 11)
-_MAX_PADDING = 2 * tarfile.RECORDSIZE  # zero blocks tarfile writes after the last entry
-_RECENT = 2 * TAR_BUFSIZE  # more than tarfile reads ahead of the block it parses
+_MAX_PADDING = 2 * 20 * 512  # zero blocks tarfile writes after the last entry: two records
+_MIN_PADDING = 2 * 512  # the two zero blocks that end a tar archive
 _MAX_FRAME_HEADER = 18
 
 
@@ -116,7 +113,7 @@ class FrameCheck:
 
 
 class FrameReader:
-    """One zstd frame as a file for tarfile: reads of bounded size, and a checked end."""
+    """One zstd frame, decompressed: exact reads, reads into a buffer, and a checked end."""
 
     def __init__(self, frame: FrameCheck) -> None:
         self._frame = frame
@@ -124,43 +121,40 @@ class FrameReader:
         self._stream = decompressor.stream_reader(
             cast("IO[bytes]", self._frame), read_size=_STREAM_READ_SIZE, read_across_frames=False
         )
-        self._delivered = 0
-        self._recent: deque[bytes] = deque()  # the last bytes handed out, for finish()
-        self._recent_size = 0
 
     def readinto(self, buffer: memoryview) -> int:
-        """File data, straight into ``buffer``: never part of the tail ``finish`` checks."""
+        """File data, straight into ``buffer`` (0: the frame has ended)."""
         count: int = self._stream.readinto(buffer)
-        self._delivered += count
-        self._recent.clear()
-        self._recent_size = 0
         return count
 
     def read(self, size: int) -> bytes:
-        chunk = self._stream.read(size)
-        self._delivered += len(chunk)
-        self._recent.append(chunk)
-        self._recent_size += len(chunk)
-        while self._recent_size - len(self._recent[0]) >= _RECENT:
-            self._recent_size -= len(self._recent.popleft())
-        return chunk
+        """``size`` bytes, or fewer only if the frame ends first."""
+        chunk: bytes = self._stream.read(size)
+        if len(chunk) == size or not chunk:
+            return chunk
+        parts = [chunk]
+        got = len(chunk)
+        while got < size and (more := self._stream.read(size - got)):
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
 
-    def finish(self, end: int) -> None:
-        """Check that only zeros follow offset ``end`` (tar's end block), then the frame end."""
-        recent_start = self._delivered - self._recent_size
-        if end < recent_start:  # tarfile never reads that far ahead
-            msg = "cannot check the end of the artifact"
-            raise ArchiveError(msg)
-        tail = b"".join(self._recent)[end - recent_start :]
-        padding = len(tail)
-        is_clean = tail.count(0) == padding
-        while is_clean and padding <= _MAX_PADDING and (chunk := self.read(_READ_SIZE)):
+    def skip(self, size: int) -> None:
+        """Pass over ``size`` bytes (a block's padding); a short stream shows at the next read."""
+        if size:
+            self.read(size)
+
+    def finish(self, padding: int) -> None:
+        """Check that only zeros follow the ``padding`` zero bytes read (tar's end blocks), up
+        to the frame's end, and that the frame is whole."""
+        is_clean = True
+        while is_clean and padding <= _MAX_PADDING and (chunk := self._stream.read(_READ_SIZE)):
             padding += len(chunk)
             is_clean = chunk.count(0) == len(chunk)
         if not is_clean or padding > _MAX_PADDING:
             msg = "artifact has data after the end of its tar archive"
             raise ArchiveError(msg)
-        if padding < 2 * tarfile.BLOCKSIZE:
+        if padding < _MIN_PADDING:
             msg = "artifact is truncated (no end-of-archive blocks)"
             raise ArchiveError(msg)
         self._frame.check_end()

@@ -1,8 +1,9 @@
 """The hardened reader: one pass over an artifact, each entry checked as it streams.
 
 An artifact is untrusted input (DESIGN, "What stays true"). :class:`ArtifactReader` walks its one
-zstd frame and the tar stream inside in a single pass: every header is screened before tarfile
-acts on it, every entry is checked as it arrives (path, kind, size, limits, duplicates, reserved
+zstd frame and the tar stream inside in a single pass: every header is parsed by ``_ustar`` (no
+tarfile: extensions are refused before anything acts on them), every entry is checked as it
+arrives (path, kind, size, limits, duplicates, reserved
 names, ``meta.json`` first), and at the end of the stream the tree as a whole (nothing placed
 through a file or a link, no link leading out), the tar's end, the frame's end and zstd's own
 content checksum. The xxh3-128 of the compressed bytes (the store's checksum, as
@@ -16,19 +17,7 @@ The compressed side (one zstd frame, followed block by block) is ``_frame``.
 from __future__ import annotations
 
 import contextlib
-import tarfile
-from typing import (
-    IO,
-    TYPE_CHECKING,
-    Any,
-    BinaryIO,
-    ClassVar,
-    Literal,
-    NamedTuple,
-    NoReturn,
-    Protocol,
-    cast,
-)
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import zstandard
 
@@ -40,12 +29,25 @@ from cachehook._entries import (
     is_reserved,
     show,
 )
-from cachehook._frame import TAR_BUFSIZE, FrameCheck, FrameReader
+from cachehook._frame import FrameCheck, FrameReader
+from cachehook._ustar import (
+    BLOCK,
+    DIR,
+    FILE,
+    PAX,
+    REFUSED_HEADERS,
+    SYMLINK,
+    TYPE_NAMES,
+    Header,
+    is_end,
+    parse_header,
+    parse_pax,
+)
 from cachehook.errors import ArchiveError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from typing import Self
+    from typing import BinaryIO
 
 __all__ = [
     "LOG_PATH",
@@ -61,33 +63,10 @@ META_PATH = ".cachehook/meta.json"
 LOG_PATH = ".cachehook/log"
 
 _KINDS: dict[bytes, Literal["file", "dir", "symlink"]] = {
-    tarfile.REGTYPE: "file",
-    tarfile.DIRTYPE: "dir",
-    tarfile.SYMTYPE: "symlink",
+    FILE: "file",
+    DIR: "dir",
+    SYMLINK: "symlink",
 }
-_TYPE_NAMES = {
-    tarfile.AREGTYPE: "old-style file",
-    tarfile.LNKTYPE: "hard link",
-    tarfile.CHRTYPE: "character device",
-    tarfile.BLKTYPE: "block device",
-    tarfile.FIFOTYPE: "FIFO",
-    tarfile.CONTTYPE: "contiguous file",
-    tarfile.GNUTYPE_SPARSE: "sparse file",
-    tarfile.GNUTYPE_LONGNAME: "GNU long name",
-    tarfile.GNUTYPE_LONGLINK: "GNU long link",
-    tarfile.XGLTYPE: "global PAX header",
-    tarfile.SOLARIS_XHDTYPE: "Solaris extended header",
-}
-# Refused from the raw header, before tarfile reads their payload into memory.
-_REFUSED_HEADERS = frozenset(
-    {
-        tarfile.GNUTYPE_SPARSE,
-        tarfile.GNUTYPE_LONGNAME,
-        tarfile.GNUTYPE_LONGLINK,
-        tarfile.XGLTYPE,
-        tarfile.SOLARIS_XHDTYPE,
-    }
-)
 
 
 class Limits(NamedTuple):
@@ -145,7 +124,8 @@ class ArtifactReader:
         seen: set[str] = set()
         limits = self._limits
         frame = self._frame = FrameCheck(self._raw)
-        for tar, member, entry, zstd in _iter_members(frame, limits):
+        zstd = FrameReader(frame)
+        for entry in _iter_members(zstd, limits):
             if entry.path in seen:
                 msg = f"artifact holds {show(entry.path)} twice"
                 raise ArchiveError(msg)
@@ -154,18 +134,18 @@ class ArtifactReader:
                 if entry.path != META_PATH or entry.kind != "file":
                     msg = f"artifact does not start with {META_PATH} (it has {show(entry.path)})"
                     raise ArchiveError(msg)
-                self.meta = _read_member(tar, member, limits.max_meta_bytes)
+                self.meta = _read_member(zstd, entry, limits.max_meta_bytes)
             elif entry.path == LOG_PATH and entry.kind == "file":
-                self.log = _read_member(tar, member, limits.max_log_bytes)
+                self.log = _read_member(zstd, entry, limits.max_log_bytes)
             elif is_reserved(entry.path):
                 msg = f"artifact holds an unexpected entry {show(entry.path)}"
                 raise ArchiveError(msg)
             else:
                 self.entries.append(entry)
-                data = _member_data(tar, member, zstd) if entry.kind == "file" else None
+                data = _MemberData(zstd, entry.size) if entry.kind == "file" else None
                 yield entry, data
-                if isinstance(data, _MemberData):
-                    data.drain()  # what the caller left (an output it skips), the fast way
+                if data is not None:
+                    data.drain()  # what the caller left (an output it skips)
         if self.meta is None:
             msg = f"artifact has no {META_PATH}"
             raise ArchiveError(msg)
@@ -193,176 +173,113 @@ def translate_errors(what: str) -> Iterator[None]:
     """Whatever a hostile or damaged artifact makes the decoders raise is a miss, not a crash."""
     try:
         yield
-    except (zstandard.ZstdError, tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (zstandard.ZstdError, EOFError, OSError, ValueError) as exc:
         msg = f"{what}: {exc}"
         raise ArchiveError(msg) from exc
 
 
-class _TarStream(tarfile.TarFile):
-    members: list[tarfile.TarInfo]  # present at runtime, missing from typeshed
-
-    def next(self) -> tarfile.TarInfo | None:
-        member = super().next()
-        self.members.clear()  # stream mode keeps every header otherwise: memory grows per entry
-        return member
-
-
-def _header_class(limits: Limits) -> type[tarfile.TarInfo]:
+def _iter_members(zstd: FrameReader, limits: Limits) -> Iterator[Entry]:
+    # Each entry is yielded with the stream at its data; the caller reads all of it before
+    # asking for the next, which is found after the padding to a whole block.
     max_extended = 2 * limits.max_path_length + 4096
-
-    class _Header(tarfile.TarInfo):
-        extended_run: ClassVar[int] = 0
-
-        @classmethod
-        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
-            if len(buf) == tarfile.BLOCKSIZE and buf.count(0) == tarfile.BLOCKSIZE:
-                return super().frombuf(buf, encoding, errors)  # end of archive: the walk stops
-            try:
-                header = super().frombuf(buf, encoding, errors)
-            except tarfile.HeaderError as exc:
-                # tarfile takes a missing or broken header after the first for the end of the
-                # archive; here it means the artifact was cut short or damaged.
-                msg = f"artifact is truncated or corrupt: {exc}"
-                raise ArchiveError(msg) from exc
-            cls.extended_run = cls.extended_run + 1 if header.type == tarfile.XHDTYPE else 0
-            _screen_header(header, max_extended, cls.extended_run)
-            return header
-
-        # PAX sparse maps make tarfile read numbers from the stream without bound.
-        def _proc_gnusparse_00(self, *args: object) -> NoReturn:
-            _refuse_sparse(self.name)
-
-        def _proc_gnusparse_01(self, *args: object) -> NoReturn:
-            _refuse_sparse(self.name)
-
-        def _proc_gnusparse_10(self, *args: object) -> NoReturn:
-            _refuse_sparse(self.name)
-
-    return _Header
+    count = total = 0
+    while not is_end(block := zstd.read(BLOCK)):
+        entry = _entry_of(_next_header(zstd, block, max_extended), limits)
+        count += 1
+        total += entry.size
+        if count > limits.max_entries:
+            msg = f"artifact has more than {limits.max_entries} entries"
+            raise ArchiveError(msg)
+        if total > limits.max_total_bytes:
+            msg = f"artifact expands to more than {limits.max_total_bytes} bytes"
+            raise ArchiveError(msg)
+        yield entry
+        zstd.skip(-entry.size % BLOCK)
+    zstd.finish(len(block))
 
 
-def _screen_header(header: tarfile.TarInfo, max_extended: int, extended_run: int) -> None:
-    problem = ""
-    if header.size < 0:
-        problem = "a negative size"
-    elif header.type in _REFUSED_HEADERS:
-        problem = f"a {_TYPE_NAMES[header.type]} header"
-    elif header.type == tarfile.XHDTYPE and header.size > max_extended:
-        problem = f"a PAX header of {header.size} bytes"
-    elif extended_run > 1:
-        problem = "two PAX headers in a row"
-    if problem:
-        msg = f"artifact has {problem} (at {show(header.name)})"
+def _next_header(zstd: FrameReader, block: bytes, max_extended: int) -> Header:
+    """The header starting with ``block``, a PAX header's records applied to the one after."""
+    header = _screened(parse_header(block))
+    if header.type != PAX:
+        return header
+    if header.size > max_extended:
+        msg = f"artifact has a PAX header of {header.size} bytes (at {show(header.name)})"
         raise ArchiveError(msg)
+    records = zstd.read(header.size)
+    if len(records) != header.size:
+        msg = "artifact is truncated inside a PAX header"
+        raise ArchiveError(msg)
+    zstd.skip(-header.size % BLOCK)
+    following = zstd.read(BLOCK)
+    if is_end(following):
+        msg = "artifact is truncated or corrupt: a PAX header without its entry"
+        raise ArchiveError(msg)
+    entry = _screened(parse_header(following))
+    if entry.type == PAX:
+        msg = f"artifact has two PAX headers in a row (at {show(entry.name)})"
+        raise ArchiveError(msg)
+    return parse_pax(records, entry)
 
 
-def _refuse_sparse(name: str) -> NoReturn:
-    msg = f"entry {show(name)}: sparse files are not allowed"
-    raise ArchiveError(msg)
-
-
-def _iter_members(
-    frame: FrameCheck, limits: Limits
-) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, Entry, FrameReader]]:
-    reader = FrameReader(frame)
-    with _TarStream.open(
-        fileobj=cast("IO[bytes]", reader),
-        mode="r|",
-        tarinfo=_header_class(limits),
-        encoding="utf-8",
-        errors="strict",
-        bufsize=TAR_BUFSIZE,
-    ) as tar:
-        count = total = 0
-        while (member := tar.next()) is not None:
-            entry = _entry_of(member, limits)
-            count += 1
-            total += entry.size
-            if count > limits.max_entries:
-                msg = f"artifact has more than {limits.max_entries} entries"
-                raise ArchiveError(msg)
-            if total > limits.max_total_bytes:
-                msg = f"artifact expands to more than {limits.max_total_bytes} bytes"
-                raise ArchiveError(msg)
-            yield tar, member, entry, reader
-        end = tar.offset  # where the end-of-archive block starts
-    reader.finish(end)
+def _screened(header: Header) -> Header:
+    refused = REFUSED_HEADERS.get(header.type)
+    if refused is not None:
+        msg = f"artifact has a {refused} header (at {show(header.name)})"
+        raise ArchiveError(msg)
+    return header
 
 
 class _MemberData:
-    """A file entry's bytes read past tarfile's stream (which joins and slices every read, most
-    of a restore's CPU): what it has buffered first, then straight from the decompressor,
-    keeping its position right so that it finds the next header where it expects it."""
+    """A file entry's bytes, straight from the decompressor into the caller's buffer."""
 
-    def __init__(self, stream: Any, zstd: FrameReader, size: int) -> None:
-        self._stream = stream  # tarfile._Stream, positioned at the entry's data
+    def __init__(self, zstd: FrameReader, size: int) -> None:
         self._zstd = zstd
         self._remaining = size
-        self._scratch: memoryview | None = None
 
     def readinto(self, buffer: memoryview, /) -> int:
         want = min(len(buffer), self._remaining)
         if not want:
             return 0
-        stream = self._stream
-        if stream.buf:
-            count = min(want, len(stream.buf))
-            buffer[:count] = stream.buf[:count]
-            stream.buf = stream.buf[count:]
-        else:
-            count = self._zstd.readinto(buffer[:want])
-            if not count:
-                msg = "artifact is truncated: unexpected end of data"
-                raise ArchiveError(msg)
-        stream.pos += count
+        count = self._zstd.readinto(buffer if want == len(buffer) else buffer[:want])
+        if not count:
+            msg = "artifact is truncated: unexpected end of data"
+            raise ArchiveError(msg)
         self._remaining -= count
         return count
 
     def drain(self) -> None:
-        if self._remaining and self._scratch is None:
-            self._scratch = memoryview(bytearray(min(self._remaining, 1 << 20)))
-        while self._remaining and self._scratch is not None:
-            self.readinto(self._scratch)
+        if self._remaining:
+            scratch = memoryview(bytearray(min(self._remaining, 1 << 20)))
+            while self.readinto(scratch):
+                pass
 
 
-def _member_data(tar: tarfile.TarFile, member: tarfile.TarInfo, zstd: FrameReader) -> MemberData:
-    stream = tar.fileobj
-    buf = getattr(stream, "buf", None)
-    if isinstance(buf, bytes) and getattr(stream, "pos", None) == member.offset_data:
-        return _MemberData(stream, zstd, member.size)
-    # tarfile's stream is not what it was in 3.11 to 3.13: its own (slower) reader, then.
-    return cast("MemberData", tar.extractfile(member))
-
-
-def _entry_of(member: tarfile.TarInfo, limits: Limits) -> Entry:
-    path = member.name
+def _entry_of(header: Header, limits: Limits) -> Entry:
+    path = header.name
     check_path(path, limits.max_path_length)
-    kind = _KINDS.get(member.type)
-    if kind is None or member.sparse is not None:
-        what = _TYPE_NAMES.get(member.type, f"type {member.type!r}")
+    kind = _KINDS.get(header.type)
+    if kind is None:
+        what = TYPE_NAMES.get(header.type, f"type {header.type!r}")
         msg = f"entry {show(path)}: {what} entries are not allowed"
         raise ArchiveError(msg)
-    if member.size < 0:
-        msg = f"entry {show(path)}: a negative size"
-        raise ArchiveError(msg)
-    if kind != "file" and member.size:
+    if kind != "file" and header.size:
         msg = f"entry {show(path)}: a {kind} with a size"
         raise ArchiveError(msg)
     if kind == "symlink":
-        check_link_target(path, member.linkname, limits.max_path_length)
-    elif member.linkname:
+        check_link_target(path, header.linkname, limits.max_path_length)
+    elif header.linkname:
         msg = f"entry {show(path)}: a {kind} with a link target"
         raise ArchiveError(msg)
-    return Entry(path, kind, member.mode & 0o7777, member.size, member.linkname)
+    return Entry(path, kind, header.mode & 0o7777, header.size, header.linkname)
 
 
-def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:
-    if member.size > limit:
-        msg = f"{member.name} is larger than {limit} bytes"
+def _read_member(zstd: FrameReader, entry: Entry, limit: int) -> bytes:
+    if entry.size > limit:
+        msg = f"{entry.path} is larger than {limit} bytes"
         raise ArchiveError(msg)
-    fh = tar.extractfile(member)
-    data = fh.read() if fh is not None else b""
-    if len(data) != member.size:
-        msg = f"artifact is truncated inside {member.name}"
+    data = zstd.read(entry.size)
+    if len(data) != entry.size:
+        msg = f"artifact is truncated inside {entry.path}"
         raise ArchiveError(msg)
     return data

@@ -17,12 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tarfile
-from io import BytesIO
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, NamedTuple, cast
-
-import zstandard
 
 from cachehook._entries import (
     PERMISSIONS,
@@ -48,6 +44,7 @@ from cachehook._reader import (
 from cachehook.errors import ArchiveError
 
 if TYPE_CHECKING:
+    import tarfile
     from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
 __all__ = [
@@ -351,6 +348,11 @@ def _write_archive(
     log: bytes,
     level: int,
 ) -> None:
+    import tarfile  # packing only: a restore reads tar headers itself (_ustar)
+    from io import BytesIO
+
+    import zstandard
+
     compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
     with (
         compressor.stream_writer(cast("IO[bytes]", fh), closefd=False) as zfh,
@@ -387,6 +389,8 @@ def _add_file(tar: tarfile.TarFile, root: Path, path: str) -> None:
 
 
 def _tar_header(path: str, kind: str, mode: int, size: int, linkname: str = "") -> tarfile.TarInfo:
+    import tarfile
+
     info = tarfile.TarInfo(path)
     info.type = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE}.get(kind, tarfile.SYMTYPE)
     info.mode = mode
