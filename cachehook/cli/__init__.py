@@ -14,6 +14,7 @@ click is imported only when needed: a plain ``cachehook exec … -- cmd`` is par
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -128,6 +129,13 @@ def _dispatch(args: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (see the module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    collecting = gc.isenabled()
+    if args[:1] in (["exec"], ["run"]):
+        # No cyclic garbage collection during a task: its set-up (imports, settings, the walk,
+        # the key) makes tens of thousands of objects and almost no cycles, so the collector's
+        # passes over them cost ~10 ms of a ~90 ms full-path hit; a run of 200 tasks leaves
+        # ~2,700 cyclic objects in all for the interpreter's exit to free (issue 11).
+        gc.disable()
     try:
         return _dispatch(args)
     except CachehookError as exc:
@@ -144,3 +152,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"; the traceback is in {path}" if path else ""
         _say(f"cachehook: internal error: {type(exc).__name__}: {exc}{where}")
         return 3
+    finally:
+        if collecting:
+            gc.enable()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import stat
 from typing import TYPE_CHECKING
 
@@ -65,3 +66,26 @@ def test_a_crash_log_follows_cache_dir(tmp_path: Path, cache_dir: Path, spelling
     # After '--' the words are the command's, not ours.
     assert main(["exec", "--", "tool", "--cache-dir", str(tmp_path / "not-ours")]) == 3
     assert not (tmp_path / "not-ours").exists()
+
+
+@pytest.mark.parametrize("args", [["exec", "--", "true"], ["run", "t"], ["stats"]])
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_garbage_collector_is_as_main_found_it(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], *, enabled: bool
+) -> None:
+    # exec and run turn cyclic collection off while they work; main() called in-process (the
+    # tests, an embedding tool) gets back the collector as it was, even after a crash.
+    seen: list[bool] = []
+
+    def dispatch(given: list[str]) -> int:
+        seen.append(gc.isenabled())
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cachehook.cli, "_dispatch", dispatch)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert main(args) == 3
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()
+    assert seen == [enabled and args[0] == "stats"]
