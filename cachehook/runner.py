@@ -5,7 +5,8 @@ inputs, the environment and the key in ``_prepare``, the local and the remote re
 ``_restore``, storing and publishing in ``_publish``; executing is here. The runner returns a
 ``RunResult`` and never prints: what happens on the way reaches its listeners as facts
 (``cachehook.facts``: lookups, the finished task, notices, transfers), which the history, the
-usage events and the caller's reporters consume.
+usage events and the caller's reporters consume; a caller shows a result by listening to its
+``TaskFinished``, as ``cli/_output.TaskReporter`` and the integrations (``_api``) do.
 """
 
 from __future__ import annotations
@@ -52,19 +53,21 @@ class Runner:
 
     Args:
         settings: the resolved settings.
-        on_notice: receives each warning as a plain sentence (a ``Notice`` listener).
+        on_notice: receives each warning as a plain sentence (a ``Notice`` listener; None:
+            a listener in ``listeners`` takes the notices).
         detach_events: hand events to a detached sender at ``close`` instead of a thread.
         on_progress: told ``(what, done, total)`` while an artifact moves to or from the remote
             (a ``Transfer`` listener).
         use_toolchain: False keys no task on its toolchain (``--no-toolchain``).
-        listeners: more listeners, told every fact after the run history and the usage events.
+        listeners: more listeners (a reporter), told every fact after the run history and the
+            usage events, so a task's history line is written before its status line.
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        on_notice: Callable[[str], None],
+        on_notice: Callable[[str], None] | None = None,
         detach_events: bool = False,
         on_progress: Progress | None = None,
         use_toolchain: bool = True,
@@ -85,7 +88,9 @@ class Runner:
                 root=settings.root,
                 detach=detach_events,
             )
-        told: list[Listener] = [HistoryWriter(settings.cache_dir), notices_to(on_notice)]
+        told: list[Listener] = [HistoryWriter(settings.cache_dir)]
+        if on_notice is not None:
+            told.append(notices_to(on_notice))
         if self._usage is not None:
             told.append(self._usage)
         if on_progress is not None:
@@ -244,8 +249,8 @@ class Runner:
             live: streams to copy the command's stdout and stderr to as it runs.
             execute: run the task (default: the spec's command as a child process).
 
-        Every result is also told as a ``TaskFinished`` fact, which the run history appends
-        (``cachehook stats``, issue 4).
+        Every result is also told as a ``TaskFinished`` fact: the run history appends it
+        (``cachehook stats``, issue 4), a reporter among the listeners shows it.
         """
         wrote = True
         try:

@@ -33,7 +33,7 @@ from cachehook.cli._options import (
     Option,
     load_cli_settings,
 )
-from cachehook.cli._output import Console, ProgressLine, print_json
+from cachehook.cli._output import Console, ProgressLine, TaskReporter, print_json
 from cachehook.cli._project import root_notice
 from cachehook.errors import ConfigError
 
@@ -227,13 +227,14 @@ def run_exec(
             tools=tools,
             pass_env=pass_env,
         )
-        progress = None if console.quiet else ProgressLine()
+        # The result reaches the terminal as the runner's TaskFinished, told to ``reporter``.
+        reporter = TaskReporter(console, output_logs=settings.output_logs, as_json=as_json)
         with Runner(
             settings,
-            on_notice=console.warn,
             detach_events=_may_detach_events(settings),
-            on_progress=progress,
+            on_progress=None if console.quiet else ProgressLine(),
             use_toolchain=not no_toolchain,
+            listeners=[reporter],
         ) as runner:
             prepared = runner.prepare(spec)
             for pattern in prepared.unmatched_inputs:
@@ -248,31 +249,27 @@ def run_exec(
     finally:
         if recorder is not None:
             recorder.stop()
-    said_before = console.said
-    _show(result, settings, console, as_json=as_json)
-    if recorder is not None and not said_before and not as_json:
-        _memoise(recorder, result, settings, console)
+    if recorder is not None and not console.said and not as_json:
+        _memoise(recorder, result, settings, output=reporter.shown)
     return result.exit_code
 
 
-def _memoise(recorder: Recorder, result: RunResult, settings: Settings, console: Console) -> None:
-    """Write the memo of a local hit that restored nothing and said nothing else."""
+def _memoise(recorder: Recorder, result: RunResult, settings: Settings, *, output: bytes) -> None:
+    """Write the memo of a local hit that restored nothing and said nothing else.
+
+    ``output``: what the hit showed (``TaskReporter.shown``), which the memo replays.
+    """
     if result.status != "HIT" or result.source != "LOCAL" or result.restored:
         return
     if settings.remote is not None or result.exit_code != 0:
         return  # a remote cache's usage events must be sent by the full path
     from cachehook import _hits
     from cachehook.history import history_path, memo_line, project_id
-    from cachehook.logs import STDERR, encode_frames
 
     store = settings.cache_dir / "store"
     hit = _hits.read_hit(store, result.key)
     if hit is None:
         return
-    output = result.log if _shows_log(result, settings) else b""
-    line = console.result_line(result, settings.output_logs)
-    if line is not None:
-        output += encode_frames([(STDERR, line.encode())])
     recorder.save(
         cache_dir=str(settings.cache_dir),
         store_files=[(str(_hits.record_path(store, result.key)), True), (str(hit.artifact), False)],
@@ -393,29 +390,6 @@ def _live_streams(settings: Settings, *, as_json: bool) -> tuple[BinaryIO, Binar
         return None
     out = sys.stderr.buffer if as_json else sys.stdout.buffer
     return (out, sys.stderr.buffer)
-
-
-def _show(result: RunResult, settings: Settings, console: Console, *, as_json: bool) -> None:
-    from cachehook.logs import replay
-
-    if _shows_log(result, settings):
-        stdout = sys.stderr.buffer if as_json else sys.stdout.buffer
-        replay(result.log, stdout=stdout, stderr=sys.stderr.buffer)
-    if as_json:
-        print_json(result.to_json())
-    else:
-        line = console.result_line(result, settings.output_logs)
-        if line is not None:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-
-
-def _shows_log(result: RunResult, settings: Settings) -> bool:
-    mode = settings.output_logs
-    show = (result.status == "HIT" and mode == "full") or (
-        mode == "errors-only" and result.exit_code != 0
-    )
-    return show and bool(result.log)
 
 
 def _print_dry_run(

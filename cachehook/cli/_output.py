@@ -1,4 +1,8 @@
-"""How results and warnings look on a terminal, and as JSON for machines."""
+"""How results and warnings look on a terminal, and as JSON for machines.
+
+``TaskReporter`` is the runner's listener that shows ``cachehook exec``'s task: a result reaches
+the terminal as the runner's ``TaskFinished``, as it reaches the history and the usage events.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,15 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from cachehook.facts import Notice, TaskFinished
+
 if TYPE_CHECKING:
-    from cachehook.runner import RunResult
+    from cachehook.facts import Fact, RunResult
 
 __all__ = [
     "Console",
     "ProgressLine",
+    "TaskReporter",
     "describe_hit",
     "describe_ran",
     "describe_result",
@@ -60,11 +67,52 @@ class Console:
             self.said = True
             _stderr(f"{self.prefix}: {message}")
 
-    def result_line(self, result: RunResult, output_logs: str) -> str | None:
-        """The status line ``result`` ends with on stderr (newline included), if any."""
-        if self.quiet or output_logs not in ("full", "errors-only", "hash-only"):
-            return None
-        return f"{self.prefix}: {describe_result(result)}\n"
+
+class TaskReporter:
+    """A runner's listener that shows one task as ``cachehook exec`` does.
+
+    Each ``Notice`` is a warning. On ``TaskFinished``: the task's recorded log when
+    ``output_logs`` asks for it (a hit's with ``full``, a failure's with ``errors-only``; a miss
+    streamed live), then its status line on stderr, or with ``as_json`` its JSON on stdout (the
+    log then goes to stderr). ``shown`` is what it wrote, as log frames, for the hit memo to
+    replay (``cachehook._memo``; nothing is kept with ``as_json``, which is never memoised).
+    """
+
+    def __init__(self, console: Console, *, output_logs: str, as_json: bool = False) -> None:
+        self.console = console
+        self.output_logs = output_logs
+        self.as_json = as_json
+        self.shown = b""
+
+    def __call__(self, fact: Fact, /) -> None:
+        if type(fact) is Notice:
+            self.console.warn(fact.message)
+        elif type(fact) is TaskFinished:
+            self._show(fact.result)
+
+    def _show(self, result: RunResult) -> None:
+        from cachehook.logs import STDERR, encode_frames, replay
+
+        log = result.log if self._shows_log(result) else b""
+        if log:
+            stdout = sys.stderr.buffer if self.as_json else sys.stdout.buffer
+            replay(log, stdout=stdout, stderr=sys.stderr.buffer)
+        if self.as_json:
+            print_json(result.to_json())
+            return
+        self.shown = log
+        if self.console.quiet or self.output_logs not in ("full", "errors-only", "hash-only"):
+            return
+        line = f"{self.console.prefix}: {describe_result(result)}\n"
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        self.shown += encode_frames([(STDERR, line.encode())])
+
+    def _shows_log(self, result: RunResult) -> bool:
+        mode = self.output_logs
+        return (result.status == "HIT" and mode == "full") or (
+            mode == "errors-only" and result.exit_code != 0
+        )
 
 
 def describe_result(result: RunResult) -> str:
