@@ -2,7 +2,9 @@
 
 The nox, invoke and function decorators differ only in how they name a task and where they
 print; the key, store, remote and events are the runner's, exactly as for ``cachehook exec``.
-The runners kept open between calls are ``_pool``'s.
+A result reaches the host tool as the runner's ``TaskFinished``, told to the listener that
+``run_cached`` lends the runner (``_reporter``). The runners kept open between calls are
+``_pool``'s.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from types import CodeType
     from typing import Unpack
 
+    from cachehook.facts import Fact, Listener
     from cachehook.runner import Execute, RunResult
 
 __all__ = [
@@ -325,6 +328,7 @@ def run_cached(
     *,
     name: str | None,
     on_notice: Callable[[str], None],
+    on_status: Callable[[str], None] | None = None,
     force: bool = False,
     interpreter: Path | None = None,
     search_path: str | None = None,
@@ -339,6 +343,7 @@ def run_cached(
         execute: runs the task body; returns 0 for "store the result".
         name: the task's name for ``cachehook explain``, or None.
         on_notice: receives each warning as a plain sentence.
+        on_status: receives the task's status line (``describe_result``), when it finishes.
         force: run even on a hit, and overwrite the cached result.
         interpreter: the Python the task runs in, keyed with its environment (default: this
             one, ``sys.executable``).
@@ -366,11 +371,26 @@ def run_cached(
         interpreter=interpreter or (Path(sys.executable) if sys.executable else None),
         search_path=search_path,
     )
-    with leased_runner(settings, on_notice) as runner:
+    with leased_runner(settings, _reporter(on_notice, on_status)) as runner:
         prepared = runner.prepare(spec)
         for pattern in prepared.unmatched_inputs:
             on_notice(f"input glob {pattern!r} matched no file")
         return runner.run(prepared, force=force, execute=execute)
+
+
+def _reporter(
+    on_notice: Callable[[str], None], on_status: Callable[[str], None] | None
+) -> Listener:
+    """The listener of one cached call: notices to ``on_notice``, its status to ``on_status``."""
+    from cachehook.facts import Notice, TaskFinished
+
+    def listener(fact: Fact, /) -> None:
+        if type(fact) is Notice:
+            on_notice(fact.message)
+        elif type(fact) is TaskFinished and on_status is not None:
+            on_status(describe_result(fact.result))
+
+    return listener
 
 
 def describe_result(result: RunResult) -> str:

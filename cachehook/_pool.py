@@ -13,26 +13,27 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from cachehook.config import Settings
+    from cachehook.facts import Fact, Listener
     from cachehook.runner import Runner
 
 __all__ = ["close_runners", "leased_runner"]
 
 
 class _Forward:
-    """The ``on_notice`` a pooled runner keeps; forwards to whoever holds it now."""
+    """The listener a pooled runner keeps; forwards each fact to whoever holds it now."""
 
     def __init__(self) -> None:
-        self.target: Callable[[str], None] = _discard
+        self.target: Listener = _discard
 
-    def __call__(self, message: str) -> None:
-        self.target(message)
+    def __call__(self, fact: Fact, /) -> None:
+        self.target(fact)
 
 
-def _discard(message: str) -> None:
-    del message
+def _discard(fact: Fact, /) -> None:
+    del fact
 
 
 class _RunnerPool:
@@ -70,7 +71,7 @@ class _RunnerPool:
         from cachehook.runner import Runner
 
         forward = _Forward()
-        return Runner(settings, on_notice=forward), forward
+        return Runner(settings, listeners=[forward]), forward
 
     def give_back(self, runner: Runner, forward: _Forward) -> None:
         forward.target = _discard
@@ -98,10 +99,10 @@ def close_runners() -> None:
 
 
 @contextlib.contextmanager
-def leased_runner(settings: Settings, on_notice: Callable[[str], None]) -> Iterator[Runner]:
-    """A runner for ``settings`` from the pool, its notices sent to ``on_notice`` meanwhile."""
+def leased_runner(settings: Settings, listener: Listener) -> Iterator[Runner]:
+    """A runner for ``settings`` from the pool, its facts told to ``listener`` meanwhile."""
     runner, forward = _POOL.take(settings)
-    forward.target = on_notice
+    forward.target = listener
     try:
         yield runner
     except Exception:

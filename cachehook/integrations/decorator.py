@@ -27,7 +27,6 @@ from cachehook._api import (
     bare_or_configured,
     bind_arguments,
     canonical_json,
-    describe_result,
     run_cached,
 )
 
@@ -140,17 +139,18 @@ class _CachedFunction:
         *,
         force: bool,
     ) -> RunResult:
-        result = run_cached(
+        return run_cached(
             command,
             options,
             execute,
             name=f"py:{self.identity.qualname}",
             on_notice=logger.warning,
+            on_status=self._log_status if logger.isEnabledFor(logging.INFO) else None,
             force=force,
         )
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("%s: %s", self.owner, describe_result(result))
-        return result
+
+    def _log_status(self, line: str) -> None:
+        logger.info("%s: %s", self.owner, line)
 
 
 def _is_loadable(value: str | None) -> bool:

@@ -27,7 +27,6 @@ from cachehook._api import (
     bare_or_configured,
     bind_arguments,
     canonical_json,
-    describe_result,
     host_parameter,
     run_cached,
 )
@@ -78,10 +77,14 @@ def _wrap(func: TaskFunc, options: CacheOptions) -> TaskFunc:
             return 0
 
         filled = options.fill(arguments, owner=owner)
-        result = run_cached(
-            command, filled, execute, name=f"invoke:{func.__name__}", on_notice=_warn
+        run_cached(
+            command,
+            filled,
+            execute,
+            name=f"invoke:{func.__name__}",
+            on_notice=_warn,
+            on_status=_say,
         )
-        _say(describe_result(result))
         return returned[0] if returned else None
 
     return wrapper

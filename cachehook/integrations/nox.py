@@ -32,7 +32,6 @@ from cachehook._api import (
     FunctionIdentity,
     bare_or_configured,
     canonical_json,
-    describe_result,
     host_parameter,
     interpreter_tag,
     run_cached,
@@ -112,16 +111,16 @@ def _wrap(func: SessionFunc, options: CacheOptions) -> SessionFunc:
             return 0
 
         interpreter, search_path = _session_toolchain(session)
-        result = run_cached(
+        run_cached(
             command,
             filled,
             execute,
             name=f"nox:{session.name}",
             on_notice=lambda message: session.warn(f"cachehook: {message}"),
+            on_status=lambda line: session.log(f"cachehook: {line}"),
             interpreter=interpreter,
             search_path=search_path,
         )
-        session.log(f"cachehook: {describe_result(result)}")
         return returned[0] if returned else None
 
     return wrapper

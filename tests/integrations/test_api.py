@@ -149,6 +149,23 @@ def test_notices_go_to_the_current_caller(project: Path) -> None:
     assert other == ["input glob 'missing/*.txt' matched no file"]
 
 
+def test_the_status_line_is_told_to_the_current_caller_once(project: Path) -> None:
+    """A pooled runner tells each call's TaskFinished to that call's ``on_status`` only."""
+    first: list[str] = []
+    miss = run_cached(
+        ("s",), CacheOptions(), lambda _: 0, name=None, on_notice=print, on_status=first.append
+    )
+    second: list[str] = []
+    hit = run_cached(
+        ("s",), CacheOptions(), lambda _: 0, name=None, on_notice=print, on_status=second.append
+    )
+    assert (miss.status, hit.status) == ("MISS", "HIT")
+    assert first == [_api.describe_result(miss)]
+    assert second == [_api.describe_result(hit)]
+    assert second[0].endswith(", skipped the body")
+    assert len(_pool._POOL._idle) == 1  # one runner served both calls
+
+
 def test_a_forked_child_opens_its_own_runner(project: Path) -> None:
     @cached
     def f(n: int) -> int:
