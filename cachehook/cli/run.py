@@ -6,7 +6,7 @@ malformed task table or an unknown task; 130 when interrupted.
 
 It is longer than 400 lines because it renders a run three ways besides the command itself:
 the live reporter (whole prefixed lines for parallel tasks), the ``--summarize`` JSON and the
-dry-run listing; the reporter is to become a listener of the runner's events (issue 11).
+dry-run listing.
 """
 
 from __future__ import annotations
@@ -128,7 +128,13 @@ class _PrefixedLines:
 
 
 class _Reporter:
-    """Shows a run as it goes: task output (prefixed when several tasks run), then a status line."""
+    """Shows a run as it goes: task output (prefixed when several tasks run), then a status line.
+
+    It is the scheduler's reporter, not a listener of the runner's ``TaskFinished`` (as exec's
+    ``TaskReporter`` is), because it shows ``TaskOutcome``s, which include the tasks that errored,
+    were skipped or never started (no ``TaskFinished`` for those), on the scheduling thread in
+    completion order, which keeps each task's replayed log whole while others run (``-j``).
+    """
 
     def __init__(self, console: Console, *, output_logs: str, names: Sequence[str]) -> None:
         names = [_label(name) for name in names]
