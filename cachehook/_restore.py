@@ -201,12 +201,8 @@ class Restorer:
         reading each file again: each with the ``lstat`` of the file placed, or none at all."""
         root = self.settings.root
         for file in placed:
-            try:
-                if _stat_key(os.lstat(root / file.path)) != _stat_key(file.stat):
-                    continue  # changed since it was placed: read when next hashed
-                self._stat_cache.record(root, file.path, file.digest)
-                if _stat_key(os.lstat(root / file.path)) != _stat_key(file.stat):
-                    self._stat_cache.digest(root, file.path)  # changed meanwhile: read it now
+            try:  # a file changed since it was placed is not recorded: read when next hashed
+                self._stat_cache.record(root, file.path, file.digest, written=file.stat)
             except (HashingError, OSError, ValueError):
                 continue
 
@@ -366,10 +362,6 @@ def _end_memo_recording() -> None:
     memo = sys.modules.get("cachehook._memo")
     if memo is not None:
         memo.abandon("a restore writes outputs")
-
-
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _parse_meta(data: bytes, key: str) -> ArtifactMeta:

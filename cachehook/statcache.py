@@ -217,13 +217,21 @@ class StatCache:
                 return None
         return entry[0] if entry[1] == signature else None
 
-    def record(self, root: Path, relpath: str, digest: str) -> None:
+    def record(
+        self, root: Path, relpath: str, digest: str, *, written: os.stat_result | None = None
+    ) -> bool:
         """Remember a digest for a file as it is on disk now (after a restore or a store).
 
         Args:
             root: the project root.
             relpath: the file, project-relative POSIX.
             digest: its known xxh3-128 hex digest.
+            written: the ``lstat`` of the file as it was when ``digest`` was taken: the digest
+                is recorded only if the file is still that file (one ``lstat``, compared and
+                recorded, so no change can slip between the check and the record).
+
+        Returns:
+            Whether the digest was recorded (else the file is read when next needed).
 
         Raises:
             HashingError: the file is missing.
@@ -234,13 +242,18 @@ class StatCache:
             raise ValueError(msg)
         with ProjectDir(root) as at:
             try:
-                signature, changed = at.signature(relpath, at.lstat(relpath))
+                st = at.lstat(relpath)
+                signature, changed = at.signature(relpath, st)
             except OSError as exc:
                 raise input_error(relpath, exc) from exc
-        if signature:  # else unrepresentable: the file is read when next needed
-            self._entries[relpath] = (digest, signature)
-            self._held[relpath] = changed
-            self._dirty = True
+        if written is not None and _identity(st) != _identity(written):
+            return False  # changed since the digest was taken
+        if not signature:  # unrepresentable: the file is read when next needed
+            return False
+        self._entries[relpath] = (digest, signature)
+        self._held[relpath] = changed
+        self._dirty = True
+        return True
 
     def save(self) -> None:
         """Write the cache atomically, if it changed; an OSError is logged, never raised.
@@ -347,3 +360,7 @@ def hash_files(
         HashingError: a file is missing, unreadable, or not a file or symlink.
     """
     return tuple(cache._digest_all(root, paths, memo))
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int, int]:
+    return (st.st_mode, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -770,6 +770,24 @@ def test_record_remembers_a_known_digest(project: Path, reads: list[int]) -> Non
         cache.record(project, "gone.txt", known)
 
 
+def test_a_digest_is_not_recorded_for_a_file_changed_since_it_was_taken(
+    project: Path, reads: list[int]
+) -> None:
+    # A restore takes each file's digest as it writes it, then records it: a file rewritten
+    # in between (another task, a watcher) must be read, never given the restore's digest.
+    path = project / "README.md"
+    placed = os.lstat(path)
+    ours = digest_bytes(path.read_bytes())
+    path.write_bytes(b"# rewritten by someone else\n")
+    cache = StatCache(None)
+    assert not cache.record(project, "README.md", ours, written=placed)
+    assert cache.digest(project, "README.md").digest == digest_bytes(path.read_bytes()) != ours
+    assert len(reads) == 1
+    assert cache.record(project, "README.md", ours, written=placed) is False
+    theirs = digest_bytes(path.read_bytes())
+    assert cache.record(project, "README.md", theirs, written=os.lstat(path))
+
+
 # --------------------------------------------------------------------------- the key
 
 
