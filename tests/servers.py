@@ -544,11 +544,17 @@ def remote_settings(
 def remote_env(
     capture_proxy: CaptureProxy, npm_server: NpmServer, team_slug: str
 ) -> dict[str, str]:
-    """``CACHEHOOK_API`` / ``_TOKEN`` / ``_TEAM`` for the npm server, through the proxy."""
+    """``CACHEHOOK_API`` / ``_TOKEN`` / ``_TEAM`` for the npm server, through the proxy.
+
+    With a patient remote timeout: on a loaded machine the proxy and the node server can take
+    longer than the default 2 s to start answering, and the client would then carry on without
+    the remote (a correct degrade, but not what these tests are about).
+    """
     return {
         "CACHEHOOK_API": capture_proxy.url,
         "CACHEHOOK_TOKEN": npm_server.token,
         "CACHEHOOK_TEAM": team_slug,
+        "CACHEHOOK_REMOTE_CACHE_TIMEOUT": "60",
     }
 
 
