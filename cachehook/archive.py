@@ -10,6 +10,9 @@ each entry as it streams, the placer (``_placer``) stages the outputs inside the
 arrive, and only when the stream has ended cleanly (tar end, zstd frame end and checksum, the
 store's checksum when one is given, the tree as a whole, what is on disk) does it move each one
 into place with :func:`os.replace`, so a restored file is always a whole file.
+
+At the 400-line aim (~400): the writer and the public reader share the entry rules and the
+meta and log conventions; the writer (:func:`pack`) is the seam to split along if it grows.
 """
 
 from __future__ import annotations
