@@ -76,3 +76,14 @@ def _reset_registries() -> Iterator[None]:
     process.reset()
     yield
     close_runners()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project of one module, ``src/m.py``, with an empty pyproject.toml (a test module or a
+    closer conftest may define its own ``project``)."""
+    root = tmp_path / "p"
+    (root / "src").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    (root / "src" / "m.py").write_text("x = 1\n")
+    return root

@@ -22,15 +22,6 @@ if TYPE_CHECKING:
 PACKAGE = Path(cachehook.__file__).parent
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    root = tmp_path / "p"
-    (root / "src").mkdir(parents=True)
-    (root / "pyproject.toml").write_text("")
-    (root / "src" / "m.py").write_text("x = 1\n")
-    return root
-
-
 def _writer(root: Path, outputs: tuple[str, ...] = ("out/**",)) -> TaskSpec:
     code = "import os; os.makedirs('out', exist_ok=True); open('out/o.txt', 'w').write('o')"
     return TaskSpec(

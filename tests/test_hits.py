@@ -214,15 +214,6 @@ def test_touch_marks_a_record_used_now(store: LocalStore, tmp_path: Path) -> Non
 # --- through the runner ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    root = tmp_path / "p"
-    (root / "src").mkdir(parents=True)
-    (root / "pyproject.toml").write_text("")
-    (root / "src" / "m.py").write_text("x = 1\n")
-    return root
-
-
 _LOG = encode_frames([(STDOUT, b"built\n")])
 
 

@@ -7,23 +7,12 @@ import shutil
 import sys
 from typing import TYPE_CHECKING
 
-import pytest
-
 from cachehook import _memo
 from cachehook.config import load_settings
 from cachehook.runner import Runner, TaskSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    root = tmp_path / "p"
-    (root / "src").mkdir(parents=True)
-    (root / "pyproject.toml").write_text("")
-    (root / "src" / "m.py").write_text("x = 1\n")
-    return root
 
 
 def _spec(root: Path) -> TaskSpec:

@@ -7,8 +7,6 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-import pytest
-
 from cachehook.cli._output import Console, TaskReporter, describe_result
 from cachehook.config import load_settings
 from cachehook.logs import STDERR, STDOUT, decode, encode_frames
@@ -17,16 +15,9 @@ from cachehook.runner import Runner, TaskSpec
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import pytest
+
     from cachehook.facts import RunResult
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    root = tmp_path / "p"
-    (root / "src").mkdir(parents=True)
-    (root / "pyproject.toml").write_text("")
-    (root / "src" / "m.py").write_text("x = 1\n")
-    return root
 
 
 def _spec(root: Path, outputs: tuple[str, ...] = ()) -> TaskSpec:
