@@ -135,3 +135,44 @@ def test_a_pax_path_applies_to_the_entry_after_it() -> None:
     pax = _pax_block(b"18 path=out/other\n")
 
     assert _read(_meta_and(pax + _header(_member("out/a", size=0))))[0][0] == "out/other"
+
+
+def _tarfile_entries(tar: bytes) -> list[tuple[str, int]] | None:
+    """What tarfile itself reads from ``tar`` (name, size of each member), or None if it fails."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as archive:
+            members = archive.getmembers()
+    except (tarfile.TarError, ValueError, UnicodeError, OSError, EOFError):
+        return None
+    return [(m.name.rstrip("/"), m.size) for m in members if not m.name.startswith(".cachehook/")]
+
+
+def test_damaged_headers_are_refused_or_read_as_tarfile_reads_them() -> None:
+    # 400 seeded single-byte changes in the header and PAX blocks of a real artifact's tar:
+    # each is refused with an ArchiveError (never another exception, which would be an
+    # internal error) or, when read, names the same paths and sizes tarfile's own parser does.
+    import random
+
+    long_dir = "out/" + "d" * 120
+    members = (_member("out/a"), _member(long_dir, size=0, kind=tarfile.DIRTYPE))
+    tar = _tar(*members, _member(f"{long_dir}/f", size=700))
+    headers = [i for i in range(0, len(tar), BLOCK) if tar[i + 257 : i + 262] == b"ustar"]
+    offsets = [o for start in headers for o in range(start, start + BLOCK)]
+    offsets += [o for start in headers for o in range(start + BLOCK, start + BLOCK + 64)]
+    chance = random.Random(11)
+    read_as_tarfile = refused = 0
+    for _ in range(400):
+        offset = chance.choice(offsets)
+        damaged = bytearray(tar)
+        damaged[offset] = chance.randrange(256)
+        try:
+            ours = _read(bytes(damaged))
+        except ArchiveError:
+            refused += 1
+            continue
+        theirs = _tarfile_entries(bytes(damaged))
+        assert theirs is not None, f"byte {offset}: read by us, refused by tarfile"
+        assert [(path, size) for path, _, _, size in ours] == theirs, f"byte {offset}"
+        read_as_tarfile += 1
+    assert refused  # both outcomes were exercised
+    assert read_as_tarfile
