@@ -38,7 +38,7 @@ import os
 import stat
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
-from cachehook.hashing import digest_bytes
+from cachehook.digests import digest_bytes, is_digest
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -340,19 +340,10 @@ def _text(value: object, field: str, *, optional: bool = False, empty: bool = Tr
     return value
 
 
-def _is_digest(value: object) -> TypeGuard[str]:
-    """xxh3-128 as ``digests`` spells it: 32 lowercase hex digits."""
-    return (
-        isinstance(value, str)
-        and len(value) == _DIGEST_LENGTH
-        and all(c in "0123456789abcdef" for c in value)
-    )
-
-
 def _digest(value: object, field: str, *, optional: bool = False) -> Any:
     if value is None and optional:
         return None
-    if not _is_digest(value):
+    if not is_digest(value):
         _refuse(field, value, "an xxh3-128 digest (32 hex digits)")
     return value
 
@@ -399,7 +390,7 @@ def _outputs(entries: object) -> tuple[OutputEntry, ...]:
         mode = entry.get("mode")
         if not _is_output_path(path):
             _refuse("outputs", path, "relative paths inside the project")
-        if not (_is_digest(digest) and isinstance(executable, bool)):
+        if not (is_digest(digest) and isinstance(executable, bool)):
             _refuse(f"outputs[{path}]", entry, "a digest and an executable flag")
         if not (mode is None or (_is_count(mode) and mode <= 0o7777)):
             _refuse(f"outputs[{path}]", mode, "a file mode")

@@ -97,17 +97,12 @@ class Restorer:
         return relative.as_posix() if relative.parts else ""
 
     def _allowed(self, prepared: Prepared) -> Callable[[str], bool]:
-        answers: dict[str, bool] = {}  # a restore asks about each path three times
-
         def allowed(path: str) -> bool:
-            answer = answers.get(path)
-            if answer is None:
-                answer = answers[path] = (
-                    prepared.outputs.matches(path)
-                    and path not in prepared.input_paths
-                    and not self.is_forbidden(path)
-                )
-            return answer
+            return (
+                prepared.outputs.matches(path)
+                and path not in prepared.input_paths
+                and not self.is_forbidden(path)
+            )
 
         return allowed
 

@@ -18,6 +18,7 @@ from cachehook.errors import HashingError
 
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import TypeGuard
 
 __all__ = [
     "PACK_SIGNATURE",
@@ -27,6 +28,7 @@ __all__ = [
     "digest_bytes",
     "digest_file",
     "input_error",
+    "is_digest",
 ]
 
 _CHUNK = 1 << 20
@@ -40,6 +42,14 @@ PACK_SIGNATURE = struct.Struct("<QqqQ").pack
 _NO_TARGET = bytes(32)
 
 Signature = bytes  # 32 bytes, 64 for a symlink; empty when a value does not fit (never kept)
+
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def is_digest(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is an xxh3-128 digest as this module spells it: 32 lowercase hex digits."""
+    return isinstance(value, str) and len(value) == 32 and _HEX_DIGITS.issuperset(value)
 
 
 def digest_bytes(data: bytes) -> str:

@@ -27,6 +27,7 @@ from cachehook.digests import (
     Signature,
     digest_bytes,
     input_error,
+    is_digest,
 )
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ __all__ = ["StatCache", "hash_files"]
 
 _DIGEST_LEN = 32
 _RACY_WINDOW_NS = 1_000_000_000
-_HEX_DIGITS = frozenset("0123456789abcdef")
 _REGULAR_EXECUTABLE = 0o170000 | stat.S_IXUSR  # the file-type bits and the owner's x bit
 _REGULAR_EXECUTABLE_BITS = stat.S_IFREG | stat.S_IXUSR
 _FILE_TYPE, _LINK = 0o170000, stat.S_IFLNK
@@ -237,7 +237,7 @@ class StatCache:
             HashingError: the file is missing.
             ValueError: ``digest`` is not a 32-character lower-case hex digest.
         """
-        if len(digest) != _DIGEST_LEN or not _HEX_DIGITS.issuperset(digest):
+        if not is_digest(digest):
             msg = f"not an xxh3-128 hex digest: {digest!r}"
             raise ValueError(msg)
         with ProjectDir(root) as at:
