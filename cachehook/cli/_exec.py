@@ -296,13 +296,14 @@ def check_command(command: Sequence[str], *, cwd: Path, stray: int = 0) -> None:
     path = cwd / program
     if not (path.is_file() or path.is_dir()):
         return
-    import shutil  # only now: it imports bz2, lzma and zlib, which a hit does not need
-
     if os.sep in program or "/" in program:
         if path.is_file() and os.access(path, os.X_OK):
             return
-    elif shutil.which(program) is not None:
-        return
+    else:
+        import shutil  # only for a bare name: it imports bz2, lzma and zlib (~3 ms a hit)
+
+        if shutil.which(program) is not None:
+            return
     files = list(itertools.takewhile(_is_relative_file_name(cwd), command))
     if stray:
         files = files[:stray]
