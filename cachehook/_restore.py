@@ -30,10 +30,10 @@ if TYPE_CHECKING:
 
     from cachehook._hits import ArtifactMeta, Hit
     from cachehook._prepare import Prepared
+    from cachehook._session import RemoteSession
     from cachehook.archive import Placed, Restored
     from cachehook.config import Settings
     from cachehook.hashing import StatCache
-    from cachehook.remote import RemoteSession
     from cachehook.store import LocalStore
 
 __all__ = ["Restorer", "ms"]

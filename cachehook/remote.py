@@ -1,15 +1,18 @@
 """The Vercel / Turborepo Remote Cache API (v8) over httpx.
 
-Over 400 lines on purpose: it owns httpx, so every endpoint, every fault translation and the
-degrading session live together; the split would be ``RemoteCache`` (the API) and
-``RemoteSession`` (a run's view), should either grow.
+Over 400 lines on purpose: it owns httpx, so every endpoint and every fault translation live
+together. What does not need httpx lives apart, so that a remote hit never imports it (issue
+11): the request's shape, the answers' meaning and the signatures in ``_remote_api``, a remote
+hit's download over ``http.client`` in ``_download``, and ``RemoteSession`` (re-exported here)
+in ``_session``.
 
 ``RemoteCache`` mirrors the API, one method per endpoint, and raises ``RemoteError``
 subclasses. ``RemoteSession`` is what a run uses: it never raises, warns once, and switches the
-remote off for the rest of the run after repeated faults or refused credentials.
+remote off for the rest of the run after repeated faults or refused credentials; its downloads
+go through ``_download`` unless httpx must make them (proxies, redirects: see there).
 
 This is the only module that imports httpx; it is itself imported only when a remote is
-configured.
+configured, and not by a remote hit.
 
 Timeouts:
     ``RemoteSettings.timeout`` (2 s) bounds every wait for the server to *start*: connecting,
@@ -40,26 +43,40 @@ Signatures (layout "cachehook-hmac-v1"):
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import json
-import logging
 import os
-import re
-import struct
 import sys
 import threading
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from cachehook import __version__
+from cachehook._remote_api import (
+    ERROR_BODY_LIMIT,
+    SIGNATURE_DOMAIN,
+    ArtifactInfo,
+    ArtifactSignatureError,
+    Progress,
+    RemoteCachingDisabledError,
+    artifact_path,
+    artifact_tag,
+    broke,
+    cannot_connect,
+    check_answer,
+    int_header,
+    malformed,
+    missing_tag,
+    parse_json,
+    query_params,
+    read_chunks,
+    receive_artifact,
+    request_headers,
+    scrub_secrets,
+    team_scope,
+    timed_out,
+)
+from cachehook._session import FAILURE_LIMIT, RemoteSession
 from cachehook.ci import detect_ci_vendor, is_interactive
-from cachehook.errors import RemoteAuthError, RemoteError, RemoteProtocolError, RemoteUnavailable
-from cachehook.redaction import scrub
+from cachehook.errors import RemoteError, RemoteProtocolError
 
 # ``import httpx`` imports its command line, ``httpx._main``: click, then pygments and rich
 # where they are installed (tens of ms on every remote hit), or an import that fails without
@@ -74,12 +91,12 @@ if _MARKED and sys.modules.get("httpx._main", httpx) is None:
     del sys.modules["httpx._main"]
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
     from types import TracebackType
     from typing import Protocol
 
-    from cachehook.config import CacheModes, RemoteSettings
+    from cachehook.config import RemoteSettings
 
     class _UsageEvent(Protocol):
         """What ``record_events`` sends (``events.Event``; named by shape, not imported: the
@@ -102,72 +119,8 @@ __all__ = [
     "team_scope",
 ]
 
-logger = logging.getLogger("cachehook")
-
-FAILURE_LIMIT = 3  # consecutive faults after which a session stops using the remote
-SIGNATURE_DOMAIN = b"cachehook-artifact-signature:v1"
-_CHUNK = 1 << 20
 _ACK_BYTES_PER_SECOND = 8 << 20
-_KEY_RE = re.compile(r"^[0-9a-fA-F]{1,256}$")
 _T = TypeVar("_T")
-
-# progress(what, done, total): "download" or "upload", bytes so far, bytes in all (or None).
-Progress: TypeAlias = Callable[[str, int, int | None], None]
-
-
-@dataclass(frozen=True)
-class ArtifactInfo:
-    """What the server says about a stored artifact."""
-
-    size: int | None
-    duration_ms: int  # x-artifact-duration: the producer's run time, 0 when not sent
-    tag: str | None
-
-
-class ArtifactSignatureError(RemoteProtocolError):
-    """A downloaded artifact has no ``x-artifact-tag``, or one that does not verify."""
-
-
-class RemoteCachingDisabledError(RemoteAuthError):
-    """403 ``remote_caching_<status>``: remote caching is disabled, over limit or paused."""
-
-    def __init__(self, message: str, *, status: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def team_scope(settings: RemoteSettings) -> str:
-    """The namespace a server files artifacts under: the ``team_`` id, else the slug, or ``""``."""
-    if settings.team_id and settings.team_id.startswith("team_"):
-        return settings.team_id
-    return settings.slug or ""
-
-
-def artifact_tag(secret: bytes, key: str, team: str, path: Path) -> str:
-    """Sign the artifact at ``path`` (layout "cachehook-hmac-v1", see the module docstring)."""
-    mac = hmac.new(secret, digestmod=hashlib.sha256)
-    for field in (SIGNATURE_DOMAIN, key.encode("ascii"), team.encode("utf-8")):
-        mac.update(struct.pack("<Q", len(field)))
-        mac.update(field)
-    with path.open("rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        mac.update(struct.pack("<Q", size))
-        for chunk in _read_chunks(file, size):
-            mac.update(chunk)
-    return base64.b64encode(mac.digest()).decode("ascii")
-
-
-def _read_chunks(file: IO[bytes], size: int, progress: Progress | None = None) -> Iterator[bytes]:
-    left = size
-    while left > 0:
-        chunk = file.read(min(_CHUNK, left))
-        if not chunk:
-            msg = f"{file.name} shrank while being read"
-            raise OSError(msg)
-        left -= len(chunk)
-        if progress is not None:
-            progress("upload", size - left, size)
-        yield chunk
 
 
 def _limit(seconds: float) -> float | None:
@@ -175,37 +128,18 @@ def _limit(seconds: float) -> float | None:
 
 
 def _error_body(response: httpx.Response) -> bytes:
-    """At most 4 KiB of an error response: an error page may be large, or never end."""
+    """At most ``ERROR_BODY_LIMIT`` bytes of an error response."""
     if response.is_stream_consumed:
-        return response.content[:4096]
+        return response.content[:ERROR_BODY_LIMIT]
     body = b""
     try:
         for chunk in response.iter_bytes():
             body += chunk
-            if len(body) >= 4096:
+            if len(body) >= ERROR_BODY_LIMIT:
                 break
     except httpx.HTTPError:
         pass
-    return body[:4096]
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
-
-
-def _error_detail(data: Any, body: bytes) -> str:
-    """The server's own words, from ``{"message"}``, ``{"error": {"message"}}`` or plain text."""
-    message: object = None
-    if isinstance(data, dict):
-        error = data.get("error")
-        message = error.get("message") if isinstance(error, dict) else data.get("message")
-    if not isinstance(message, str):
-        message = body.decode("utf-8", "replace") if data is None else ""
-    text = " ".join(message.split())[:200]
-    return f' ("{text}")' if text else ""
+    return body[:ERROR_BODY_LIMIT]
 
 
 class _ByScheme(httpx.BaseTransport):
@@ -277,11 +211,7 @@ class RemoteCache:
         self._lock = threading.Lock()
         self._has_answered = False
         self._has_query_route = True
-        self._params: dict[str, str] = {}
-        if settings.team_id and settings.team_id.startswith("team_"):
-            self._params["teamId"] = settings.team_id
-        if settings.slug:
-            self._params["slug"] = settings.slug
+        self._params = query_params(settings)
         self._client_headers = {"x-artifact-client-interactive": "1" if is_interactive() else "0"}
         vendor = detect_ci_vendor(os.environ)
         if vendor:
@@ -332,8 +262,7 @@ class RemoteCache:
             duration = self._duration(response)
             tag = response.headers.get("x-artifact-tag")
             if self._settings.signature_key and not tag:
-                msg = f"artifact {key} from {self._settings.api} has no signature tag"
-                raise ArtifactSignatureError(msg)
+                raise missing_tag(self._settings, key)
             expected = None
             if response.headers.get("content-encoding", "identity") == "identity":
                 expected = self._int_header(response, "content-length")
@@ -371,7 +300,7 @@ class RemoteCache:
                 "PUT",
                 path,
                 headers=headers,
-                content=_read_chunks(file, size, self._progress),
+                content=read_chunks(file, size, self._progress),
                 read=self._acknowledge_wait(size),
                 write=stall,
             ) as response:
@@ -442,9 +371,7 @@ class RemoteCache:
     def _http(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
-                headers = {"User-Agent": f"cachehook/{__version__}"}
-                if self._settings.token:
-                    headers["Authorization"] = f"Bearer {self._settings.token}"
+                headers = request_headers(self._settings)
                 transport = self._transport if self._transport is not None else _ByScheme()
                 self._client = httpx.Client(
                     base_url=self._settings.api, headers=headers, transport=transport
@@ -459,10 +386,7 @@ class RemoteCache:
         return min(wait, max(start, longest)) if longest > 0 else wait
 
     def _path(self, key: str) -> str:
-        if not _KEY_RE.match(key):
-            msg = f"artifact hash must be 1-256 hex digits, got {key!r}"
-            raise ValueError(msg)
-        return f"/v8/artifacts/{key}"
+        return artifact_path(key)
 
     @contextlib.contextmanager
     def _exchange(
@@ -537,90 +461,33 @@ class RemoteCache:
         timeouts = response.request.extensions.get("timeout")
         if isinstance(timeouts, dict):
             timeouts["read"] = _limit(self._settings.upload_timeout)
-        partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
-        try:
-            size = 0
-            with partial.open("wb") as file:
-                try:
-                    for chunk in response.iter_bytes():
-                        file.write(chunk)
-                        size += len(chunk)
-                        if self._progress is not None:
-                            self._progress("download", size, expected)
-                except httpx.HTTPError as exc:
-                    raise self._translate(exc) from exc
-            if expected is not None and size != expected:
-                msg = (
-                    f"download of {key} from {self._settings.api} was cut short: "
-                    f"{size} of {expected} bytes"
-                )
-                raise RemoteProtocolError(msg)
-            if self._settings.signature_key:
-                self._verify(key, partial, tag)
-            os.replace(partial, dest)
-        finally:
-            partial.unlink(missing_ok=True)
-        return size
+        return receive_artifact(
+            self._settings,
+            self._chunks(response),
+            dest,
+            key=key,
+            expected=expected,
+            tag=tag,
+            progress=self._progress,
+        )
 
-    def _verify(self, key: str, path: Path, tag: str | None) -> None:
-        assert self._settings.signature_key is not None
-        wanted = artifact_tag(self._settings.signature_key, key, team_scope(self._settings), path)
-        if not hmac.compare_digest(wanted.encode("ascii"), (tag or "").encode("ascii", "replace")):
-            msg = f"artifact {key} from {self._settings.api} failed signature verification"
-            raise ArtifactSignatureError(msg)
+    def _chunks(self, response: httpx.Response) -> Iterator[bytes]:
+        try:
+            yield from response.iter_bytes()
+        except httpx.HTTPError as exc:
+            raise self._translate(exc) from exc
 
     # -- responses -------------------------------------------------------------------------
 
     def _check(self, response: httpx.Response, *, what: str) -> None:
-        code = response.status_code
-        if 200 <= code < 300:
-            return
-        body = _error_body(response)
-        data = _parse_json(body)
-        detail = _error_detail(data, body)
-        said = f"{self._settings.api} answered {code} {response.reason_phrase} to {what}{detail}"
-        if code in (401, 403) and not self._settings.token:  # Vercel answers 403 to none
-            msg = f"{said}: no token is set; set CACHEHOOK_TOKEN (or TURBO_TOKEN)"
-            raise RemoteAuthError(msg)
-        if code == 401:
-            msg = f"{said}: the token was refused; check CACHEHOOK_TOKEN (or TURBO_TOKEN)"
-            raise RemoteAuthError(self._scrub(msg))
-        if code == 403:
-            error = data.get("error") if isinstance(data, dict) else None
-            error_code = error.get("code") if isinstance(error, dict) else None
-            if isinstance(error_code, str) and error_code.startswith("remote_caching_"):
-                status = error_code.removeprefix("remote_caching_")
-                msg = (
-                    f"{said}: remote caching is {status.replace('_', ' ')} for {self._team_words()}"
-                )
-                raise RemoteCachingDisabledError(self._scrub(msg), status=status)
-            msg = (
-                f"{said}: access denied for {self._team_words()}; check that CACHEHOOK_TOKEN "
-                "(or TURBO_TOKEN) may use that team, set by CACHEHOOK_TEAM / CACHEHOOK_TEAMID "
-                "(or TURBO_TEAM / TURBO_TEAMID)"
+        if not 200 <= response.status_code < 300:
+            body = _error_body(response)
+            check_answer(
+                self._settings, response.status_code, response.reason_phrase, body, what=what
             )
-            raise RemoteAuthError(self._scrub(msg))
-        if code >= 500:
-            raise RemoteUnavailable(self._scrub(said))
-        if code == 413:
-            msg = f"{said}: the artifact is larger than the server accepts"
-            raise RemoteProtocolError(self._scrub(msg))
-        if code == 400 and not team_scope(self._settings):
-            said += "; no team is set (CACHEHOOK_TEAM or CACHEHOOK_TEAMID), which servers may need"
-        raise RemoteProtocolError(self._scrub(said))
-
-    def _team_words(self) -> str:
-        scope = team_scope(self._settings)
-        return f"team {scope!r}" if scope else "no team (set CACHEHOOK_TEAM or CACHEHOOK_TEAMID)"
 
     def _int_header(self, response: httpx.Response, name: str) -> int | None:
-        value = response.headers.get(name)
-        if value is None:
-            return None
-        if not value.strip().isdigit():
-            msg = f"{self._settings.api} sent a malformed {name} header: {value[:40]!r}"
-            raise RemoteProtocolError(self._scrub(msg))
-        return int(value)
+        return int_header(self._settings, name, response.headers.get(name))
 
     def _duration(self, response: httpx.Response) -> int:
         return self._int_header(response, "x-artifact-duration") or 0
@@ -628,7 +495,7 @@ class RemoteCache:
     def _parse_query(
         self, response: httpx.Response, keys: Sequence[str]
     ) -> dict[str, ArtifactInfo | None]:
-        data = _parse_json(response.content)
+        data = parse_json(response.content)
         if not isinstance(data, dict):
             msg = f"{self._settings.api} answered the artifact query with {response.content[:80]!r}"
             raise RemoteProtocolError(self._scrub(msg))
@@ -659,135 +526,16 @@ class RemoteCache:
                 httpx.WriteTimeout: "sending",
                 httpx.PoolTimeout: "waiting for a free connection",
             }.get(type(exc), "waiting for an answer")
-            return RemoteUnavailable(self._scrub(f"{api} did not respond in time ({doing})"))
+            return timed_out(self._settings, doing)
         if isinstance(exc, httpx.ConnectError):
-            return RemoteUnavailable(self._scrub(f"cannot connect to {api}: {exc}"))
+            return cannot_connect(self._settings, exc)
         if isinstance(exc, httpx.NetworkError):
-            return RemoteUnavailable(self._scrub(f"the connection to {api} broke: {exc}"))
+            return broke(self._settings, exc)
         if isinstance(exc, httpx.RemoteProtocolError):
-            return RemoteProtocolError(self._scrub(f"{api} sent a malformed HTTP response: {exc}"))
+            return malformed(self._settings, exc)
         return RemoteProtocolError(
             self._scrub(f"talking to {api} failed: {type(exc).__name__}: {exc}")
         )
 
     def _scrub(self, text: str) -> str:
-        # Every form the token may take in an error (a repr inside httpx's own message, say),
-        # and only a token long enough that replacing it cannot mangle the words (issue 10).
-        key = self._settings.signature_key
-        secrets = (self._settings.token, key.decode("utf-8", "replace") if key else None)
-        return scrub(text, secrets, placeholder="<token>")
-
-
-class RemoteSession:
-    """The remote cache as one run uses it: never raises, degrades to local-only.
-
-    Transport faults, 5xx, 413 and malformed answers produce one warning per session; after
-    ``FAILURE_LIMIT`` of them in a row the remote is off for the rest of the run. 401/403 switch
-    it off at once, with a warning naming the credential to check. A signature failure is a
-    miss with a warning.
-
-    Args:
-        settings: the remote to use.
-        modes: which of remote read and write are allowed.
-        on_warning: receives each warning as a plain sentence (never containing the token).
-        transport: an httpx transport, for tests.
-    """
-
-    def __init__(
-        self,
-        settings: RemoteSettings,
-        *,
-        modes: CacheModes,
-        on_warning: Callable[[str], None],
-        transport: httpx.BaseTransport | None = None,
-        progress: Progress | None = None,
-    ) -> None:
-        self._cache = RemoteCache(settings, transport=transport, progress=progress)
-        self._modes = modes
-        self._on_warning = on_warning
-        self._lock = threading.Lock()
-        self._failures = 0
-        self._is_off = not (modes.remote_read or modes.remote_write)
-        self._has_warned_fault = False
-        if settings.team_id and not settings.team_id.startswith("team_"):
-            on_warning(
-                f"CACHEHOOK_TEAMID {settings.team_id!r} does not start with 'team_', so it is "
-                "not sent; put a team slug in CACHEHOOK_TEAM instead"
-            )
-        if settings.signature_key is not None and len(settings.signature_key) < 32:
-            on_warning("the remote cache signature key is shorter than 32 bytes; use a longer one")
-
-    @property
-    def is_enabled(self) -> bool:
-        """Whether the remote is still in use in this run."""
-        return not self._is_off
-
-    def fetch(self, key: str, dest: Path) -> ArtifactInfo | None:
-        """Download ``key`` into ``dest``; None on a miss, when reading is off, or on any fault."""
-        if not self._modes.remote_read or self._is_off:
-            return None
-        return self._guard(lambda: self._cache.fetch(key, dest), None)
-
-    def exists(self, key: str) -> bool | None:
-        """Whether the remote has ``key`` (a HEAD); None when reading is off or it failed."""
-        if not self._modes.remote_read or self._is_off:
-            return None
-
-        def head() -> bool | None:
-            return self._cache.exists(key) is not None
-
-        return self._guard(head, None)
-
-    def store(self, key: str, src: Path, *, duration_ms: int) -> bool:
-        """Upload ``src`` as ``key``; False when writing is off or the upload failed."""
-        if not self._modes.remote_write or self._is_off:
-            return False
-
-        def upload() -> bool:
-            self._cache.store(key, src, duration_ms=duration_ms)
-            return True
-
-        return self._guard(upload, False)
-
-    def close(self) -> None:
-        """Close the connections."""
-        self._cache.close()
-
-    def _guard(self, call: Callable[[], _T], default: _T) -> _T:
-        try:
-            result = call()
-        except ArtifactSignatureError as exc:
-            self._on_warning(f"{exc}; treating it as a miss")
-            return default
-        except RemoteAuthError as exc:
-            self._switch_off(f"{exc}; the remote cache is off for this run")
-            return default
-        except RemoteError as exc:
-            self._count_failure(str(exc))
-            return default
-        except (ValueError, OSError) as exc:  # a bad key or duration, or a local file error
-            self._on_warning(self._cache._scrub(f"remote cache not used for this task: {exc}"))
-            return default
-        except Exception as exc:  # a run never fails because of the remote
-            logger.debug("remote cache: unexpected error", exc_info=True)
-            self._count_failure(self._cache._scrub(f"unexpected {type(exc).__name__}: {exc}"))
-            return default
-        with self._lock:
-            self._failures = 0
-        return result
-
-    def _switch_off(self, message: str) -> None:
-        with self._lock:
-            was_off, self._is_off = self._is_off, True
-        if not was_off:
-            self._on_warning(message)
-
-    def _count_failure(self, reason: str) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._failures >= FAILURE_LIMIT and not self._is_off:
-                self._is_off = True
-                logger.debug("remote cache off after %d failures in a row", self._failures)
-            should_warn, self._has_warned_fault = not self._has_warned_fault, True
-        if should_warn:
-            self._on_warning(f"remote cache unavailable, continuing with the local cache: {reason}")
+        return scrub_secrets(self._settings, text)

@@ -37,10 +37,11 @@ from cachehook.logs import LogRecorder
 
 if TYPE_CHECKING:
     from cachehook._publish import Publisher
+    from cachehook._remote_api import Progress
+    from cachehook._session import RemoteSession
     from cachehook.config import Settings
     from cachehook.events import UsageEvents
     from cachehook.facts import Fact, Listener, Source
-    from cachehook.remote import Progress, RemoteSession
     from cachehook.store import LocalStore
 
 __all__ = ["Execute", "Prepared", "RunResult", "Runner", "TaskSpec", "input_patterns"]
@@ -159,7 +160,7 @@ class Runner:
             return None
         with self._opening:
             if self._remote is None:
-                from cachehook.remote import RemoteSession
+                from cachehook._session import RemoteSession  # no httpx (issue 11)
 
                 self._remote = RemoteSession(
                     remote, modes=modes, on_warning=self._notice, progress=self._transfer

@@ -1,0 +1,387 @@
+"""A remote hit's download over ``http.client``, so that a hit never imports httpx (issue 11).
+
+``Downloader.fetch`` is ``RemoteCache.fetch`` (``GET /v8/artifacts/{key}``) made with the
+standard library: httpx and httpcore cost a remote hit ~50-70 ms to import and set up, more
+than the rest of it. It sends the request ``RemoteCache`` sends and reads the answer with the
+same rules and messages (``_remote_api``). What it does not do, httpx does (``RemoteSession``
+asks through httpx instead):
+
+- proxies: with any of ``http_proxy``, ``https_proxy``, ``all_proxy`` set (in any case; on
+  macOS, also the system's proxy settings), ``direct_target`` is None, as it is for an API URL
+  outside the plain shape ``http(s)://lower-case-host[:port][/plain/path]``, a token that is not
+  printable ASCII, and a platform that is not POSIX;
+- redirects (301, 302, 303, 307, 308 with a ``Location``) and a body with a
+  ``Content-Encoding`` other than ``identity``: ``fetch`` raises ``NeedsHttpxError`` before
+  anything is written, and the whole request is made again through httpx (which follows the
+  redirect, dropping ``Authorization`` for another origin, or decodes the body). No other fault
+  is asked again: an unreachable server costs one wait, not two.
+
+TLS (``https``) is verified as httpx's default transport does: ``SSL_CERT_FILE``, else
+``SSL_CERT_DIR``, else certifi's bundle, with ALPN ``http/1.1``; a plain ``http`` API gets no TLS
+context at all. Timeouts as ``remote``'s docstring says: ``timeout`` bounds connecting
+(with the TLS handshake), sending the request and each wait for the answer's head;
+once the head is in, each read of the body may stall ``upload_timeout`` (0: no limit).
+Connections are kept for the next download for 5 s, at most 20, as httpx keeps them; one found
+closed by the server when reused is replaced once.
+"""
+
+from __future__ import annotations
+
+import _thread
+import http.client
+import os
+import re
+import select
+import sys
+import time
+import urllib.parse
+from typing import TYPE_CHECKING, NamedTuple
+
+from cachehook._remote_api import (
+    ERROR_BODY_LIMIT,
+    ArtifactInfo,
+    Progress,
+    artifact_path,
+    broke,
+    cannot_connect,
+    check_answer,
+    int_header,
+    malformed,
+    missing_tag,
+    query_params,
+    receive_artifact,
+    request_headers,
+    timed_out,
+)
+from cachehook.errors import RemoteError
+
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Iterator, Mapping
+    from pathlib import Path
+
+    from cachehook.config import RemoteSettings
+
+__all__ = [
+    "Downloader",
+    "NeedsHttpxError",
+    "Target",
+    "direct_target",
+    "has_proxy",
+    "tls_context",
+]
+
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_KEEP_IDLE_SECONDS = 5.0  # httpx's keepalive_expiry
+_MAX_IDLE = 20  # httpx's max_keepalive_connections
+_CHUNK = 1 << 20
+_HOST = re.compile(r"^(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$")
+_PATH = re.compile(r"^[A-Za-z0-9._~/-]*$")
+_TOKEN = re.compile(r"^[\x21-\x7e]*$")
+# A connection the server closed while it was idle fails its next request with one of these.
+_STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+_INCOMPLETE = "peer closed connection without sending complete message body"
+
+
+class NeedsHttpxError(Exception):
+    """The answer is httpx's to read (a redirect, an encoded body): ask again through httpx."""
+
+
+class Target(NamedTuple):
+    """Where the API's artifacts are, split for ``http.client``."""
+
+    scheme: str
+    host: str
+    port: int | None
+    base: str  # the API's path, ending in "/"
+    query: str  # "?slug=..." or ""
+
+
+def has_proxy(environ: Mapping[str, str]) -> bool:
+    """Whether ``environ`` sets a proxy that httpx would use."""
+    if any(value and name.lower() in _PROXY_VARIABLES for name, value in environ.items()):
+        return True
+    if sys.platform == "darwin":  # urllib.request.getproxies() reads the system's there
+        import _scproxy
+
+        proxies = _scproxy._get_proxies()
+        return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+    return False
+
+
+def direct_target(settings: RemoteSettings) -> Target | None:
+    """Where ``Downloader`` sends ``settings``'s downloads, or None when httpx must make them
+    (see the module docstring)."""
+    api, token = settings.api, settings.token or ""
+    if os.name != "posix" or not api.isascii() or not _TOKEN.match(token):
+        return None
+    if has_proxy(os.environ):
+        return None
+    parts = urllib.parse.urlsplit(api)
+    if parts.scheme not in ("http", "https") or "?" in api or "#" in api:
+        return None
+    if not _HOST.match(parts.netloc) or not _PATH.match(parts.path) or parts.hostname is None:
+        return None
+    if any(segment in (".", "..") for segment in parts.path.split("/")):
+        return None  # httpx would remove them
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    base = parts.path if parts.path.endswith("/") else f"{parts.path}/"
+    params = query_params(settings)
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    return Target(parts.scheme, parts.hostname, port, base, query)
+
+
+class Downloader:
+    """Downloads artifacts from one remote over ``http.client`` (see the module docstring).
+
+    Args:
+        settings: the remote and its credentials.
+        target: where it is (``direct_target(settings)``).
+        progress: told ``("download", done, total)`` as a body arrives.
+
+    ``fetch`` raises what ``RemoteCache.fetch`` raises, with the same messages, or
+    ``NeedsHttpxError``. No message contains the token.
+    """
+
+    def __init__(
+        self, settings: RemoteSettings, target: Target, *, progress: Progress | None = None
+    ) -> None:
+        self._settings = settings
+        self._target = target
+        self._progress = progress
+        self._headers = {
+            "Accept": "*/*",
+            "Accept-Encoding": "identity",
+            "Connection": "keep-alive",
+            **request_headers(settings),
+        }
+        self._idle: list[tuple[float, http.client.HTTPConnection]] = []
+        self._lock = _thread.allocate_lock()
+        self._tls: ssl.SSLContext | None = None
+
+    def fetch(self, key: str, dest: Path) -> ArtifactInfo | None:
+        """``GET /v8/artifacts/{key}``, streamed to ``dest``; None on a miss (404).
+
+        ``dest`` is written only once the whole body has arrived, matched ``Content-Length``
+        and, with a signature key, verified; on any error it is left untouched.
+
+        Raises:
+            NeedsHttpxError: a redirect or an encoded body; nothing was written.
+        """
+        url = self._target.base + artifact_path(key).removeprefix("/") + self._target.query
+        connection, response = self._open(url)
+        try:
+            info = self._read(connection, response, dest, key=key)
+        except BaseException:
+            connection.close()
+            raise
+        if response.isclosed() and not response.will_close:
+            self._keep(connection)
+        else:
+            connection.close()
+        return info
+
+    def close(self) -> None:
+        """Close the connections kept for later downloads."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, connection in idle:
+            connection.close()
+
+    # -- the exchange ----------------------------------------------------------------------
+
+    def _open(self, url: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        connection = self._idle_connection()
+        if connection is not None:
+            try:
+                return connection, self._exchange(connection, url)
+            except RemoteError as exc:
+                connection.close()
+                if not isinstance(exc.__cause__, _STALE):
+                    raise
+        connection = self._connect()
+        try:
+            return connection, self._exchange(connection, url)
+        except BaseException:
+            connection.close()
+            raise
+
+    def _connect(self) -> http.client.HTTPConnection:
+        target, wait = self._target, _limit(self._settings.timeout)
+        connection: http.client.HTTPConnection
+        if target.scheme == "https":
+            connection = http.client.HTTPSConnection(
+                target.host, target.port, timeout=wait, context=self._tls_context()
+            )
+        else:
+            connection = http.client.HTTPConnection(target.host, target.port, timeout=wait)
+        try:
+            connection.connect()
+        except TimeoutError as exc:
+            connection.close()
+            raise timed_out(self._settings, "connecting") from exc
+        except OSError as exc:
+            connection.close()
+            raise cannot_connect(self._settings, exc) from exc
+        return connection
+
+    def _exchange(
+        self, connection: http.client.HTTPConnection, url: str
+    ) -> http.client.HTTPResponse:
+        try:
+            connection.request("GET", url, headers=self._headers)
+        except TimeoutError as exc:
+            raise timed_out(self._settings, "sending") from exc
+        except OSError as exc:
+            raise broke(self._settings, exc) from exc
+        try:
+            return connection.getresponse()
+        except http.client.RemoteDisconnected as exc:
+            msg = "Server disconnected without sending a response."
+            raise malformed(self._settings, msg) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._translate(exc) from exc
+
+    def _read(
+        self,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        dest: Path,
+        *,
+        key: str,
+    ) -> ArtifactInfo | None:
+        code, settings = response.status, self._settings
+        if code in _REDIRECTS and response.getheader("location") is not None:
+            msg = f"{settings.api} redirected the download of {key} ({code})"
+            raise NeedsHttpxError(msg)
+        if code == 404:
+            self._error_body(response)  # drained, the connection can serve the next request
+            return None
+        if not 200 <= code < 300:
+            # As httpx reads a reason phrase: the bytes sent, non-ASCII ones dropped.
+            reason = response.reason.encode("latin-1", "replace").decode("ascii", "ignore")
+            body = self._error_body(response)
+            check_answer(settings, code, reason, body, what=f"download of {key}")
+        duration = int_header(
+            settings, "x-artifact-duration", response.getheader("x-artifact-duration")
+        )
+        tag = response.getheader("x-artifact-tag")
+        if settings.signature_key and not tag:
+            raise missing_tag(settings, key)
+        if response.getheader("content-encoding", "identity") != "identity":
+            msg = f"{settings.api} sent the download of {key} encoded"
+            raise NeedsHttpxError(msg)
+        expected = int_header(settings, "content-length", response.getheader("content-length"))
+        # The server has started sending: from now on only a stall of upload_timeout cuts it.
+        if connection.sock is not None:
+            connection.sock.settimeout(_limit(settings.upload_timeout))
+        chunks = self._body(response, expected)
+        size = receive_artifact(
+            settings, chunks, dest, key=key, expected=expected, tag=tag, progress=self._progress
+        )
+        return ArtifactInfo(size=size, duration_ms=duration or 0, tag=tag)
+
+    def _body(
+        self, response: http.client.HTTPResponse, expected: int | None
+    ) -> Iterator[memoryview]:
+        view = memoryview(bytearray(_CHUNK))
+        received = 0
+        while True:
+            try:
+                count = response.readinto(view)
+            except http.client.IncompleteRead as exc:
+                detail = f"{_INCOMPLETE}: incomplete chunked read"
+                raise malformed(self._settings, detail) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._translate(exc) from exc
+            if not count:
+                break
+            received += count
+            yield view[:count]
+        if expected is not None and received < expected:
+            detail = f"{_INCOMPLETE}: received {received} bytes, expected {expected}"
+            raise malformed(self._settings, detail)
+
+    def _error_body(self, response: http.client.HTTPResponse) -> bytes:
+        try:
+            return response.read(ERROR_BODY_LIMIT)
+        except http.client.IncompleteRead as exc:
+            return bytes(exc.partial)[:ERROR_BODY_LIMIT]
+        except (OSError, http.client.HTTPException):
+            return b""
+
+    def _translate(self, exc: OSError | http.client.HTTPException) -> RemoteError:
+        """A fault while waiting for or reading the answer, worded as httpx's are."""
+        if isinstance(exc, TimeoutError):
+            return timed_out(self._settings, "waiting for an answer")
+        if isinstance(exc, http.client.BadStatusLine):
+            return malformed(self._settings, f"illegal status line: {exc.args[0]!r}")
+        if isinstance(exc, http.client.HTTPException):
+            return malformed(self._settings, exc)
+        return broke(self._settings, exc)
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _idle_connection(self) -> http.client.HTTPConnection | None:
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                since, connection = self._idle.pop()
+            if now - since < _KEEP_IDLE_SECONDS and _is_quiet(connection):
+                return connection
+            connection.close()
+
+    def _keep(self, connection: http.client.HTTPConnection) -> None:
+        if connection.sock is None:
+            return
+        connection.sock.settimeout(_limit(self._settings.timeout))
+        with self._lock:
+            if len(self._idle) < _MAX_IDLE:
+                self._idle.append((time.monotonic(), connection))
+                return
+        connection.close()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._tls is None:
+                self._tls = tls_context(os.environ)
+            return self._tls
+
+
+def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext:
+    """The TLS context httpx's default transport verifies with (``create_ssl_context``)."""
+    import ssl
+
+    if environ.get("SSL_CERT_FILE"):
+        context = ssl.create_default_context(cafile=environ["SSL_CERT_FILE"])
+    elif environ.get("SSL_CERT_DIR"):
+        context = ssl.create_default_context(capath=environ["SSL_CERT_DIR"])
+    else:
+        import certifi
+
+        context = ssl.create_default_context(cafile=certifi.where())
+    context.set_alpn_protocols(["http/1.1"])  # as httpcore sets it, for HTTP/1.1 only
+    return context
+
+
+def _is_quiet(connection: http.client.HTTPConnection) -> bool:
+    """Whether a kept connection is still open with nothing to read (the server did not close
+    it, nor send anything unasked)."""
+    sock = connection.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
+def _limit(seconds: float) -> float | None:
+    return seconds if seconds > 0 else None
