@@ -14,8 +14,7 @@ so unlike turbo's upload path there is no separate ``is_ci()`` gate on the heade
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,8 +38,9 @@ _GENERIC_CI_VARIABLES = (
 )
 
 
-@dataclass(frozen=True)
-class _Vendor:
+# A NamedTuple, not a frozen dataclass: ``cachehook exec`` asks ``is_ci`` on every remote hit,
+# and importing ``dataclasses`` (with ``inspect``) costs it milliseconds (issue 11).
+class _Vendor(NamedTuple):
     constant: str
     any: tuple[str, ...] = ()
     every: tuple[str, ...] = ()

@@ -31,21 +31,20 @@ Claiming is an atomic rename, so two processes never send the same file.
 
 from __future__ import annotations
 
+import _thread  # threading's Lock: threading itself only where a sender thread starts (issue 11)
 import contextlib
 import hashlib
 import json
-import logging
 import os
-import threading
 import time
 import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from cachehook.facts import LookupDone
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
+    from logging import Logger
     from pathlib import Path
     from types import TracebackType
 
@@ -73,8 +72,6 @@ __all__ = [
     "spool_events",
 ]
 
-logger = logging.getLogger("cachehook")
-
 BATCH_SIZE = 10
 IDLE_SECONDS = 0.2
 _CLAIM = ".sending-"
@@ -82,7 +79,7 @@ _STALE_CLAIM_SECONDS = 600.0
 _MAX_SPOOL_FILES = 10_000
 _MAX_HASH_LENGTH = 1024
 
-_session_lock = threading.Lock()
+_session_lock = _thread.allocate_lock()
 _session_id: str | None = None
 
 
@@ -107,9 +104,12 @@ def default_spool_dir(cache_dir: Path) -> Path:
     return cache_dir / "events"
 
 
-@dataclass(frozen=True)
-class Event:
-    """One cache lookup of one task, as the events endpoint takes it."""
+class Event(NamedTuple):
+    """One cache lookup of one task, as the events endpoint takes it.
+
+    A NamedTuple, not a frozen dataclass: a remote hit spools its events, and importing
+    ``dataclasses`` (with ``inspect``) costs it milliseconds (issue 11).
+    """
 
     session_id: str
     source: Literal["LOCAL", "REMOTE"]
@@ -203,6 +203,8 @@ class EventSender:
         self._transport = transport
         self._spool = _Spool(spool_dir, settings)
         self._send_spool = send_spool
+        import threading  # not on a hit: ``cachehook exec`` spools its events (issue 11)
+
         self._cond = threading.Condition()
         self._pending: list[Event] = []
         self._last_record = 0.0
@@ -217,7 +219,7 @@ class EventSender:
         try:
             event.validate()
         except ValueError as exc:
-            logger.warning("cache event dropped: %s", exc)
+            _logger().warning("cache event dropped: %s", exc)
             return
         with self._cond:
             if not self._is_closing:
@@ -264,7 +266,7 @@ class EventSender:
             while (batch := self._next_batch()) is not None:
                 self._deliver(cache, batch)
         except Exception:
-            logger.debug("cache event sender stopped", exc_info=True)
+            _logger().debug("cache event sender stopped", exc_info=True)
         finally:
             if cache is not None:
                 cache.close()
@@ -302,7 +304,7 @@ class EventSender:
             cache.record_events(batch)
         except Exception as exc:
             self._has_failed = True
-            logger.debug("cache events not delivered, kept in the spool: %s", exc)
+            _logger().debug("cache events not delivered, kept in the spool: %s", exc)
             if claimed is None:
                 self._spool.write(batch)
             else:
@@ -337,7 +339,7 @@ class UsageEvents:
         self.detached: list[Event] = []
         self._sender: EventSender | None = None
         # Tasks of one graph run on several threads (issue 4): one sender.
-        self._opening = threading.Lock()
+        self._opening = _thread.allocate_lock()
 
     def __call__(self, fact: Fact, /) -> None:
         if type(fact) is not LookupDone:
@@ -385,7 +387,7 @@ _FLUSHER = (
     "from cachehook.events import flush_handed_over\n"
     "flush_handed_over(handed)\n"
 )
-_handed_lock = threading.Lock()
+_handed_lock = _thread.allocate_lock()
 _handed: dict[str, int] = {}  # a spool's directory -> the pipe its waiting flusher reads
 
 
@@ -527,7 +529,7 @@ def spool_events(settings: RemoteSettings, spool_dir: Path, events: Sequence[Eve
         try:
             event.validate()
         except ValueError as exc:
-            logger.warning("cache event dropped: %s", exc)
+            _logger().warning("cache event dropped: %s", exc)
             continue
         valid.append(event)
     spool = _Spool(spool_dir, settings)
@@ -602,7 +604,7 @@ class _Spool:
             partial.write_text(json.dumps(payload, separators=(",", ":")), encoding="utf-8")
             os.replace(partial, final)
         except OSError as exc:
-            logger.warning(
+            _logger().warning(
                 "cannot keep %d cache events in %s: %s", len(events), self.directory, exc
             )
             with contextlib.suppress(OSError):
@@ -647,7 +649,7 @@ class _Spool:
             data = json.loads(claimed.read_text(encoding="utf-8"))
             events = [Event.from_json(item) for item in data["events"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("damaged cache event spool file %s set aside: %s", claimed, exc)
+            _logger().warning("damaged cache event spool file %s set aside: %s", claimed, exc)
             with contextlib.suppress(OSError):
                 os.replace(claimed, claimed.with_name(claimed.name.partition(_CLAIM)[0] + ".bad"))
             return []
@@ -689,7 +691,7 @@ class _Spool:
         except OSError:
             return
         for name in names[: max(0, len(names) - _MAX_SPOOL_FILES)]:
-            logger.warning("cache event spool is full; dropping the oldest batch %s", name)
+            _logger().warning("cache event spool is full; dropping the oldest batch %s", name)
             with contextlib.suppress(OSError):
                 (self.directory / name).unlink()
 
@@ -704,3 +706,9 @@ def _is_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _logger() -> Logger:
+    import logging  # only when there is something to log: not on a hit (issue 11)
+
+    return logging.getLogger("cachehook")
