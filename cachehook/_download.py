@@ -32,7 +32,6 @@ import http.client
 import os
 import re
 import select
-import sys
 import time
 import urllib.parse
 from typing import TYPE_CHECKING, NamedTuple
@@ -45,6 +44,7 @@ from cachehook._remote_api import (
     broke,
     cannot_connect,
     check_answer,
+    has_proxy,
     int_header,
     malformed,
     missing_tag,
@@ -56,6 +56,7 @@ from cachehook._remote_api import (
 from cachehook.errors import RemoteError
 
 if TYPE_CHECKING:
+    import socket
     import ssl
     from collections.abc import Iterator, Mapping
     from pathlib import Path
@@ -67,11 +68,9 @@ __all__ = [
     "NeedsHttpxError",
     "Target",
     "direct_target",
-    "has_proxy",
     "tls_context",
 ]
 
-_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _KEEP_IDLE_SECONDS = 5.0  # httpx's keepalive_expiry
 _MAX_IDLE = 20  # httpx's max_keepalive_connections
@@ -96,18 +95,6 @@ class Target(NamedTuple):
     port: int | None
     base: str  # the API's path, ending in "/"
     query: str  # "?slug=..." or ""
-
-
-def has_proxy(environ: Mapping[str, str]) -> bool:
-    """Whether ``environ`` sets a proxy that httpx would use."""
-    if any(value and name.lower() in _PROXY_VARIABLES for name, value in environ.items()):
-        return True
-    if sys.platform == "darwin":  # urllib.request.getproxies() reads the system's there
-        import _scproxy
-
-        proxies = _scproxy._get_proxies()
-        return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
-    return False
 
 
 def direct_target(settings: RemoteSettings) -> Target | None:
@@ -173,13 +160,16 @@ class Downloader:
             NeedsHttpxError: a redirect or an encoded body; nothing was written.
         """
         url = self._target.base + artifact_path(key).removeprefix("/") + self._target.query
-        connection, response = self._open(url)
+        connection, sock, response = self._open(url)
         try:
-            info = self._read(connection, response, dest, key=key)
+            info = self._read(sock, response, dest, key=key)
         except BaseException:
+            response.close()  # it holds the socket once the connection let go of it
             connection.close()
             raise
-        if response.isclosed() and not response.will_close:
+        is_whole = response.isclosed() and not response.will_close
+        response.close()
+        if is_whole:
             self._keep(connection)
         else:
             connection.close()
@@ -194,18 +184,20 @@ class Downloader:
 
     # -- the exchange ----------------------------------------------------------------------
 
-    def _open(self, url: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _open(
+        self, url: str
+    ) -> tuple[http.client.HTTPConnection, socket.socket, http.client.HTTPResponse]:
         connection = self._idle_connection()
         if connection is not None:
             try:
-                return connection, self._exchange(connection, url)
+                return connection, *self._exchange(connection, url)
             except RemoteError as exc:
                 connection.close()
                 if not isinstance(exc.__cause__, _STALE):
                     raise
         connection = self._connect()
         try:
-            return connection, self._exchange(connection, url)
+            return connection, *self._exchange(connection, url)
         except BaseException:
             connection.close()
             raise
@@ -231,15 +223,19 @@ class Downloader:
 
     def _exchange(
         self, connection: http.client.HTTPConnection, url: str
-    ) -> http.client.HTTPResponse:
+    ) -> tuple[socket.socket, http.client.HTTPResponse]:
         try:
             connection.request("GET", url, headers=self._headers)
         except TimeoutError as exc:
             raise timed_out(self._settings, "sending") from exc
         except OSError as exc:
             raise broke(self._settings, exc) from exc
+        # The answer's socket: a connection that is not kept ("Connection: close") lets go of
+        # it when the answer's head is read, and the body's stall limit is set on it after.
+        sock = connection.sock
+        assert sock is not None
         try:
-            return connection.getresponse()
+            return sock, connection.getresponse()
         except http.client.RemoteDisconnected as exc:
             msg = "Server disconnected without sending a response."
             raise malformed(self._settings, msg) from exc
@@ -248,7 +244,7 @@ class Downloader:
 
     def _read(
         self,
-        connection: http.client.HTTPConnection,
+        sock: socket.socket,
         response: http.client.HTTPResponse,
         dest: Path,
         *,
@@ -277,8 +273,7 @@ class Downloader:
             raise NeedsHttpxError(msg)
         expected = int_header(settings, "content-length", response.getheader("content-length"))
         # The server has started sending: from now on only a stall of upload_timeout cuts it.
-        if connection.sock is not None:
-            connection.sock.settimeout(_limit(settings.upload_timeout))
+        sock.settimeout(_limit(settings.upload_timeout))
         chunks = self._body(response, expected)
         size = receive_artifact(
             settings, chunks, dest, key=key, expected=expected, tag=tag, progress=self._progress
@@ -294,7 +289,7 @@ class Downloader:
             try:
                 count = response.readinto(view)
             except http.client.IncompleteRead as exc:
-                detail = f"{_INCOMPLETE}: incomplete chunked read"
+                detail = f"{_INCOMPLETE} (incomplete chunked read)"
                 raise malformed(self._settings, detail) from exc
             except (OSError, http.client.HTTPException) as exc:
                 raise self._translate(exc) from exc
@@ -303,7 +298,7 @@ class Downloader:
             received += count
             yield view[:count]
         if expected is not None and received < expected:
-            detail = f"{_INCOMPLETE}: received {received} bytes, expected {expected}"
+            detail = f"{_INCOMPLETE} (received {received} bytes, expected {expected})"
             raise malformed(self._settings, detail)
 
     def _error_body(self, response: http.client.HTTPResponse) -> bytes:

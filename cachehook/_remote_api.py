@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
@@ -24,7 +25,7 @@ from cachehook.errors import RemoteAuthError, RemoteProtocolError, RemoteUnavail
 from cachehook.redaction import scrub
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Mapping
     from pathlib import Path
 
     from cachehook.config import RemoteSettings
@@ -41,6 +42,7 @@ __all__ = [
     "broke",
     "cannot_connect",
     "check_answer",
+    "has_proxy",
     "int_header",
     "malformed",
     "missing_tag",
@@ -58,6 +60,7 @@ SIGNATURE_DOMAIN = b"cachehook-artifact-signature:v1"
 ERROR_BODY_LIMIT = 4096  # of an error answer, read at most: an error page may be large, or endless
 _CHUNK = 1 << 20
 _KEY_RE = re.compile(r"^[0-9a-fA-F]{1,256}$")
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
 
 # progress(what, done, total): "download" or "upload", bytes so far, bytes in all (or None).
 Progress: TypeAlias = Callable[[str, int, int | None], None]
@@ -118,6 +121,19 @@ def request_headers(settings: RemoteSettings) -> dict[str, str]:
     if settings.token:
         headers["Authorization"] = f"Bearer {settings.token}"
     return headers
+
+
+def has_proxy(environ: Mapping[str, str]) -> bool:
+    """Whether ``environ`` sets a proxy that httpx would use (``http_proxy``, ``https_proxy``,
+    ``all_proxy``, in any case; on macOS also the system's, as ``urllib.request.getproxies``)."""
+    if any(value and name.lower() in _PROXY_VARIABLES for name, value in environ.items()):
+        return True
+    if sys.platform == "darwin":
+        import _scproxy
+
+        proxies = _scproxy._get_proxies()
+        return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+    return False
 
 
 def team_scope(settings: RemoteSettings) -> str:

@@ -62,6 +62,7 @@ from cachehook._remote_api import (
     broke,
     cannot_connect,
     check_answer,
+    has_proxy,
     int_header,
     malformed,
     missing_tag,
@@ -151,7 +152,8 @@ class _ByScheme(httpx.BaseTransport):
     default transport, verifying as before (``SSL_CERT_FILE``, ``SSL_CERT_DIR``, certifi);
     a plain ``http`` one gets a transport whose TLS context is never used, as it opens no TLS
     connection, and would refuse every certificate if it were (it trusts no authority).
-    Proxies from the environment are httpx's own mounts, made by the client as before.
+    With a proxy in the environment it is not used: httpx mounts the environment's proxies
+    only on a client made without a transport, so that client gets httpx's defaults.
     """
 
     def __init__(self) -> None:
@@ -372,7 +374,9 @@ class RemoteCache:
         with self._lock:
             if self._client is None:
                 headers = request_headers(self._settings)
-                transport = self._transport if self._transport is not None else _ByScheme()
+                transport = self._transport
+                if transport is None and not has_proxy(os.environ):
+                    transport = _ByScheme()  # else httpx's own, with the proxies' mounts
                 self._client = httpx.Client(
                     base_url=self._settings.api, headers=headers, transport=transport
                 )

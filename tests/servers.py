@@ -10,6 +10,8 @@
 - ``remote_settings`` / ``remote_env``: a ``RemoteSettings`` and the ``CACHEHOOK_API`` /
   ``CACHEHOOK_TOKEN`` / ``CACHEHOOK_TEAM`` variables pointing at that proxy, with a team slug of
   the test's own so tests never see each other's artifacts.
+- ``redirect_server``: a factory of listeners that answer every request with a redirect to
+  another base URL (same path and query), recording the headers of each request.
 - ``fault_server``: a factory of misbehaving listeners (``blackhole``, ``reset``, ``status``,
   ``garbage``, ``truncated``, ``trickle``); ``refused_url``: a port nobody listens on.
 
@@ -50,6 +52,7 @@ __all__ = [
     "CapturedRequest",
     "FaultServer",
     "NpmServer",
+    "RedirectServer",
     "free_port",
     "install_node_clients",
     "install_npm_server",
@@ -368,6 +371,45 @@ def _proxy_handler(proxy: CaptureProxy) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+# -- redirects -----------------------------------------------------------------------------
+
+
+class RedirectServer:
+    """A listener on 127.0.0.1 that answers every request ``status`` with ``Location:
+    <to><path and query>``; ``requests`` holds each request's headers (lower-case names)."""
+
+    def __init__(self, to: str, *, status: int = 302) -> None:
+        self.to, self.status = to.rstrip("/"), status
+        self.requests: list[dict[str, str]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server.requests.append({k.lower(): v for k, v in self.headers.items()})
+                self.send_response_only(server.status)
+                self.send_header("Location", server.to + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_HEAD = do_GET
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 # -- misbehaving listeners -----------------------------------------------------------------
 
 
@@ -567,6 +609,21 @@ def fault_server() -> Iterator[Callable[..., FaultServer]]:
         kind: str, *, status: int = 503, body: bytes = b"", delay: float = 0.0, chunks: int = 3
     ) -> FaultServer:
         server = FaultServer(kind, status=status, body=body, delay=delay, chunks=chunks)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def redirect_server() -> Iterator[Callable[..., RedirectServer]]:
+    """Start redirecting listeners: ``redirect_server(capture_proxy.url, status=307).url``."""
+    started: list[RedirectServer] = []
+
+    def start(to: str, *, status: int = 302) -> RedirectServer:
+        server = RedirectServer(to, status=status)
         started.append(server)
         return server
 

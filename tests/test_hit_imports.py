@@ -1,5 +1,9 @@
 """A local hit imports only what a hit needs (issue 11): the modules it loads are listed here.
 
+A remote hit (a local miss, the download, the restore, the hit kept locally, its events
+spooled for a detached flusher) is held to a shorter rule: it never imports httpx or
+what httpx brings (``REMOTE_NEVER``).
+
 A real ``cachehook exec`` hit runs in a child interpreter, which reports the top-level modules
 loaded after its own start-up. It is the full path of a hit (``CACHEHOOK_MEMO=0``: the memo,
 which imports less, does not replay it). Anything outside the allow-list fails the test, so an
@@ -10,14 +14,19 @@ subprocess, dataclasses, ...) is caught when it is added, not when someone next 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
+from cachehook.ci import is_ci
+
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from tests.servers import CaptureProxy
 
 PROBE = """
 import sys
@@ -27,6 +36,7 @@ start = tops(sys.modules)
 from cachehook.cli import main
 code = main(sys.argv[1:])
 print(code, " ".join(sorted(tops(sys.modules) - start)))
+print(" ".join(sorted(name for name in sys.modules if name.startswith("cachehook."))))
 """
 
 # Private names (C accelerators such as _sqlite3, _json) go with the public module that loads
@@ -108,7 +118,7 @@ def _hit_modules(project: Path, env: dict[str, str], args: list[str]) -> tuple[s
         text=True,
         check=True,
     )
-    code, _, names = done.stdout.strip().partition(" ")
+    code, _, names = done.stdout.strip().splitlines()[0].partition(" ")
     assert code == "0", done.stderr
     public = {name for name in names.split() if not name.startswith("_") or name == "__future__"}
     return public, done.stderr
@@ -154,3 +164,61 @@ def test_a_local_hit_loads_only_the_allowed_modules(tmp_path: Path, *, in_git: b
     assert not (tmp_path / "cache" / "memo").exists() or not any(
         (tmp_path / "cache" / "memo").iterdir()
     ), "CACHEHOOK_MEMO=0 writes no memo: the hits above took the full path"
+
+
+# The remote hit's own rule: none of httpx's stack, nor the modules this repository keeps off
+# that path (the httpx client ``cachehook.remote``, ``logging``; ``dataclasses`` is still
+# imported there by ``cachehook.store``).
+REMOTE_NEVER = (
+    "httpx",
+    "httpcore",
+    "h11",
+    "anyio",
+    "sniffio",
+    "idna",
+    "certifi",
+    "logging",
+    "click",
+)
+
+
+@pytest.mark.integration
+def test_a_remote_hit_imports_no_httpx(
+    tmp_path: Path, remote_env: dict[str, str], capture_proxy: CaptureProxy
+) -> None:
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'p'\nversion = '0'\n")
+    (project / "src" / "m.py").write_text("x = 1\n")
+    cache = tmp_path / "cache"
+    # Outside CI (where a run sends its events itself, through httpx): a detached flusher.
+    env = {k: v for k, v in os.environ.items() if not is_ci({k: v})}
+    env |= {**remote_env, "CACHEHOOK_CACHE_DIR": str(cache), "CACHEHOOK_MEMO": "0"}
+    write = (
+        "import os, pathlib; pathlib.Path('out').mkdir(); "
+        "pathlib.Path('out/o.bin').write_bytes(os.urandom(1 << 20))"
+    )
+    args = ["exec", "-i", "src/**", "-o", "out/**", "--", sys.executable, "-c", write]
+    _hit_modules(project, env, args)  # the miss runs the command and uploads its output
+    produced = (project / "out" / "o.bin").read_bytes()
+    shutil.rmtree(project / "out")
+    shutil.rmtree(cache / "store")  # only the remote has it now
+
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], cwd=project, env=env, capture_output=True, text=True
+    )
+    first, ours = done.stdout.strip().splitlines()
+    code, _, names = first.partition(" ")
+    assert code == "0", done.stderr
+    assert "remote hit" in done.stderr
+    assert (project / "out" / "o.bin").read_bytes() == produced
+    loaded = set(names.split())
+    assert not loaded & set(REMOTE_NEVER), (
+        f"a remote hit imports {sorted(loaded & set(REMOTE_NEVER))}"
+    )
+    assert "cachehook.remote" not in ours.split()
+    assert "cachehook._download" in ours.split(), "the hit was downloaded over http.client"
+    (get,) = [r for r in capture_proxy.find("GET") if r.status == 200]
+    assert len(get.response_body) > len(produced) // 2  # the artifact, not an error page
+    # Both runs handed their events to a detached flusher; wait until it is done sending.
+    capture_proxy.wait_for("POST", "/v8/artifacts/events", count=2, timeout=60)

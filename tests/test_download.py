@@ -1,0 +1,462 @@
+"""``_download``: a remote hit's GET over http.client, checked against the httpx path (issue 11).
+
+Every test talks to a real server on 127.0.0.1. Where ``RemoteCache`` (httpx) already has a
+message for an answer or a fault, the download over http.client is run against the same
+server and must raise the same class with the same words.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import certifi
+import httpx
+import pytest
+
+from cachehook._download import Downloader, NeedsHttpxError, Target, direct_target, tls_context
+from cachehook._remote_api import ArtifactInfo, ArtifactSignatureError
+from cachehook._session import RemoteSession
+from cachehook.config import CacheModes, RemoteSettings
+from cachehook.errors import RemoteAuthError, RemoteError, RemoteProtocolError, RemoteUnavailable
+from cachehook.remote import RemoteCache
+from tests.waiting import GENEROUS, finishes
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from tests.servers import CaptureProxy, FaultServer, NpmServer, RedirectServer
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "tok-RECOGNISABLE-7f3a9c"
+KEY = "0123456789abcdef0123456789abcdef"
+SECRET = b"a-signature-key-of-at-least-32-bytes!"
+
+
+_opened: list[Downloader] = []
+
+
+def downloader(settings: RemoteSettings, **options: object) -> Downloader:
+    """A ``Downloader`` for ``settings``, closed when the test ends (``_close_downloaders``)."""
+    target = direct_target(settings)
+    assert target is not None, settings.api
+    made = Downloader(settings, target, **options)  # type: ignore[arg-type]
+    _opened.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def _close_downloaders() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+def both_ways(settings: RemoteSettings, dest: Path) -> list[RemoteError | ArtifactInfo | None]:
+    """What ``fetch`` gives over http.client, then over httpx (an error is returned)."""
+    found: list[RemoteError | ArtifactInfo | None] = []
+    fast = downloader(settings)
+    with RemoteCache(settings) as slow:
+        for fetch in (fast.fetch, slow.fetch):
+            try:
+                found.append(finishes(lambda fetch=fetch: fetch(KEY, dest)))  # type: ignore[misc]
+            except RemoteError as exc:
+                found.append(exc)
+    fast.close()
+    return found
+
+
+@pytest.fixture
+def stored(remote_settings: RemoteSettings, tmp_path: Path) -> bytes:
+    """A 1 MiB (and a bit) artifact stored as ``KEY`` through httpx."""
+    body = os.urandom(1 << 20) + b"tail"
+    src = tmp_path / "src.bin"
+    src.write_bytes(body)
+    with RemoteCache(remote_settings) as cache:
+        cache.store(KEY, src, duration_ms=1)
+    return body
+
+
+# -- the request and the round trip --------------------------------------------------------
+
+
+def test_round_trip_in_a_process_without_httpx(
+    remote_settings: RemoteSettings, stored: bytes, tmp_path: Path
+) -> None:
+    probe = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from cachehook._session import RemoteSession\n"
+        "from cachehook.config import CacheModes, RemoteSettings\n"
+        "settings = RemoteSettings(**json.loads(sys.argv[1]))\n"
+        "seen = []\n"
+        "session = RemoteSession(settings, modes=CacheModes(), on_warning=seen.append)\n"
+        "info = session.fetch(sys.argv[2], Path(sys.argv[3]))\n"
+        "session.close()\n"
+        "loaded = sorted(m for m in ('httpx', 'httpcore', 'h11', 'cachehook.remote')"
+        " if m in sys.modules)\n"
+        "print(json.dumps([info, seen, loaded]))\n"
+    )
+    fields = remote_settings._asdict()
+    dest = tmp_path / "hit.bin"
+    done = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(fields), KEY, str(dest)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=GENEROUS,
+    )
+    assert done.returncode == 0, done.stderr
+    info, warnings, loaded = json.loads(done.stdout)
+    assert loaded == [], "a remote hit's download imports no httpx"
+    assert warnings == []
+    assert info == [len(stored), 0, None]
+    assert dest.read_bytes() == stored
+
+
+def test_the_request_is_the_one_httpx_sends(
+    capture_proxy: CaptureProxy, npm_server: NpmServer, tmp_path: Path
+) -> None:
+    # A path prefix, both team parameters, and a slug that needs quoting.
+    settings = RemoteSettings(
+        api=f"{capture_proxy.url}/pre/fix",
+        token=TOKEN,
+        team_id="team_abc",
+        slug="a b+c/d&é",
+    )
+    assert both_ways(settings, tmp_path / "out") == [None, None]  # the prefix is not served
+    fast, slow = capture_proxy.find("GET")
+    assert fast.target == slow.target
+    assert fast.target.startswith(f"/pre/fix/v8/artifacts/{KEY}?teamId=team_abc&slug=")
+    assert fast.headers == slow.headers
+    assert fast.headers["authorization"] == f"Bearer {TOKEN}"
+    assert fast.headers["accept-encoding"] == "identity"
+    assert "x-artifact-client-ci" not in fast.headers  # turbo sends it on PUT and events only
+
+
+def test_no_token_no_authorization(capture_proxy: CaptureProxy, tmp_path: Path) -> None:
+    settings = RemoteSettings(api=capture_proxy.url, slug="s")
+    both_ways(settings, tmp_path / "out")
+    fast, slow = capture_proxy.find("GET")
+    assert "authorization" not in fast.headers
+    assert fast.headers == slow.headers
+
+
+def test_a_hit_and_a_miss_over_one_kept_connection(
+    remote_settings: RemoteSettings, stored: bytes, tmp_path: Path
+) -> None:
+    seen: list[tuple[int, int | None]] = []
+    fast = downloader(remote_settings, progress=lambda w, d, t: seen.append((d, t)))
+    assert fast.fetch("ab" * 16, tmp_path / "miss") is None
+    kept = fast._idle[-1][1]
+    assert fast.fetch(KEY, tmp_path / "hit") == ArtifactInfo(len(stored), 0, None)
+    assert fast._idle[-1][1] is kept, "the connection is used again"
+    assert (tmp_path / "hit").read_bytes() == stored
+    assert seen[-1] == (len(stored), len(stored))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hit", "src.bin"]
+    kept.sock.shutdown(2)  # as if the server had closed it: not used again
+    assert fast.fetch(KEY, tmp_path / "again") is not None
+    assert fast._idle[-1][1] is not kept
+    fast.close()
+    assert fast._idle == []
+
+
+# -- what httpx keeps: proxies, redirects, odd URLs -------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["http_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"])
+def test_a_proxy_in_the_environment_leaves_the_download_to_httpx(
+    name: str,
+    fault_server: Callable[..., FaultServer],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    proxy = fault_server("status", status=404)  # a proxy that finds nothing
+    monkeypatch.setenv(name, proxy.url)
+    settings = RemoteSettings(api="http://cachehook-does-not-exist.invalid", token=TOKEN)
+    assert direct_target(settings) is None
+    warnings: list[str] = []
+    session = RemoteSession(settings, modes=CacheModes(), on_warning=warnings.append)
+    assert session._downloader is None
+    assert session.fetch(KEY, tmp_path / "out") is None
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    session.store(KEY, src, duration_ms=1)
+    session.close()
+    if name.lower() == "https_proxy":  # httpx uses it for https only: a direct connection
+        assert proxy.connections == 0
+        assert "cannot connect to http://cachehook-does-not-exist.invalid" in warnings[0]
+    else:  # the name does not resolve: only the proxy can have answered
+        assert proxy.connections == 2, "the download and the upload went through the proxy"
+        assert len(warnings) == 1
+        assert "answered 404 Not Found to upload" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "api",
+    [
+        "http://Upper.example.com",
+        "http://user:pw@example.com",
+        "http://example.com/?q=1",
+        "http://example.com/a/../b",
+        "http://example.com/p%20q",
+        "ftp://example.com",
+        "http://example.com:99999",
+        "http://exämple.com",
+    ],
+)
+def test_api_urls_outside_the_plain_shape_are_left_to_httpx(api: str) -> None:
+    assert direct_target(RemoteSettings(api=api)) is None
+
+
+def test_plain_api_urls() -> None:
+    settings = RemoteSettings(api="https://cache.example.com:8443/api", slug="s")
+    assert direct_target(settings) == Target("https", "cache.example.com", 8443, "/api/", "?slug=s")
+    assert direct_target(RemoteSettings(api="http://[::1]/")) == Target(
+        "http", "::1", None, "/", ""
+    )
+    assert direct_target(RemoteSettings(api="http://h", token="a\nb")) is None
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_followed_by_httpx(
+    status: int,
+    redirect_server: Callable[..., RedirectServer],
+    fault_server: Callable[..., FaultServer],
+    tmp_path: Path,
+) -> None:
+    cdn = fault_server("trickle", body=b"from the cdn", chunks=1)
+    moved = redirect_server(cdn.url, status=status)
+    settings = RemoteSettings(api=moved.url, token=TOKEN)
+    with pytest.raises(NeedsHttpxError):
+        downloader(settings).fetch(KEY, tmp_path / "never")
+    assert list(tmp_path.iterdir()) == []
+    warnings: list[str] = []
+    session = RemoteSession(settings, modes=CacheModes(), on_warning=warnings.append)
+    info = session.fetch(KEY, tmp_path / "out")
+    session.close()
+    assert warnings == []
+    assert info == ArtifactInfo(12, 0, None)
+    assert (tmp_path / "out").read_bytes() == b"from the cdn"
+    assert len(moved.requests) == 3  # ours above, the session's, then httpx's
+    assert cdn.connections == 1
+
+
+def test_a_redirect_to_another_origin_drops_the_token(
+    redirect_server: Callable[..., RedirectServer],
+    capture_proxy: CaptureProxy,
+    remote_settings: RemoteSettings,
+    stored: bytes,
+    tmp_path: Path,
+) -> None:
+    moved = redirect_server(capture_proxy.url)
+    warnings: list[str] = []
+    settings = remote_settings._replace(api=moved.url)
+    session = RemoteSession(settings, modes=CacheModes(), on_warning=warnings.append)
+    capture_proxy.clear()
+    assert session.fetch(KEY, tmp_path / "out") is None
+    session.close()
+    assert [r["authorization"] for r in moved.requests] == [f"Bearer {settings.token}"] * 2
+    (arrived,) = capture_proxy.find("GET")
+    assert "authorization" not in arrived.headers  # another port: another origin (httpx's rule)
+    assert "Missing Authorization header" in warnings[0]
+    assert settings.token is not None
+    assert settings.token not in warnings[0]
+
+
+# -- answers and faults: the same errors as httpx's -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "token", "error"),
+    [
+        (401, {"message": f"bad token {TOKEN}"}, TOKEN, RemoteAuthError),
+        (401, {"message": "missing"}, None, RemoteAuthError),
+        (
+            403,
+            {"error": {"code": "forbidden", "message": "Not authorized"}},
+            TOKEN,
+            RemoteAuthError,
+        ),
+        (403, {"error": {"code": "remote_caching_paused", "message": "x"}}, TOKEN, RemoteAuthError),
+        (403, {"message": "none"}, None, RemoteAuthError),
+        (500, {"message": "Error during the artifact creation"}, TOKEN, RemoteUnavailable),
+        (503, {"message": "down"}, TOKEN, RemoteUnavailable),
+        (413, {"message": "too big"}, TOKEN, RemoteProtocolError),
+        (
+            400,
+            {"message": "querystring should have required property 'team'"},
+            TOKEN,
+            RemoteProtocolError,
+        ),
+        (418, {"message": "teapot"}, TOKEN, RemoteProtocolError),
+        (304, {}, TOKEN, RemoteProtocolError),  # not a redirect: nothing to follow
+    ],
+)
+def test_error_answers_say_what_httpx_says(
+    status: int,
+    body: dict[str, object],
+    token: str | None,
+    error: type[RemoteError],
+    fault_server: Callable[..., FaultServer],
+    tmp_path: Path,
+) -> None:
+    server = fault_server("status", status=status, body=json.dumps(body).encode())
+    settings = RemoteSettings(
+        api=server.url, token=token, slug="my-team" if status != 400 else None
+    )
+    dest = tmp_path / "out"
+    dest.write_bytes(b"old")
+    fast, slow = both_ways(settings, dest)
+    assert type(fast) is type(slow)
+    assert isinstance(fast, error)
+    assert str(fast) == str(slow)
+    assert TOKEN not in str(fast)
+    assert dest.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_miss_is_none(fault_server: Callable[..., FaultServer], tmp_path: Path) -> None:
+    server = fault_server("status", status=404, body=b'{"message": "Artifact not found"}')
+    assert both_ways(RemoteSettings(api=server.url), tmp_path / "out") == [None, None]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "words"),
+    [
+        ("reset", RemoteUnavailable, "the connection to {api} broke: "),
+        ("garbage", RemoteProtocolError, "{api} sent a malformed HTTP response: illegal status"),
+        ("truncated", RemoteProtocolError, "{api} sent a malformed HTTP response: peer closed"),
+        ("blackhole", RemoteUnavailable, "{api} did not respond in time (waiting for an answer)"),
+    ],
+)
+def test_faults_say_what_httpx_says(
+    kind: str,
+    error: type[RemoteError],
+    words: str,
+    fault_server: Callable[..., FaultServer],
+    tmp_path: Path,
+) -> None:
+    server = fault_server(kind)
+    settings = RemoteSettings(api=server.url, token=TOKEN, timeout=0.5)
+    dest = tmp_path / "out"
+    dest.write_bytes(b"old")
+    fast, slow = both_ways(settings, dest)
+    assert isinstance(fast, error)
+    assert type(fast) is type(slow)
+    assert str(fast).startswith(words.format(api=server.url)), fast
+    if kind != "garbage":  # h11 and http.client quote the bad line each their own way
+        assert str(fast) == str(slow)
+    assert dest.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_connection_refused_says_what_httpx_says(refused_url: str, tmp_path: Path) -> None:
+    fast, slow = both_ways(RemoteSettings(api=refused_url), tmp_path / "out")
+    assert isinstance(fast, RemoteUnavailable)
+    assert str(fast) == str(slow)
+    assert str(fast).startswith(f"cannot connect to {refused_url}: ")
+
+
+def test_a_slow_body_may_pause_longer_than_the_first_byte_wait(
+    fault_server: Callable[..., FaultServer], tmp_path: Path
+) -> None:
+    server = fault_server("trickle", body=b"abcdefghi", delay=0.8, chunks=3)
+    settings = RemoteSettings(api=server.url, timeout=0.5, upload_timeout=5.0)
+    info = downloader(settings).fetch(KEY, tmp_path / "out")
+    assert info == ArtifactInfo(9, 0, None)
+    assert (tmp_path / "out").read_bytes() == b"abcdefghi"
+
+
+def test_a_stalled_body_is_cut_by_the_upload_timeout(
+    fault_server: Callable[..., FaultServer], tmp_path: Path
+) -> None:
+    server = fault_server("trickle", body=b"abcdefghi", delay=10 * GENEROUS, chunks=3)
+    settings = RemoteSettings(api=server.url, timeout=5.0, upload_timeout=0.5)
+    with pytest.raises(RemoteUnavailable, match=r"in time \(waiting for an answer\)"):
+        finishes(lambda: downloader(settings).fetch(KEY, tmp_path / "out"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_session_degrades_as_before(
+    fault_server: Callable[..., FaultServer], tmp_path: Path
+) -> None:
+    server = fault_server("status", status=503)
+    warnings: list[str] = []
+    settings = RemoteSettings(api=server.url, token=TOKEN)
+    session = RemoteSession(settings, modes=CacheModes(), on_warning=warnings.append)
+    for _ in range(4):
+        assert session.fetch(KEY, tmp_path / "out") is None
+    assert not session.is_enabled
+    assert server.connections == 3
+    assert len(warnings) == 1
+    assert "503" in warnings[0]
+    assert session._cache is None, "no httpx client was made"
+
+
+# -- signatures ----------------------------------------------------------------------------
+
+
+def test_signatures_good_wrong_and_missing(
+    npm_server_factory: Callable[..., NpmServer],
+    remote_settings: RemoteSettings,
+    team_slug: str,
+    tmp_path: Path,
+) -> None:
+    server = npm_server_factory(TURBO_REMOTE_CACHE_SIGNATURE_KEY="server-only-stores-tags")
+    signing = RemoteSettings(
+        api=server.url, token=server.token, slug=team_slug, signature_key=SECRET
+    )
+    src = tmp_path / "src"
+    src.write_bytes(b"signed artifact bytes")
+    with RemoteCache(signing) as cache:
+        cache.store(KEY, src, duration_ms=1)
+    good = downloader(signing).fetch(KEY, tmp_path / "good")
+    assert good is not None
+    assert good.tag
+    assert (tmp_path / "good").read_bytes() == src.read_bytes()
+    dest = tmp_path / "bad"
+    dest.write_bytes(b"old")
+    wrong = downloader(signing._replace(signature_key=b"w" * 32))
+    with pytest.raises(ArtifactSignatureError, match="failed signature verification"):
+        wrong.fetch(KEY, dest)
+    unsigned = remote_settings._replace(signature_key=SECRET)  # this server drops the tags
+    with RemoteCache(unsigned) as cache:
+        cache.store(KEY, src, duration_ms=1)
+    with pytest.raises(ArtifactSignatureError, match="has no signature tag"):
+        downloader(unsigned).fetch(KEY, dest)
+    assert dest.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "good", "src"]
+
+
+# -- TLS -----------------------------------------------------------------------------------
+
+
+def _same_verification(ours: ssl.SSLContext, theirs: ssl.SSLContext) -> None:
+    assert ours.verify_mode == theirs.verify_mode == ssl.CERT_REQUIRED
+    assert ours.check_hostname
+    assert theirs.check_hostname
+    assert ours.cert_store_stats() == theirs.cert_store_stats()
+    assert ours.get_ca_certs() == theirs.get_ca_certs()
+    assert ours.options == theirs.options
+    assert ours.minimum_version == theirs.minimum_version
+
+
+def test_https_verifies_as_httpx_does(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    _same_verification(tls_context(os.environ), httpx.create_ssl_context())
+    assert tls_context(os.environ).cert_store_stats()["x509_ca"] > 0
+    bundle = Path(certifi.where()).read_text()
+    one = bundle[: bundle.index("-----END CERTIFICATE-----") + 26]
+    (tmp_path / "one.pem").write_text(one)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "one.pem"))
+    _same_verification(tls_context(os.environ), httpx.create_ssl_context())
+    assert tls_context(os.environ).cert_store_stats()["x509_ca"] == 1
