@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -460,3 +463,65 @@ def test_https_verifies_as_httpx_does(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "one.pem"))
     _same_verification(tls_context(os.environ), httpx.create_ssl_context())
     assert tls_context(os.environ).cert_store_stats()["x509_ca"] == 1
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made by the openssl command."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("the openssl command is needed for the TLS tests")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+    names = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run([openssl, *request, *names, *files], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(certificate: tuple[Path, Path]) -> Iterator[str]:
+    """An https server on 127.0.0.1 that answers every GET 200 with ``over tls``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "8")
+            self.end_headers()
+            self.wfile.write(b"over tls")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_trusts_what_httpx_trusts(
+    tls_server: str,
+    certificate: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    settings = RemoteSettings(api=tls_server, token=TOKEN)
+    fast, slow = both_ways(settings, tmp_path / "out")  # certifi's authorities: refused
+    assert isinstance(fast, RemoteUnavailable)
+    assert str(fast) == str(slow)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(fast)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    assert both_ways(settings, tmp_path / "out") == [ArtifactInfo(8, 0, None)] * 2
+    assert (tmp_path / "out").read_bytes() == b"over tls"
