@@ -525,3 +525,106 @@ def test_https_trusts_what_httpx_trusts(
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
     assert both_ways(settings, tmp_path / "out") == [ArtifactInfo(8, 0, None)] * 2
     assert (tmp_path / "out").read_bytes() == b"over tls"
+
+
+class AnswerServer:
+    """An HTTP/1.1 server on 127.0.0.1 that answers every GET with ``answer`` (status,
+    headers, body; None: nothing at all), and closes the connection after it, without saying
+    so, when ``hang_up``. ``peers`` holds each request's client port (one per connection)."""
+
+    def __init__(
+        self,
+        answer: tuple[int, dict[str, str], bytes] | None,
+        *,
+        hang_up: bool = False,
+    ) -> None:
+        self.peers: list[int] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                owner.peers.append(self.client_address[1])
+                self.close_connection = hang_up or answer is None
+                if answer is None:
+                    return
+                status, headers, body = answer
+                self.send_response_only(status)
+                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def answer_server() -> Iterator[Callable[..., AnswerServer]]:
+    started: list[AnswerServer] = []
+
+    def start(
+        answer: tuple[int, dict[str, str], bytes] | None, *, hang_up: bool = False
+    ) -> AnswerServer:
+        started.append(AnswerServer(answer, hang_up=hang_up))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def test_an_encoded_body_is_decoded_by_httpx(
+    answer_server: Callable[..., AnswerServer], tmp_path: Path
+) -> None:
+    import gzip
+
+    body = b"artifact bytes " * 100
+    server = answer_server((200, {"Content-Encoding": "gzip"}, gzip.compress(body)))
+    settings = RemoteSettings(api=server.url)
+    with pytest.raises(NeedsHttpxError):
+        downloader(settings).fetch(KEY, tmp_path / "never")
+    assert list(tmp_path.iterdir()) == []
+    session = RemoteSession(settings, modes=CacheModes(), on_warning=pytest.fail)
+    info = session.fetch(KEY, tmp_path / "out")
+    session.close()
+    assert info == ArtifactInfo(len(body), 0, None)
+    assert (tmp_path / "out").read_bytes() == body
+    assert len(server.peers) == 3  # ours above, the session's, then httpx's
+
+
+def test_a_disconnect_before_the_answer_says_what_httpx_says(
+    answer_server: Callable[..., AnswerServer], tmp_path: Path
+) -> None:
+    server = answer_server(None)
+    fast, slow = both_ways(RemoteSettings(api=server.url), tmp_path / "out")
+    assert isinstance(fast, RemoteProtocolError)
+    assert str(fast) == str(slow)
+    assert "disconnected without sending a response" in str(fast)
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_once(
+    answer_server: Callable[..., AnswerServer],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    server = answer_server((200, {}, b"abc"), hang_up=True)
+    fast = downloader(RemoteSettings(api=server.url))
+    assert fast.fetch(KEY, tmp_path / "one") is not None
+    assert len(fast._idle) == 1  # it did not say "Connection: close"
+    # As if it closed the connection just after the check that it was still open:
+    monkeypatch.setattr("cachehook._download._is_quiet", lambda connection: True)
+    finishes(lambda: fast.fetch(KEY, tmp_path / "two"))
+    assert (tmp_path / "two").read_bytes() == b"abc"
+    assert len(server.peers) == 2
+    assert server.peers[0] != server.peers[1], "asked again on a new connection"
