@@ -75,9 +75,9 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _KEEP_IDLE_SECONDS = 5.0  # httpx's keepalive_expiry
 _MAX_IDLE = 20  # httpx's max_keepalive_connections
 _CHUNK = 1 << 20
-_HOST = re.compile(r"^(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$")
-_PATH = re.compile(r"^[A-Za-z0-9._~/-]*$")
-_TOKEN = re.compile(r"^[\x21-\x7e]*$")
+_HOST = re.compile(r"(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+_PATH = re.compile(r"[A-Za-z0-9._~/-]*")
+_TOKEN = re.compile(r"[\x21-\x7e]*")
 # A connection the server closed while it was idle fails its next request with one of these.
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _INCOMPLETE = "peer closed connection without sending complete message body"
@@ -101,14 +101,16 @@ def direct_target(settings: RemoteSettings) -> Target | None:
     """Where ``Downloader`` sends ``settings``'s downloads, or None when httpx must make them
     (see the module docstring)."""
     api, token = settings.api, settings.token or ""
-    if os.name != "posix" or not api.isascii() or not _TOKEN.match(token):
+    if os.name != "posix" or not api.isascii() or not _TOKEN.fullmatch(token):
         return None
     if has_proxy(os.environ):
         return None
     parts = urllib.parse.urlsplit(api)
     if parts.scheme not in ("http", "https") or "?" in api or "#" in api:
         return None
-    if not _HOST.match(parts.netloc) or not _PATH.match(parts.path) or parts.hostname is None:
+    if parts.hostname is None or not _HOST.fullmatch(parts.netloc):
+        return None
+    if not _PATH.fullmatch(parts.path):
         return None
     if any(segment in (".", "..") for segment in parts.path.split("/")):
         return None  # httpx would remove them

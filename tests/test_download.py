@@ -224,7 +224,8 @@ def test_plain_api_urls() -> None:
     assert direct_target(RemoteSettings(api="http://[::1]/")) == Target(
         "http", "::1", None, "/", ""
     )
-    assert direct_target(RemoteSettings(api="http://h", token="a\nb")) is None
+    for token in ("a\nb", "token\n", "tök", "a b"):  # http.client would refuse or alter it
+        assert direct_target(RemoteSettings(api="http://h", token=token)) is None
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
