@@ -33,7 +33,6 @@ import fcntl
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -67,12 +66,18 @@ _SQLITE_DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _SQLITE_DAMAGED_WORDS = ("malformed", "not a database")
 
 
-@dataclass(frozen=True)
 class _AdoptedFile:
-    """A complete file that ``put_file(..., move=True)`` hands over to the cache by renaming."""
+    """A complete file that ``put_file(..., move=True)`` hands over to the cache by renaming.
 
-    path: Path
-    size: int
+    A plain class, not a dataclass: a remote hit opens the store to keep what it downloaded,
+    and importing ``dataclasses`` (with ``inspect``) cost it ~7 ms (issue 11).
+    """
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
 
 
 class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
