@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from cachehook._prepare import Prepared
+    from cachehook._session import RemoteSession
     from cachehook.config import Settings
     from cachehook.hashing import FileDigest, StatCache
-    from cachehook.remote import RemoteSession
     from cachehook.store import LocalStore
 
 __all__ = ["Publisher"]
