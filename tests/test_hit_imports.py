@@ -48,11 +48,6 @@ ALLOWED = frozenset(
         # (sqlite3, pickle, tempfile, random, datetime) are not loaded (issue 11)
         "cachehook",
         "xxhash",
-        # shutil (``cli._exec.check_command``) and what it imports
-        "bz2",
-        "lzma",
-        "shutil",
-        "zlib",
         # re
         "copyreg",
         # pathlib (fnmatch, re, urllib.parse, which imports ipaddress; on 3.13 glob, grp, pwd)
@@ -103,6 +98,9 @@ NEVER = (
     "tomllib",
     "difflib",
     "subprocess",
+    # with bz2, lzma and zlib (~3 ms): cli._exec.check_command needs shutil.which only for a
+    # bare command name that is also a file in the working directory, not for a path
+    "shutil",
     "logging",
     "diskcache",
     "sqlite3",
