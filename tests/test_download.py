@@ -349,7 +349,10 @@ def test_faults_say_what_httpx_says(
     tmp_path: Path,
 ) -> None:
     server = fault_server(kind)
-    settings = RemoteSettings(api=server.url, token=TOKEN, timeout=0.5)
+    # Only the black hole must wait out the timeout; the others answer at once, and a busy
+    # machine must not turn their answer into a timeout.
+    wait = 0.5 if kind == "blackhole" else GENEROUS
+    settings = RemoteSettings(api=server.url, token=TOKEN, timeout=wait)
     dest = tmp_path / "out"
     dest.write_bytes(b"old")
     fast, slow = both_ways(settings, dest)
@@ -372,8 +375,10 @@ def test_connection_refused_says_what_httpx_says(refused_url: str, tmp_path: Pat
 def test_a_slow_body_may_pause_longer_than_the_first_byte_wait(
     fault_server: Callable[..., FaultServer], tmp_path: Path
 ) -> None:
-    server = fault_server("trickle", body=b"abcdefghi", delay=0.8, chunks=3)
-    settings = RemoteSettings(api=server.url, timeout=0.5, upload_timeout=5.0)
+    # Each pause (2.5 s) is longer than the wait for the first byte (2 s), which the server
+    # sends at once: a busy machine would need to hold its answer for 2 s to fail this.
+    server = fault_server("trickle", body=b"abcdefghi", delay=2.5, chunks=2)
+    settings = RemoteSettings(api=server.url, timeout=2.0, upload_timeout=GENEROUS)
     info = downloader(settings).fetch(KEY, tmp_path / "out")
     assert info == ArtifactInfo(9, 0, None)
     assert (tmp_path / "out").read_bytes() == b"abcdefghi"
