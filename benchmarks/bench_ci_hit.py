@@ -23,11 +23,13 @@ wall clock and CPU time (user+sys of the child). Not a test: read the ratios.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench_exec import BLOB, TURBO
 from bench_hit import (
@@ -40,6 +42,11 @@ from bench_hit import (
     warm,
 )
 from bench_remote import TOKEN, npm_server
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from bench_hit import Sample
 
 
 def main() -> None:
@@ -70,11 +77,13 @@ def main() -> None:
                 for env in envs.values():
                     warm(ours, root, env, memo=False)
                 python = Path(cachehook).read_text().splitlines()[0].removeprefix("#!")
-                runs = {
-                    name: (lambda env=env: timed(ours, root, env)) for name, env in envs.items()
+                runs: dict[str, Callable[[], Sample]] = {
+                    name: functools.partial(timed, ours, root, env) for name, env in envs.items()
                 }
-                runs["turbo, CI, remote"] = lambda: timed(turbo, root, turbo_env)
-                runs["python -c pass"] = lambda: timed([python, "-c", "pass"], root, turbo_env)
+                runs["turbo, CI, remote"] = functools.partial(timed, turbo, root, turbo_env)
+                runs["python -c pass"] = functools.partial(
+                    timed, [python, "-c", "pass"], root, turbo_env
+                )
                 load = os.getloadavg()[0]
                 figures = interleave(runs, args.repeat)
         finally:
