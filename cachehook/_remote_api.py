@@ -1,12 +1,13 @@
 """The Remote Cache API (v8) without a transport: what both HTTP clients of it share (issue 11).
 
-``remote`` speaks the API over httpx; ``_download`` makes the one request of a remote hit,
-``GET /v8/artifacts/{key}``, over the standard library's ``http.client`` so that a hit never
-imports httpx. Both build that request and read its answer with what is here, so they cannot
-drift apart: the artifact path and its key check, the team parameters, the headers, what each
-status means (with the same error classes and messages), the messages of transport faults, a
-download streamed to a partial file beside its destination, and the signature
-("cachehook-hmac-v1", described in ``remote``'s docstring).
+``remote`` speaks the API over httpx; ``_direct`` makes the requests of a hit, a remote hit's
+``GET /v8/artifacts/{key}`` and the usage events' ``POST /v8/artifacts/events``, over the
+standard library's ``http.client`` so that a hit never imports httpx. Both build those requests
+and read their answers with what is here, so they cannot drift apart: the artifact path and its
+key check, the team parameters, the headers, the events' body, what each status means (with the
+same error classes and messages), the messages of transport faults, a download streamed to a
+partial file beside its destination, and the signature ("cachehook-hmac-v1", described in
+``remote``'s docstring).
 
 No third-party import here, nor ``hashlib``/``hmac`` until a signature is checked.
 """
@@ -21,17 +22,28 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from cachehook import __version__
+from cachehook.ci import detect_ci_vendor
 from cachehook.errors import RemoteAuthError, RemoteProtocolError, RemoteUnavailable
 from cachehook.redaction import scrub
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
     from pathlib import Path
+    from typing import Protocol
 
     from cachehook.config import RemoteSettings
 
+    class UsageEvent(Protocol):
+        """What the events endpoint takes (``events.Event``; named by shape, not imported:
+        the events module imports the clients, issue 11)."""
+
+        def validate(self) -> None: ...
+        def to_json(self) -> dict[str, object]: ...
+
+
 __all__ = [
     "ERROR_BODY_LIMIT",
+    "EVENTS_PATH",
     "SIGNATURE_DOMAIN",
     "ArtifactInfo",
     "ArtifactSignatureError",
@@ -42,6 +54,8 @@ __all__ = [
     "broke",
     "cannot_connect",
     "check_answer",
+    "client_headers",
+    "events_body",
     "has_proxy",
     "int_header",
     "malformed",
@@ -57,6 +71,7 @@ __all__ = [
 ]
 
 SIGNATURE_DOMAIN = b"cachehook-artifact-signature:v1"
+EVENTS_PATH = "/v8/artifacts/events"
 ERROR_BODY_LIMIT = 4096  # of an error answer, read at most: an error page may be large, or endless
 _CHUNK = 1 << 20
 _KEY_RE = re.compile(r"^[0-9a-fA-F]{1,256}$")
@@ -121,6 +136,29 @@ def request_headers(settings: RemoteSettings) -> dict[str, str]:
     if settings.token:
         headers["Authorization"] = f"Bearer {settings.token}"
     return headers
+
+
+def client_headers(environ: Mapping[str, str], *, is_interactive: bool) -> dict[str, str]:
+    """The headers turbo sends on uploads and events: ``x-artifact-client-interactive`` (whether
+    stdout is a terminal, ``ci.is_interactive``) and, in a known CI, ``x-artifact-client-ci``."""
+    headers = {"x-artifact-client-interactive": "1" if is_interactive else "0"}
+    vendor = detect_ci_vendor(environ)
+    if vendor:
+        headers["x-artifact-client-ci"] = vendor
+    return headers
+
+
+def events_body(events: Sequence[UsageEvent]) -> bytes:
+    """The body of ``POST /v8/artifacts/events``: ``events`` as one compact JSON array.
+
+    Raises:
+        ValueError: an event is invalid (then nothing may be sent).
+    """
+    payload = []
+    for event in events:
+        event.validate()
+        payload.append(event.to_json())
+    return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
 def has_proxy(environ: Mapping[str, str]) -> bool:

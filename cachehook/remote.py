@@ -3,13 +3,14 @@
 Over 400 lines on purpose: it owns httpx, so every endpoint and every fault translation live
 together. What does not need httpx lives apart, so that a remote hit never imports it (issue
 11): the request's shape, the answers' meaning and the signatures in ``_remote_api``, a remote
-hit's download over ``http.client`` in ``_download``, and ``RemoteSession`` (re-exported here)
-in ``_session``.
+hit's requests (the download, the usage events) over ``http.client`` in ``_direct``, and
+``RemoteSession`` (re-exported here) in ``_session``.
 
 ``RemoteCache`` mirrors the API, one method per endpoint, and raises ``RemoteError``
 subclasses. ``RemoteSession`` is what a run uses: it never raises, warns once, and switches the
 remote off for the rest of the run after repeated faults or refused credentials; its downloads
-go through ``_download`` unless httpx must make them (proxies, redirects: see there).
+go through ``_direct`` unless httpx must make them (proxies, redirects: see there), as do the
+events ``events`` sends.
 
 This is the only module that imports httpx; it is itself imported only when a remote is
 configured, and not by a remote hit.
@@ -52,6 +53,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cachehook._remote_api import (
     ERROR_BODY_LIMIT,
+    EVENTS_PATH,
     SIGNATURE_DOMAIN,
     ArtifactInfo,
     ArtifactSignatureError,
@@ -62,6 +64,8 @@ from cachehook._remote_api import (
     broke,
     cannot_connect,
     check_answer,
+    client_headers,
+    events_body,
     has_proxy,
     int_header,
     malformed,
@@ -76,7 +80,7 @@ from cachehook._remote_api import (
     timed_out,
 )
 from cachehook._session import FAILURE_LIMIT, RemoteSession
-from cachehook.ci import detect_ci_vendor, is_interactive
+from cachehook.ci import is_interactive
 from cachehook.errors import RemoteError, RemoteProtocolError
 
 # ``import httpx`` imports its command line, ``httpx._main``: click, then pygments and rich
@@ -95,16 +99,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
     from types import TracebackType
-    from typing import Protocol
 
+    from cachehook._remote_api import UsageEvent
     from cachehook.config import RemoteSettings
-
-    class _UsageEvent(Protocol):
-        """What ``record_events`` sends (``events.Event``; named by shape, not imported: the
-        events module imports this one, issue 11)."""
-
-        def validate(self) -> None: ...
-        def to_json(self) -> dict[str, object]: ...
 
 
 __all__ = [
@@ -214,10 +211,7 @@ class RemoteCache:
         self._has_answered = False
         self._has_query_route = True
         self._params = query_params(settings)
-        self._client_headers = {"x-artifact-client-interactive": "1" if is_interactive() else "0"}
-        vendor = detect_ci_vendor(os.environ)
-        if vendor:
-            self._client_headers["x-artifact-client-ci"] = vendor
+        self._client_headers = client_headers(os.environ, is_interactive=is_interactive())
 
     def __repr__(self) -> str:
         return f"RemoteCache(api={self._settings.api!r})"
@@ -329,25 +323,26 @@ class RemoteCache:
             self._has_query_route = False
         return {key: self.exists(key) for key in keys}
 
-    def record_events(self, events: Sequence[_UsageEvent]) -> None:
+    def record_events(self, events: Sequence[UsageEvent]) -> None:
         """``POST /v8/artifacts/events`` with ``events`` as one JSON array.
+
+        Its answer is asked for plain (``Accept-Encoding: identity``), as ``_direct`` asks it:
+        only an error's body is read, for its message.
 
         Raises:
             ValueError: an event is invalid (nothing is sent).
         """
         if not events:
             return
-        payload = []
-        for event in events:
-            event.validate()
-            payload.append(event.to_json())
-        body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-        headers = {"Content-Type": "application/json", **self._client_headers}
-        with self._exchange(
-            "POST", "/v8/artifacts/events", headers=headers, content=body
-        ) as response:
+        body = events_body(events)
+        headers = {
+            "Accept-Encoding": "identity",
+            "Content-Type": "application/json",
+            **self._client_headers,
+        }
+        with self._exchange("POST", EVENTS_PATH, headers=headers, content=body) as response:
             self._read(response)
-            self._check(response, what=f"recording {len(payload)} events")
+            self._check(response, what=f"recording {len(events)} events")
 
     def close(self) -> None:
         """Close the connections."""
