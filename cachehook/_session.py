@@ -1,7 +1,7 @@
 """The remote cache as one run uses it: ``RemoteSession``, which never raises (issue 3).
 
-A remote hit's download goes through ``_download`` (``http.client``); everything else, and a
-download ``_download`` leaves to httpx (a proxy, a redirect, an encoded body, a ``transport``
+A remote hit's download goes through ``_direct`` (``http.client``); everything else, and a
+download ``_direct`` leaves to httpx (a proxy, a redirect, an encoded body, a ``transport``
 given by a test), through ``remote.RemoteCache``, made at the first call that needs it. So a
 remote hit imports neither httpx nor ``remote`` (issue 11).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import _thread  # threading's Lock, without importing threading on a hit (issue 11)
 from typing import TYPE_CHECKING, TypeVar
 
-from cachehook._download import Downloader, NeedsHttpxError, direct_target
+from cachehook._direct import DirectClient, NeedsHttpxError, direct_target
 from cachehook._remote_api import ArtifactSignatureError, scrub_secrets
 from cachehook.errors import RemoteAuthError, RemoteError
 
@@ -62,7 +62,7 @@ class RemoteSession:
         self._cache: RemoteCache | None = None
         target = direct_target(settings) if transport is None else None
         self._downloader = (
-            None if target is None else Downloader(settings, target, progress=progress)
+            None if target is None else DirectClient(settings, target, progress=progress)
         )
         self._modes = modes
         self._on_warning = on_warning

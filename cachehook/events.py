@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from cachehook._direct import DirectClient
     from cachehook.config import RemoteSettings
     from cachehook.facts import Fact
     from cachehook.remote import RemoteCache
@@ -263,11 +264,9 @@ class EventSender:
         self.close()
 
     def _run(self) -> None:
-        cache: RemoteCache | None = None
+        cache: _Endpoint | None = None
         try:
-            from cachehook.remote import RemoteCache  # httpx, off the task's thread
-
-            cache = RemoteCache(self._settings, transport=self._transport)
+            cache = _Endpoint(self._settings, transport=self._transport)
             if self._send_spool:
                 _, error = _send_spooled(self._spool, cache, should_stop=self._should_stop)
                 self._has_failed = error is not None
@@ -303,7 +302,7 @@ class EventSender:
         batch, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
         return batch
 
-    def _deliver(self, cache: RemoteCache, batch: list[Event]) -> None:
+    def _deliver(self, cache: _Endpoint, batch: list[Event]) -> None:
         if self._has_failed:  # the endpoint failed once this run: later runs will send these
             self._spool.write(batch)
             return
@@ -563,17 +562,18 @@ def flush_spool(
     spool = _Spool(spool_dir, settings)
     if not spool.ready():
         return 0, spool.count()
-    from cachehook.remote import RemoteCache
-
-    with RemoteCache(settings, transport=transport) as cache:
+    cache = _Endpoint(settings, transport=transport)
+    try:
         sent, error = _send_spooled(spool, cache, should_stop=lambda: False)
+    finally:
+        cache.close()
     if error is not None and on_warning is not None:
         on_warning(str(error))
     return sent, spool.count()
 
 
 def _send_spooled(
-    spool: _Spool, cache: RemoteCache, *, should_stop: Callable[[], bool]
+    spool: _Spool, cache: _Endpoint, *, should_stop: Callable[[], bool]
 ) -> tuple[int, Exception | None]:
     sent = 0
     for path in spool.ready():
@@ -593,6 +593,45 @@ def _send_spooled(
         spool.delete(claimed)
         sent += len(events)
     return sent, None
+
+
+class _Endpoint:
+    """``POST /v8/artifacts/events`` over ``http.client`` (``_direct``) where it applies, so
+    that a run in CI, which sends its own events, imports no httpx (issue 11); else, and for an
+    answer ``_direct`` leaves to it, through ``remote.RemoteCache``, made when first needed."""
+
+    def __init__(self, settings: RemoteSettings, *, transport: httpx.BaseTransport | None) -> None:
+        self._settings = settings
+        self._transport = transport
+        self._direct: DirectClient | None = None
+        self._cache: RemoteCache | None = None
+        if transport is None:
+            from cachehook._direct import DirectClient, direct_target
+
+            target = direct_target(settings)
+            if target is not None:
+                self._direct = DirectClient(settings, target)
+
+    def record_events(self, events: Sequence[Event]) -> None:
+        if self._direct is not None:
+            from cachehook._direct import NeedsHttpxError
+
+            try:
+                self._direct.record_events(events)
+                return
+            except NeedsHttpxError:
+                pass  # httpx asks again, and decodes the answer
+        if self._cache is None:
+            from cachehook.remote import RemoteCache  # httpx, off the task's thread
+
+            self._cache = RemoteCache(self._settings, transport=self._transport)
+        self._cache.record_events(events)
+
+    def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+        if self._cache is not None:
+            self._cache.close()
 
 
 class _Spool:

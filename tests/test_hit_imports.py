@@ -218,8 +218,61 @@ def test_a_remote_hit_imports_no_httpx(
         f"a remote hit imports {sorted(loaded & set(REMOTE_NEVER))}"
     )
     assert "cachehook.remote" not in ours.split()
-    assert "cachehook._download" in ours.split(), "the hit was downloaded over http.client"
+    assert "cachehook._direct" in ours.split(), "the hit was downloaded over http.client"
     (get,) = [r for r in capture_proxy.find("GET") if r.status == 200]
     assert len(get.response_body) > len(produced) // 2  # the artifact, not an error page
     # Both runs handed their events to a detached flusher; wait until it is done sending.
     capture_proxy.wait_for("POST", "/v8/artifacts/events", count=2, timeout=60)
+
+
+# A run in CI sends its own events (no detached flusher): over http.client too (``_direct``).
+CI_REMOTE_NEVER = (
+    "httpx",
+    "httpcore",
+    "h11",
+    "anyio",
+    "sniffio",
+    "idna",
+    "certifi",
+)
+
+
+@pytest.mark.integration
+def test_a_local_hit_in_ci_sends_its_events_without_httpx(
+    tmp_path: Path, remote_env: dict[str, str], capture_proxy: CaptureProxy
+) -> None:
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'p'\nversion = '0'\n")
+    (project / "src" / "m.py").write_text("x = 1\n")
+    env = {k: v for k, v in os.environ.items() if not is_ci({k: v})}
+    env |= {
+        **remote_env,
+        "CI": "true",
+        "CACHEHOOK_CACHE_DIR": str(tmp_path / "cache"),
+        "CACHEHOOK_MEMO": "0",
+    }
+    write = "import pathlib; pathlib.Path('out').mkdir(); pathlib.Path('out/o.txt').write_text('o')"
+    args = ["exec", "-i", "src/**", "-o", "out/**", "--", sys.executable, "-c", write]
+    _hit_modules(project, env, args)  # the miss runs the command, uploads, sends its event
+    capture_proxy.wait_for("POST", "/v8/artifacts/events", count=1, timeout=60)
+
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], cwd=project, env=env, capture_output=True, text=True
+    )
+    first, ours = done.stdout.strip().splitlines()
+    code, _, names = first.partition(" ")
+    assert code == "0", done.stderr
+    assert "local hit" in done.stderr
+    loaded = set(names.split())
+    assert not loaded & set(CI_REMOTE_NEVER), (
+        f"a local hit in CI imports {sorted(loaded & set(CI_REMOTE_NEVER))}"
+    )
+    assert "cachehook.remote" not in ours.split()
+    assert "cachehook._direct" in ours.split(), "the events went over http.client"
+    # The run sent its events itself, before it exited: they are there already.
+    posts = capture_proxy.find("POST", "/v8/artifacts/events")
+    assert len(posts) == 2, posts
+    assert posts[-1].status == 200, posts[-1].response_body
+    (hit,) = posts[-1].json()
+    assert (hit["source"], hit["event"]) == ("LOCAL", "HIT")

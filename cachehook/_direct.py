@@ -1,28 +1,34 @@
-"""A remote hit's download over ``http.client``, so that a hit never imports httpx (issue 11).
+"""The requests of a hit over ``http.client``, so that a hit never imports httpx (issue 11).
 
-``Downloader.fetch`` is ``RemoteCache.fetch`` (``GET /v8/artifacts/{key}``) made with the
-standard library: httpx and httpcore cost a remote hit ~50-70 ms to import and set up, more
-than the rest of it. It sends the request ``RemoteCache`` sends and reads the answer with the
-same rules and messages (``_remote_api``). What it does not do, httpx does (``RemoteSession``
-asks through httpx instead):
+``DirectClient`` makes what ``RemoteCache`` (httpx) would, with the standard library: httpx
+and httpcore cost ~50-70 ms to import and set up, more than the rest of a hit. Its two
+requests are the two a hit makes: ``fetch``, a remote hit's download (``GET
+/v8/artifacts/{key}``, as ``RemoteCache.fetch``), and ``record_events``, the usage events a run
+in CI sends itself (``POST /v8/artifacts/events``, as ``RemoteCache.record_events``). Each sends
+the request ``RemoteCache`` sends and reads the answer with the same rules and messages
+(``_remote_api``); both share the connections. What it does not do, httpx does (the callers,
+``RemoteSession`` and ``events``, ask through httpx instead):
 
 - proxies: with any of ``http_proxy``, ``https_proxy``, ``all_proxy`` set (in any case; on
   macOS, also the system's proxy settings), ``direct_target`` is None, as it is for an API URL
   outside the plain shape ``http(s)://lower-case-host[:port][/plain/path]``, a token that is not
   printable ASCII, and a platform that is not POSIX;
-- redirects (301, 302, 303, 307, 308 with a ``Location``) and a body with a
-  ``Content-Encoding`` other than ``identity``: ``fetch`` raises ``NeedsHttpxError`` before
-  anything is written, and the whole request is made again through httpx (which follows the
-  redirect, dropping ``Authorization`` for another origin, or decodes the body). No other fault
-  is asked again: an unreachable server costs one wait, not two.
+- a download's redirects (301, 302, 303, 307, 308 with a ``Location``) and a body with a
+  ``Content-Encoding`` other than ``identity`` (a download's, or an error answer's to the
+  events): ``NeedsHttpxError`` is raised before anything is written, and the whole request is
+  made again through httpx (which follows the redirect, dropping ``Authorization`` for another
+  origin, or decodes the body). The events' POST follows no redirect, as ``RemoteCache``'s does
+  not: a 3xx is refused with its message. No other fault is asked again: an unreachable server
+  costs one wait, not two, and a batch of events the server may have counted is not sent twice.
 
 TLS (``https``) is verified as httpx's default transport does: ``SSL_CERT_FILE``, else
 ``SSL_CERT_DIR``, else certifi's bundle, with ALPN ``http/1.1``; a plain ``http`` API gets no TLS
 context at all. Timeouts as ``remote``'s docstring says: ``timeout`` bounds connecting
-(with the TLS handshake), sending the request and each wait for the answer's head;
-once the head is in, each read of the body may stall ``upload_timeout`` (0: no limit).
-Connections are kept for the next download for 5 s, at most 20, as httpx keeps them; one found
-closed by the server when reused is replaced once.
+(with the TLS handshake), sending the request and each wait for the answer's head (and each read
+of the events' answer); once a download's head is in, each read of its body may stall
+``upload_timeout`` (0: no limit). Connections are kept for the next request for 5 s, at most 20,
+as httpx keeps them; one found closed by the server when reused is replaced once for a
+download, not for the events (which the server may have counted; the sender spools them).
 """
 
 from __future__ import annotations
@@ -38,12 +44,15 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from cachehook._remote_api import (
     ERROR_BODY_LIMIT,
+    EVENTS_PATH,
     ArtifactInfo,
     Progress,
     artifact_path,
     broke,
     cannot_connect,
     check_answer,
+    client_headers,
+    events_body,
     has_proxy,
     int_header,
     malformed,
@@ -53,18 +62,20 @@ from cachehook._remote_api import (
     request_headers,
     timed_out,
 )
+from cachehook.ci import is_interactive
 from cachehook.errors import RemoteError
 
 if TYPE_CHECKING:
     import socket
     import ssl
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
 
+    from cachehook._remote_api import UsageEvent
     from cachehook.config import RemoteSettings
 
 __all__ = [
-    "Downloader",
+    "DirectClient",
     "NeedsHttpxError",
     "Target",
     "direct_target",
@@ -98,7 +109,7 @@ class Target(NamedTuple):
 
 
 def direct_target(settings: RemoteSettings) -> Target | None:
-    """Where ``Downloader`` sends ``settings``'s downloads, or None when httpx must make them
+    """Where ``DirectClient`` sends ``settings``'s requests, or None when httpx must make them
     (see the module docstring)."""
     api, token = settings.api, settings.token or ""
     if os.name != "posix" or not api.isascii() or not _TOKEN.fullmatch(token):
@@ -124,16 +135,16 @@ def direct_target(settings: RemoteSettings) -> Target | None:
     return Target(parts.scheme, parts.hostname, port, base, query)
 
 
-class Downloader:
-    """Downloads artifacts from one remote over ``http.client`` (see the module docstring).
+class DirectClient:
+    """A hit's requests to one remote over ``http.client`` (see the module docstring).
 
     Args:
         settings: the remote and its credentials.
         target: where it is (``direct_target(settings)``).
         progress: told ``("download", done, total)`` as a body arrives.
 
-    ``fetch`` raises what ``RemoteCache.fetch`` raises, with the same messages, or
-    ``NeedsHttpxError``. No message contains the token.
+    ``fetch`` and ``record_events`` raise what ``RemoteCache``'s raise, with the same messages,
+    or ``NeedsHttpxError``. No message contains the token.
     """
 
     def __init__(
@@ -148,6 +159,11 @@ class Downloader:
             "Connection": "keep-alive",
             **request_headers(settings),
         }
+        self._post_headers = {
+            **self._headers,
+            "Content-Type": "application/json",
+            **client_headers(os.environ, is_interactive=is_interactive()),
+        }
         self._idle: list[tuple[float, http.client.HTTPConnection]] = []
         self._lock = _thread.allocate_lock()
         self._tls: ssl.SSLContext | None = None
@@ -161,24 +177,48 @@ class Downloader:
         Raises:
             NeedsHttpxError: a redirect or an encoded body; nothing was written.
         """
-        url = self._target.base + artifact_path(key).removeprefix("/") + self._target.query
-        connection, sock, response = self._open(url)
+        url = self._url(artifact_path(key))
+        connection, sock, response = self._open("GET", url, self._headers)
         try:
             info = self._read(sock, response, dest, key=key)
         except BaseException:
-            response.close()  # it holds the socket once the connection let go of it
-            connection.close()
+            _drop(connection, response)
             raise
-        is_whole = response.isclosed() and not response.will_close
-        response.close()
-        if is_whole:
-            self._keep(connection)
-        else:
-            connection.close()
+        self._finish(connection, response)
         return info
 
+    def record_events(self, events: Sequence[UsageEvent]) -> None:
+        """``POST /v8/artifacts/events`` with ``events`` as one JSON array.
+
+        Raises:
+            ValueError: an event is invalid (nothing is sent).
+            NeedsHttpxError: an error answer with an encoded body (the server refused the
+                events: asking again through httpx cannot count them twice).
+        """
+        if not events:
+            return
+        body = events_body(events)
+        url = self._url(EVENTS_PATH)
+        connection, _, response = self._open("POST", url, self._post_headers, body)
+        try:
+            # As httpx's ``read``: the whole answer, whose faults are the request's.
+            answer = b"".join([bytes(chunk) for chunk in self._body(response, response.length)])
+            code = response.status
+            if not 200 <= code < 300:
+                if response.getheader("content-encoding", "identity") != "identity":
+                    msg = f"{self._settings.api} sent its answer to the events encoded"
+                    raise NeedsHttpxError(msg)
+                what = f"recording {len(events)} events"
+                check_answer(
+                    self._settings, code, _reason(response), answer[:ERROR_BODY_LIMIT], what=what
+                )
+        except BaseException:
+            _drop(connection, response)
+            raise
+        self._finish(connection, response)
+
     def close(self) -> None:
-        """Close the connections kept for later downloads."""
+        """Close the connections kept for later requests."""
         with self._lock:
             idle, self._idle = self._idle, []
         for _, connection in idle:
@@ -186,23 +226,40 @@ class Downloader:
 
     # -- the exchange ----------------------------------------------------------------------
 
+    def _url(self, path: str) -> str:
+        return self._target.base + path.removeprefix("/") + self._target.query
+
     def _open(
-        self, url: str
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
     ) -> tuple[http.client.HTTPConnection, socket.socket, http.client.HTTPResponse]:
+        request = (method, url, headers, body)
         connection = self._idle_connection()
         if connection is not None:
             try:
-                return connection, *self._exchange(connection, url)
+                return connection, *self._exchange(connection, *request)
             except RemoteError as exc:
                 connection.close()
-                if not isinstance(exc.__cause__, _STALE):
+                # Only a GET is asked again: events the server may have counted are not sent
+                # twice (the sender keeps them in the spool, as it does when httpx fails).
+                if method != "GET" or not isinstance(exc.__cause__, _STALE):
                     raise
         connection = self._connect()
         try:
-            return connection, *self._exchange(connection, url)
+            return connection, *self._exchange(connection, *request)
         except BaseException:
             connection.close()
             raise
+
+    def _finish(
+        self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse
+    ) -> None:
+        """After an answer read to its end: keep its connection, unless it is to close."""
+        is_whole = response.isclosed() and not response.will_close
+        response.close()
+        if is_whole:
+            self._keep(connection)
+        else:
+            connection.close()
 
     def _connect(self) -> http.client.HTTPConnection:
         target, wait = self._target, _limit(self._settings.timeout)
@@ -224,10 +281,15 @@ class Downloader:
         return connection
 
     def _exchange(
-        self, connection: http.client.HTTPConnection, url: str
+        self,
+        connection: http.client.HTTPConnection,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
     ) -> tuple[socket.socket, http.client.HTTPResponse]:
         try:
-            connection.request("GET", url, headers=self._headers)
+            connection.request(method, url, body=body, headers=headers)
         except TimeoutError as exc:
             raise timed_out(self._settings, "sending") from exc
         except OSError as exc:
@@ -260,10 +322,8 @@ class Downloader:
             self._error_body(response)  # drained, the connection can serve the next request
             return None
         if not 200 <= code < 300:
-            # As httpx reads a reason phrase: the bytes sent, non-ASCII ones dropped.
-            reason = response.reason.encode("latin-1", "replace").decode("ascii", "ignore")
             body = self._error_body(response)
-            check_answer(settings, code, reason, body, what=f"download of {key}")
+            check_answer(settings, code, _reason(response), body, what=f"download of {key}")
         duration = int_header(
             settings, "x-artifact-duration", response.getheader("x-artifact-duration")
         )
@@ -365,6 +425,17 @@ def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=certifi.where())
     context.set_alpn_protocols(["http/1.1"])  # as httpcore sets it, for HTTP/1.1 only
     return context
+
+
+def _reason(response: http.client.HTTPResponse) -> str:
+    """The reason phrase as httpx reads it: the bytes sent, non-ASCII ones dropped."""
+    return response.reason.encode("latin-1", "replace").decode("ascii", "ignore")
+
+
+def _drop(connection: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+    """After a failed exchange: neither the answer nor its connection can serve again."""
+    response.close()  # it holds the socket once the connection let go of it
+    connection.close()
 
 
 def _is_quiet(connection: http.client.HTTPConnection) -> bool:

@@ -1,16 +1,21 @@
-"""``_download``: a remote hit's GET over http.client, checked against the httpx path (issue 11).
+"""``_direct``: a hit's requests over http.client, checked against the httpx path (issue 11).
 
-Every test talks to a real server on 127.0.0.1. Where ``RemoteCache`` (httpx) already has a
-message for an answer or a fault, the download over http.client is run against the same
-server and must raise the same class with the same words.
+The two requests are a remote hit's download (``GET /v8/artifacts/{key}``) and the usage
+events a run in CI sends (``POST /v8/artifacts/events``). Every test talks to a real server on
+127.0.0.1. Where ``RemoteCache`` (httpx) already has a message for an answer or a fault, the
+request over http.client is made to the same server and must raise the same class with the same
+words.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -22,18 +27,21 @@ import certifi
 import httpx
 import pytest
 
-from cachehook._download import Downloader, NeedsHttpxError, Target, direct_target, tls_context
+from cachehook import events as events_module
+from cachehook._direct import DirectClient, NeedsHttpxError, Target, direct_target, tls_context
 from cachehook._remote_api import ArtifactInfo, ArtifactSignatureError
 from cachehook._session import RemoteSession
 from cachehook.config import CacheModes, RemoteSettings
 from cachehook.errors import RemoteAuthError, RemoteError, RemoteProtocolError, RemoteUnavailable
+from cachehook.events import Event, EventSender, session_id
 from cachehook.remote import RemoteCache
+from tests.servers import FaultServer, _read_request
 from tests.waiting import GENEROUS, finishes
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from tests.servers import CaptureProxy, FaultServer, NpmServer, RedirectServer
+    from tests.servers import CaptureProxy, NpmServer, RedirectServer
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +50,14 @@ KEY = "0123456789abcdef0123456789abcdef"
 SECRET = b"a-signature-key-of-at-least-32-bytes!"
 
 
-_opened: list[Downloader] = []
+_opened: list[DirectClient] = []
 
 
-def downloader(settings: RemoteSettings, **options: object) -> Downloader:
-    """A ``Downloader`` for ``settings``, closed when the test ends (``_close_downloaders``)."""
+def downloader(settings: RemoteSettings, **options: object) -> DirectClient:
+    """A ``DirectClient`` for ``settings``, closed when the test ends (``_close_downloaders``)."""
     target = direct_target(settings)
     assert target is not None, settings.api
-    made = Downloader(settings, target, **options)  # type: ignore[arg-type]
+    made = DirectClient(settings, target, **options)  # type: ignore[arg-type]
     _opened.append(made)
     return made
 
@@ -534,7 +542,7 @@ def test_https_trusts_what_httpx_trusts(
 
 
 class AnswerServer:
-    """An HTTP/1.1 server on 127.0.0.1 that answers every GET with ``answer`` (status,
+    """An HTTP/1.1 server on 127.0.0.1 that answers every GET and POST with ``answer`` (status,
     headers, body; None: nothing at all), and closes the connection after it, without saying
     so, when ``hang_up``. ``peers`` holds each request's client port (one per connection)."""
 
@@ -554,6 +562,8 @@ class AnswerServer:
                 pass
 
             def do_GET(self) -> None:
+                if self.command == "POST":  # read the events, or the answer may be a reset
+                    self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 owner.peers.append(self.client_address[1])
                 self.close_connection = hang_up or answer is None
                 if answer is None:
@@ -564,6 +574,8 @@ class AnswerServer:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
+
+            do_POST = do_GET
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -629,8 +641,282 @@ def test_a_kept_connection_the_server_closed_is_replaced_once(
     assert fast.fetch(KEY, tmp_path / "one") is not None
     assert len(fast._idle) == 1  # it did not say "Connection: close"
     # As if it closed the connection just after the check that it was still open:
-    monkeypatch.setattr("cachehook._download._is_quiet", lambda connection: True)
+    monkeypatch.setattr("cachehook._direct._is_quiet", lambda connection: True)
     finishes(lambda: fast.fetch(KEY, tmp_path / "two"))
     assert (tmp_path / "two").read_bytes() == b"abc"
     assert len(server.peers) == 2
     assert server.peers[0] != server.peers[1], "asked again on a new connection"
+
+
+# -- the usage events: POST /v8/artifacts/events -------------------------------------------
+
+
+def usage_events(count: int = 2) -> list[Event]:
+    return [Event(session_id(), "LOCAL", "HIT", f"{n:032x}", 40 + n) for n in range(count)]
+
+
+def both_ways_events(settings: RemoteSettings, events: list[Event]) -> list[RemoteError | None]:
+    """What ``record_events`` gives over http.client, then over httpx (an error is returned)."""
+    found: list[RemoteError | None] = []
+    fast = downloader(settings)
+    with RemoteCache(settings) as slow:
+        for record in (fast.record_events, slow.record_events):
+            try:
+                found.append(finishes(lambda record=record: record(events)))  # type: ignore[misc]
+            except RemoteError as exc:
+                found.append(exc)
+    fast.close()
+    return found
+
+
+def test_the_events_request_is_the_one_httpx_sends(
+    capture_proxy: CaptureProxy,
+    npm_server: NpmServer,
+    team_slug: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")  # x-artifact-client-ci
+    settings = RemoteSettings(
+        api=capture_proxy.url, token=npm_server.token, team_id="team_abc", slug=team_slug
+    )
+    events = usage_events(3)
+    assert both_ways_events(settings, events) == [None, None]
+    fast, slow = capture_proxy.find("POST", "/v8/artifacts/events")
+    assert (fast.status, slow.status) == (200, 200)
+    assert fast.target == slow.target
+    assert fast.query == {"teamId": ["team_abc"], "slug": [team_slug]}
+    assert fast.headers == slow.headers
+    assert fast.headers["content-type"] == "application/json"
+    assert fast.headers["x-artifact-client-ci"] == "GITHUB_ACTIONS"
+    assert fast.headers["x-artifact-client-interactive"] == "0"
+    assert fast.headers["authorization"] == f"Bearer {npm_server.token}"
+    assert fast.body == slow.body
+    assert fast.json() == [event.to_json() for event in events]
+    assert not fast.is_chunked
+
+
+def test_an_invalid_event_is_refused_before_anything_is_sent(capture_proxy: CaptureProxy) -> None:
+    bad = [*usage_events(1), Event("not-a-uuid", "LOCAL", "HIT", "ab" * 16, 1)]
+    with pytest.raises(ValueError, match="sessionId must be a UUID"):
+        downloader(RemoteSettings(api=capture_proxy.url)).record_events(bad)
+    downloader(RemoteSettings(api=capture_proxy.url)).record_events([])
+    assert capture_proxy.requests == []
+
+
+def test_batches_of_events_over_one_kept_connection(
+    answer_server: Callable[..., AnswerServer],
+) -> None:
+    server = answer_server((200, {}, b"{}"))
+    fast = downloader(RemoteSettings(api=server.url))
+    for _ in range(3):
+        fast.record_events(usage_events())
+    assert len(server.peers) == 3
+    assert len(set(server.peers)) == 1, "one connection served the three batches"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "token", "error"),
+    [
+        (200, {}, TOKEN, None),
+        (204, {}, TOKEN, None),
+        (
+            400,
+            {"message": "querystring should have required property 'team'"},
+            TOKEN,
+            RemoteProtocolError,
+        ),
+        (401, {"message": f"bad token {TOKEN}"}, TOKEN, RemoteAuthError),
+        (401, {"message": "missing"}, None, RemoteAuthError),
+        (
+            403,
+            {"error": {"code": "forbidden", "message": "Not authorized"}},
+            TOKEN,
+            RemoteAuthError,
+        ),
+        (403, {"error": {"code": "remote_caching_paused", "message": "x"}}, TOKEN, RemoteAuthError),
+        (413, {"message": "too big"}, TOKEN, RemoteProtocolError),
+        (500, {"message": "Error during the event recording"}, TOKEN, RemoteUnavailable),
+        (503, {"message": "down"}, TOKEN, RemoteUnavailable),
+    ],
+)
+def test_events_answers_say_what_httpx_says(
+    status: int,
+    body: dict[str, object],
+    token: str | None,
+    error: type[RemoteError] | None,
+    fault_server: Callable[..., FaultServer],
+) -> None:
+    server = fault_server("status", status=status, body=json.dumps(body).encode())
+    settings = RemoteSettings(
+        api=server.url, token=token, slug="my-team" if status != 400 else None
+    )
+    fast, slow = both_ways_events(settings, usage_events())
+    assert type(fast) is type(slow)
+    assert str(fast) == str(slow)
+    if error is None:
+        assert fast is None
+    else:
+        assert isinstance(fast, error)
+        assert f"answered {status} " in str(fast)
+        assert "to recording 2 events" in str(fast)
+        assert TOKEN not in str(fast)
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_of_the_events_is_refused_as_httpx_refuses_it(
+    status: int, answer_server: Callable[..., AnswerServer]
+) -> None:
+    target = answer_server((200, {}, b"{}"))
+    moved = answer_server((status, {"Location": target.url + "/v8/artifacts/events"}, b""))
+    fast, slow = both_ways_events(RemoteSettings(api=moved.url, token=TOKEN), usage_events())
+    assert isinstance(fast, RemoteProtocolError)
+    assert type(fast) is type(slow)
+    assert str(fast) == str(slow)
+    assert f"answered {status} " in str(fast)
+    assert target.peers == [], "not followed"
+    assert len(moved.peers) == 2
+
+
+def test_an_encoded_error_answer_to_the_events_is_read_by_httpx(
+    answer_server: Callable[..., AnswerServer],
+) -> None:
+    import gzip
+
+    said = json.dumps({"message": "the events are refused"}).encode()
+    server = answer_server((400, {"Content-Encoding": "gzip"}, gzip.compress(said)))
+    settings = RemoteSettings(api=server.url, slug="s")
+    with pytest.raises(NeedsHttpxError):
+        downloader(settings).record_events(usage_events())
+    endpoint = events_module._Endpoint(settings, transport=None)
+    with pytest.raises(RemoteProtocolError, match="the events are refused") as caught:
+        endpoint.record_events(usage_events())
+    endpoint.close()
+    assert endpoint._cache is not None, "asked again through httpx"
+    with RemoteCache(settings) as slow, pytest.raises(RemoteProtocolError) as straight:
+        slow.record_events(usage_events())
+    assert str(caught.value) == str(straight.value)
+    assert len(server.peers) == 4  # ours, the endpoint's two, httpx's
+
+
+class ResetAfterBody(FaultServer):
+    """Reads the whole request, the events too, then resets the connection."""
+
+    def __init__(self) -> None:
+        super().__init__("reset")
+
+    def _answer(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            _read_request(sock, with_body=True)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@pytest.fixture
+def reset_after_body() -> Iterator[ResetAfterBody]:
+    server = ResetAfterBody()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "words"),
+    [
+        ("reset_after_body", RemoteUnavailable, "the connection to {api} broke: "),
+        ("truncated", RemoteProtocolError, "{api} sent a malformed HTTP response: peer closed"),
+        ("blackhole", RemoteUnavailable, "{api} did not respond in time (waiting for an answer)"),
+    ],
+)
+def test_events_faults_say_what_httpx_says(
+    kind: str,
+    error: type[RemoteError],
+    words: str,
+    fault_server: Callable[..., FaultServer],
+    request: pytest.FixtureRequest,
+) -> None:
+    if kind == "reset_after_body":
+        server: FaultServer = request.getfixturevalue("reset_after_body")
+    else:
+        server = fault_server(kind)
+    wait = 0.5 if kind == "blackhole" else GENEROUS  # only the black hole waits it out
+    settings = RemoteSettings(api=server.url, token=TOKEN, timeout=wait)
+    fast, slow = both_ways_events(settings, usage_events())
+    assert isinstance(fast, error)
+    assert type(fast) is type(slow)
+    assert str(fast).startswith(words.format(api=server.url)), fast
+    assert str(fast) == str(slow)
+
+
+def test_a_reset_before_the_events_were_read_is_a_fault_both_ways(
+    fault_server: Callable[..., FaultServer],
+) -> None:
+    # The server resets once it has read the request's head. http.client sends the head and
+    # the events in one write and reads the reset; httpcore writes the events after the head,
+    # and when that write meets the reset it reads on and may find only the end of the
+    # connection ("Server disconnected without sending a response"): which, is a race of
+    # httpx's own. Either way the batch is not delivered (the sender keeps it in the spool).
+    server = fault_server("reset")
+    settings = RemoteSettings(api=server.url, token=TOKEN, timeout=GENEROUS)
+    fast, slow = both_ways_events(settings, usage_events())
+    assert isinstance(fast, RemoteUnavailable)
+    assert str(fast).startswith(f"the connection to {server.url} broke: "), fast
+    assert isinstance(slow, RemoteUnavailable | RemoteProtocolError)
+
+
+def test_events_connection_refused_says_what_httpx_says(refused_url: str) -> None:
+    fast, slow = both_ways_events(RemoteSettings(api=refused_url), usage_events())
+    assert isinstance(fast, RemoteUnavailable)
+    assert str(fast) == str(slow)
+    assert str(fast).startswith(f"cannot connect to {refused_url}: ")
+
+
+def test_the_sender_posts_over_http_client(
+    capture_proxy: CaptureProxy, remote_settings: RemoteSettings, tmp_path: Path
+) -> None:
+    settings = remote_settings._replace(events_flush_timeout=GENEROUS)
+    sender = EventSender(settings, spool_dir=tmp_path / "spool")
+    sender.record(usage_events(1)[0])
+    sender.close()
+    (post,) = capture_proxy.wait_for("POST", "/v8/artifacts/events", timeout=GENEROUS)
+    assert post.status == 200
+    assert events_module._Endpoint(settings, transport=None)._direct is not None
+    assert not any((tmp_path / "spool").rglob("*.json")), "delivered, not spooled"
+
+
+@pytest.mark.parametrize("name", ["http_proxy", "ALL_PROXY"])
+def test_a_proxy_in_the_environment_leaves_the_events_to_httpx(
+    name: str,
+    capture_proxy: CaptureProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv(name, capture_proxy.url)
+    settings = RemoteSettings(
+        api="http://cachehook-does-not-exist.invalid",
+        token=TOKEN,
+        slug="s",
+        events_flush_timeout=GENEROUS,
+    )
+    endpoint = events_module._Endpoint(settings, transport=None)
+    assert endpoint._direct is None
+    endpoint.close()
+    sender = EventSender(settings, spool_dir=tmp_path / "spool")
+    sender.record(usage_events(1)[0])
+    sender.close()
+    (post,) = capture_proxy.wait_for("POST", "/v8/artifacts/events", timeout=GENEROUS)
+    # The absolute form: the request went to the proxy, as httpx sends it there.
+    assert post.target.startswith("http://cachehook-does-not-exist.invalid/v8/artifacts/events")
+    assert post.json() == [usage_events(1)[0].to_json()]
+
+
+def test_events_on_a_kept_connection_the_server_closed_are_not_sent_again(
+    answer_server: Callable[..., AnswerServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = answer_server((200, {}, b"{}"), hang_up=True)
+    fast = downloader(RemoteSettings(api=server.url))
+    fast.record_events(usage_events())
+    assert len(fast._idle) == 1
+    monkeypatch.setattr("cachehook._direct._is_quiet", lambda connection: True)
+    with pytest.raises(RemoteError):
+        finishes(lambda: fast.record_events(usage_events()))
+    assert len(server.peers) == 1, "not asked again: the server may have counted them"
