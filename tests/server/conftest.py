@@ -136,19 +136,34 @@ def start_serve(
     if extra_tokens:
         tokens_file.write_text(tokens_file.read_text() + extra_tokens)
     storage = workdir / "storage"
-    port = free_port()
     log = workdir / "serve.log"
-    command = [*wrapper, sys.executable, "-m", "cachehook", "serve", "--port", str(port)]
-    command += ["--storage", str(storage), "--tokens", str(tokens_file)]
-    command += ["--workers", str(workers), "--log-level", "warning", *args]
     environ = None if env is None else {**os.environ, **env}
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environ)
-    serve = Serve(f"http://127.0.0.1:{port}", port, storage, tokens_file, log, process, tokens)
+    # free_port() gives the port back before serve binds it: on a busy machine another test's
+    # server can take it in between, which serve reports; then try another port.
+    for _ in range(5):
+        port = free_port()
+        command = [*wrapper, sys.executable, "-m", "cachehook", "serve", "--port", str(port)]
+        command += ["--storage", str(storage), "--tokens", str(tokens_file)]
+        command += ["--workers", str(workers), "--log-level", "warning", *args]
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environ)
+        serve = Serve(f"http://127.0.0.1:{port}", port, storage, tokens_file, log, process, tokens)
+        started = _await_serve(serve)
+        if started is not None:
+            return started
+    pytest.fail(f"cachehook serve found no free port in 5 tries:\n{log.read_text()}")
+
+
+def _await_serve(serve: Serve) -> Serve | None:
+    """``serve`` once it answers, or None if its port was taken before it could bind it."""
+    process, port, log = serve.process, serve.port, serve.log
     deadline = time.monotonic() + 120  # a deadline, not a speed: loaded machines are slow
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"cachehook serve exited with {process.returncode}:\n{log.read_text()}")
+            said = log.read_text()
+            if f"port {port} on 127.0.0.1 is already in use" in said:
+                return None
+            pytest.fail(f"cachehook serve exited with {process.returncode}:\n{said}")
         with contextlib.suppress(OSError):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             connection.request("GET", f"{SLASH}healthz")
