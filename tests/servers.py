@@ -186,7 +186,17 @@ def start_npm_server(workdir: Path, *, token: str, **env: str) -> NpmServer:
     cli = install_npm_server()
     node = shutil.which("node")
     assert node is not None
-    port = free_port()
+    for _ in range(5):  # free_port() gives the port back: another server may take it first
+        server = _start_npm_server_on(free_port(), workdir, cli, node, token=token, **env)
+        if server is not None:
+            return server
+    pytest.fail(f"turborepo-remote-cache found no free port in 5 tries under {workdir}")
+
+
+def _start_npm_server_on(
+    port: int, workdir: Path, cli: Path, node: str, *, token: str, **env: str
+) -> NpmServer | None:
+    """The server on ``port`` once it answers, or None if the port was taken before it bound."""
     storage = workdir / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     log = workdir / "server.log"
@@ -212,9 +222,10 @@ def start_npm_server(workdir: Path, *, token: str, **env: str) -> NpmServer:
     deadline = time.monotonic() + 120  # a deadline, not a speed: loaded machines are slow
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(
-                f"turborepo-remote-cache exited with {process.returncode}:\n{log.read_text()}"
-            )
+            said = log.read_text()
+            if "EADDRINUSE" in said:
+                return None
+            pytest.fail(f"turborepo-remote-cache exited with {process.returncode}:\n{said}")
         with contextlib.suppress(OSError):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             connection.request("GET", "/v8/artifacts/status")
