@@ -1,7 +1,8 @@
-"""The requests of a hit over ``http.client``, so that a hit never imports httpx (issue 11).
+"""The requests of a hit over ``_http11``, so that a hit never imports httpx (issue 11).
 
-``DirectClient`` makes what ``RemoteCache`` (httpx) would, with the standard library: httpx
-and httpcore cost ~50-70 ms to import and set up, more than the rest of a hit. Its two
+``DirectClient`` makes what ``RemoteCache`` (httpx) would, over a socket of its own
+(``_http11``): httpx and httpcore cost ~50-70 ms to import and set up, more than the rest of a
+hit, and ``http.client`` ~15 ms more (``email``, and ``ssl`` even for ``http``). Its two
 requests are the two a hit makes: ``fetch``, a remote hit's download (``GET
 /v8/artifacts/{key}``, as ``RemoteCache.fetch``), and ``record_events``, the usage events a run
 in CI sends itself (``POST /v8/artifacts/events``, as ``RemoteCache.record_events``). Each sends
@@ -34,7 +35,6 @@ download, not for the events (which the server may have counted; the sender spoo
 from __future__ import annotations
 
 import _thread
-import http.client
 import os
 import re
 import select
@@ -42,6 +42,7 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, NamedTuple
 
+from cachehook._http11 import Connection, DisconnectedError, Response, ResponseError, connect
 from cachehook._remote_api import (
     ERROR_BODY_LIMIT,
     EVENTS_PATH,
@@ -90,7 +91,7 @@ _HOST = re.compile(r"(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])(?::[0-9]
 _PATH = re.compile(r"[A-Za-z0-9._~/-]*")
 _TOKEN = re.compile(r"[\x21-\x7e]*")
 # A connection the server closed while it was idle fails its next request with one of these.
-_STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+_STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, DisconnectedError)
 _INCOMPLETE = "peer closed connection without sending complete message body"
 
 
@@ -99,7 +100,7 @@ class NeedsHttpxError(Exception):
 
 
 class Target(NamedTuple):
-    """Where the API's artifacts are, split for ``http.client``."""
+    """Where the API's artifacts are, split for ``_http11``."""
 
     scheme: str
     host: str
@@ -136,7 +137,7 @@ def direct_target(settings: RemoteSettings) -> Target | None:
 
 
 class DirectClient:
-    """A hit's requests to one remote over ``http.client`` (see the module docstring).
+    """A hit's requests to one remote over ``_http11`` (see the module docstring).
 
     Args:
         settings: the remote and its credentials.
@@ -164,9 +165,10 @@ class DirectClient:
             "Content-Type": "application/json",
             **client_headers(os.environ, is_interactive=is_interactive()),
         }
-        self._idle: list[tuple[float, http.client.HTTPConnection]] = []
+        self._idle: list[tuple[float, Connection]] = []
         self._lock = _thread.allocate_lock()
         self._tls: ssl.SSLContext | None = None
+        self._host = _host_header(target)
 
     def fetch(self, key: str, dest: Path) -> ArtifactInfo | None:
         """``GET /v8/artifacts/{key}``, streamed to ``dest``; None on a miss (404).
@@ -182,7 +184,7 @@ class DirectClient:
         try:
             info = self._read(sock, response, dest, key=key)
         except BaseException:
-            _drop(connection, response)
+            connection.close()
             raise
         self._finish(connection, response)
         return info
@@ -202,10 +204,10 @@ class DirectClient:
         connection, _, response = self._open("POST", url, self._post_headers, body)
         try:
             # As httpx's ``read``: the whole answer, whose faults are the request's.
-            answer = b"".join([bytes(chunk) for chunk in self._body(response, response.length)])
+            answer = b"".join([bytes(chunk) for chunk in self._body(response, None)])
             code = response.status
             if not 200 <= code < 300:
-                if response.getheader("content-encoding", "identity") != "identity":
+                if _encoding(response) != "identity":
                     msg = f"{self._settings.api} sent its answer to the events encoded"
                     raise NeedsHttpxError(msg)
                 what = f"recording {len(events)} events"
@@ -213,7 +215,7 @@ class DirectClient:
                     self._settings, code, _reason(response), answer[:ERROR_BODY_LIMIT], what=what
                 )
         except BaseException:
-            _drop(connection, response)
+            connection.close()
             raise
         self._finish(connection, response)
 
@@ -231,7 +233,7 @@ class DirectClient:
 
     def _open(
         self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
-    ) -> tuple[http.client.HTTPConnection, socket.socket, http.client.HTTPResponse]:
+    ) -> tuple[Connection, socket.socket, Response]:
         request = (method, url, headers, body)
         connection = self._idle_connection()
         if connection is not None:
@@ -250,72 +252,57 @@ class DirectClient:
             connection.close()
             raise
 
-    def _finish(
-        self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse
-    ) -> None:
+    def _finish(self, connection: Connection, response: Response) -> None:
         """After an answer read to its end: keep its connection, unless it is to close."""
-        is_whole = response.isclosed() and not response.will_close
-        response.close()
-        if is_whole:
+        if response.is_reusable:
             self._keep(connection)
         else:
             connection.close()
 
-    def _connect(self) -> http.client.HTTPConnection:
+    def _connect(self) -> Connection:
         target, wait = self._target, _limit(self._settings.timeout)
-        connection: http.client.HTTPConnection
-        if target.scheme == "https":
-            connection = http.client.HTTPSConnection(
-                target.host, target.port, timeout=wait, context=self._tls_context()
-            )
-        else:
-            connection = http.client.HTTPConnection(target.host, target.port, timeout=wait)
+        is_tls = target.scheme == "https"
+        port = target.port or (443 if is_tls else 80)
         try:
-            connection.connect()
+            return connect(
+                target.host, port, timeout=wait, tls=self._tls_context() if is_tls else None
+            )
         except TimeoutError as exc:
-            connection.close()
             raise timed_out(self._settings, "connecting") from exc
         except OSError as exc:
-            connection.close()
             raise cannot_connect(self._settings, exc) from exc
-        return connection
 
     def _exchange(
         self,
-        connection: http.client.HTTPConnection,
+        connection: Connection,
         method: str,
         url: str,
         headers: dict[str, str],
         body: bytes | None,
-    ) -> tuple[socket.socket, http.client.HTTPResponse]:
+    ) -> tuple[socket.socket, Response]:
+        sock = connection.sock
+        assert sock is not None
         try:
-            connection.request(method, url, body=body, headers=headers)
+            connection.request(method, url, {"Host": self._host, **headers}, body)
         except TimeoutError as exc:
             raise timed_out(self._settings, "sending") from exc
         except OSError as exc:
             raise broke(self._settings, exc) from exc
-        # The answer's socket: a connection that is not kept ("Connection: close") lets go of
-        # it when the answer's head is read, and the body's stall limit is set on it after.
-        sock = connection.sock
-        assert sock is not None
         try:
-            return sock, connection.getresponse()
-        except http.client.RemoteDisconnected as exc:
-            msg = "Server disconnected without sending a response."
-            raise malformed(self._settings, msg) from exc
-        except (OSError, http.client.HTTPException) as exc:
+            return sock, connection.response(method)
+        except (OSError, ResponseError) as exc:
             raise self._translate(exc) from exc
 
     def _read(
         self,
         sock: socket.socket,
-        response: http.client.HTTPResponse,
+        response: Response,
         dest: Path,
         *,
         key: str,
     ) -> ArtifactInfo | None:
         code, settings = response.status, self._settings
-        if code in _REDIRECTS and response.getheader("location") is not None:
+        if code in _REDIRECTS and response.header("location") is not None:
             msg = f"{settings.api} redirected the download of {key} ({code})"
             raise NeedsHttpxError(msg)
         if code == 404:
@@ -325,15 +312,15 @@ class DirectClient:
             body = self._error_body(response)
             check_answer(settings, code, _reason(response), body, what=f"download of {key}")
         duration = int_header(
-            settings, "x-artifact-duration", response.getheader("x-artifact-duration")
+            settings, "x-artifact-duration", response.header("x-artifact-duration")
         )
-        tag = response.getheader("x-artifact-tag")
+        tag = response.header("x-artifact-tag")
         if settings.signature_key and not tag:
             raise missing_tag(settings, key)
-        if response.getheader("content-encoding", "identity") != "identity":
+        if _encoding(response) != "identity":
             msg = f"{settings.api} sent the download of {key} encoded"
             raise NeedsHttpxError(msg)
-        expected = int_header(settings, "content-length", response.getheader("content-length"))
+        expected = int_header(settings, "content-length", response.header("content-length"))
         # The server has started sending: from now on only a stall of upload_timeout cuts it.
         sock.settimeout(_limit(settings.upload_timeout))
         chunks = self._body(response, expected)
@@ -342,48 +329,54 @@ class DirectClient:
         )
         return ArtifactInfo(size=size, duration_ms=duration or 0, tag=tag)
 
-    def _body(
-        self, response: http.client.HTTPResponse, expected: int | None
-    ) -> Iterator[memoryview]:
+    def _body(self, response: Response, expected: int | None) -> Iterator[memoryview]:
         view = memoryview(bytearray(_CHUNK))
         received = 0
-        while True:
-            try:
-                count = response.readinto(view)
-            except http.client.IncompleteRead as exc:
-                detail = f"{_INCOMPLETE} (incomplete chunked read)"
-                raise malformed(self._settings, detail) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                raise self._translate(exc) from exc
-            if not count:
-                break
+        while count := self._fill(response, view):
             received += count
             yield view[:count]
         if expected is not None and received < expected:
             detail = f"{_INCOMPLETE} (received {received} bytes, expected {expected})"
             raise malformed(self._settings, detail)
 
-    def _error_body(self, response: http.client.HTTPResponse) -> bytes:
+    def _fill(self, response: Response, view: memoryview) -> int:
+        """``view`` filled from the body, one socket read at a time (a 1 MiB write each, as
+        http.client's buffered reads wrote); less only at the body's end."""
+        filled = 0
         try:
-            return response.read(ERROR_BODY_LIMIT)
-        except http.client.IncompleteRead as exc:
-            return bytes(exc.partial)[:ERROR_BODY_LIMIT]
-        except (OSError, http.client.HTTPException):
-            return b""
+            while filled < len(view) and (count := response.readinto(view[filled:])):
+                filled += count
+        except (OSError, ResponseError) as exc:
+            raise self._translate(exc) from exc
+        return filled
 
-    def _translate(self, exc: OSError | http.client.HTTPException) -> RemoteError:
+    def _error_body(self, response: Response) -> bytes:
+        """At most ``ERROR_BODY_LIMIT`` bytes of an error's body: what arrived, if it broke."""
+        body = bytearray(ERROR_BODY_LIMIT)
+        view, received = memoryview(body), 0
+        try:
+            while received < ERROR_BODY_LIMIT:
+                count = response.readinto(view[received:])
+                if not count:
+                    break
+                received += count
+        except ResponseError:
+            pass
+        except OSError:
+            return b""
+        return bytes(body[:received])
+
+    def _translate(self, exc: OSError | ResponseError) -> RemoteError:
         """A fault while waiting for or reading the answer, worded as httpx's are."""
         if isinstance(exc, TimeoutError):
             return timed_out(self._settings, "waiting for an answer")
-        if isinstance(exc, http.client.BadStatusLine):
-            return malformed(self._settings, f"illegal status line: {exc.args[0]!r}")
-        if isinstance(exc, http.client.HTTPException):
+        if isinstance(exc, ResponseError):
             return malformed(self._settings, exc)
         return broke(self._settings, exc)
 
     # -- connections -----------------------------------------------------------------------
 
-    def _idle_connection(self) -> http.client.HTTPConnection | None:
+    def _idle_connection(self) -> Connection | None:
         now = time.monotonic()
         while True:
             with self._lock:
@@ -394,7 +387,7 @@ class DirectClient:
                 return connection
             connection.close()
 
-    def _keep(self, connection: http.client.HTTPConnection) -> None:
+    def _keep(self, connection: Connection) -> None:
         if connection.sock is None:
             return
         connection.sock.settimeout(_limit(self._settings.timeout))
@@ -427,28 +420,34 @@ def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext:
     return context
 
 
-def _reason(response: http.client.HTTPResponse) -> str:
+def _reason(response: Response) -> str:
     """The reason phrase as httpx reads it: the bytes sent, non-ASCII ones dropped."""
     return response.reason.encode("latin-1", "replace").decode("ascii", "ignore")
 
 
-def _drop(connection: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
-    """After a failed exchange: neither the answer nor its connection can serve again."""
-    response.close()  # it holds the socket once the connection let go of it
-    connection.close()
+def _encoding(response: Response) -> str:
+    coding = response.header("content-encoding")
+    return "identity" if coding is None else coding
 
 
-def _is_quiet(connection: http.client.HTTPConnection) -> bool:
+def _is_quiet(connection: Connection) -> bool:
     """Whether a kept connection is still open with nothing to read (the server did not close
     it, nor send anything unasked)."""
     sock = connection.sock
-    if sock is None:
+    if sock is None or not connection.is_quiet():
         return False
     try:
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):
         return False
     return not readable
+
+
+def _host_header(target: Target) -> str:
+    """``Host`` as httpx and http.client send it: no port when it is the scheme's."""
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    default = 443 if target.scheme == "https" else 80
+    return host if target.port in (None, default) else f"{host}:{target.port}"
 
 
 def _limit(seconds: float) -> float | None:
