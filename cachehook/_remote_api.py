@@ -1,8 +1,8 @@
 """The Remote Cache API (v8) without a transport: what both HTTP clients of it share (issue 11).
 
 ``remote`` speaks the API over httpx; ``_direct`` makes the requests of a hit, a remote hit's
-``GET /v8/artifacts/{key}`` and the usage events' ``POST /v8/artifacts/events``, over the
-standard library's ``http.client`` so that a hit never imports httpx. Both build those requests
+``GET /v8/artifacts/{key}`` and the usage events' ``POST /v8/artifacts/events``, over a
+socket of its own (``_http11``) so that a hit never imports httpx. Both build those requests
 and read their answers with what is here, so they cannot drift apart: the artifact path and its
 key check, the team parameters, the headers, the events' body, what each status means (with the
 same error classes and messages), the messages of transport faults, a download streamed to a

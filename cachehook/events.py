@@ -596,7 +596,7 @@ def _send_spooled(
 
 
 class _Endpoint:
-    """``POST /v8/artifacts/events`` over ``http.client`` (``_direct``) where it applies, so
+    """``POST /v8/artifacts/events`` over ``_direct`` (``_http11``, no httpx) where it applies, so
     that a run in CI, which sends its own events, imports no httpx (issue 11); else, and for an
     answer ``_direct`` leaves to it, through ``remote.RemoteCache``, made when first needed."""
 

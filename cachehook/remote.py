@@ -3,7 +3,7 @@
 Over 400 lines on purpose: it owns httpx, so every endpoint and every fault translation live
 together. What does not need httpx lives apart, so that a remote hit never imports it (issue
 11): the request's shape, the answers' meaning and the signatures in ``_remote_api``, a remote
-hit's requests (the download, the usage events) over ``http.client`` in ``_direct``, and
+hit's requests (the download, the usage events) over a socket of its own in ``_direct``, and
 ``RemoteSession`` (re-exported here) in ``_session``.
 
 ``RemoteCache`` mirrors the API, one method per endpoint, and raises ``RemoteError``
