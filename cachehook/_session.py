@@ -1,9 +1,9 @@
 """The remote cache as one run uses it: ``RemoteSession``, which never raises (issue 3).
 
-A remote hit's download goes through ``_direct`` (``_http11``, a socket of its own); everything else, and a
-download ``_direct`` leaves to httpx (a proxy, a redirect, an encoded body, a ``transport``
-given by a test), through ``remote.RemoteCache``, made at the first call that needs it. So a
-remote hit imports neither httpx nor ``remote`` (issue 11).
+A remote hit's download goes through ``_direct`` (over ``_http11``, a socket of its own);
+everything else, and a download ``_direct`` leaves to httpx (a proxy, a redirect, an encoded
+body, a ``transport`` given by a test), through ``remote.RemoteCache``, made at the first call
+that needs it. So a remote hit imports neither httpx nor ``remote`` (issue 11).
 """
 
 from __future__ import annotations
