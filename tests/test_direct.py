@@ -171,6 +171,7 @@ def test_a_hit_and_a_miss_over_one_kept_connection(
     assert (tmp_path / "hit").read_bytes() == stored
     assert seen[-1] == (len(stored), len(stored))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hit", "src.bin"]
+    assert kept.sock is not None
     kept.sock.shutdown(2)  # as if the server had closed it: not used again
     assert fast.fetch(KEY, tmp_path / "again") is not None
     assert fast._idle[-1][1] is not kept
@@ -284,29 +285,30 @@ def test_a_redirect_to_another_origin_drops_the_token(
 
 # -- answers and faults: the same errors as httpx's -------------------------------------------
 
+# Answers both requests may get, each refused with the error class httpx's path raises:
+# (status, JSON body, token sent, error).
+REFUSALS: list[tuple[int, dict[str, object], str | None, type[RemoteError]]] = [
+    (
+        400,
+        {"message": "querystring should have required property 'team'"},
+        TOKEN,
+        RemoteProtocolError,
+    ),
+    (401, {"message": f"bad token {TOKEN}"}, TOKEN, RemoteAuthError),
+    (401, {"message": "missing"}, None, RemoteAuthError),
+    (403, {"error": {"code": "forbidden", "message": "Not authorized"}}, TOKEN, RemoteAuthError),
+    (403, {"error": {"code": "remote_caching_paused", "message": "x"}}, TOKEN, RemoteAuthError),
+    (413, {"message": "too big"}, TOKEN, RemoteProtocolError),
+    (503, {"message": "down"}, TOKEN, RemoteUnavailable),
+]
+
 
 @pytest.mark.parametrize(
     ("status", "body", "token", "error"),
     [
-        (401, {"message": f"bad token {TOKEN}"}, TOKEN, RemoteAuthError),
-        (401, {"message": "missing"}, None, RemoteAuthError),
-        (
-            403,
-            {"error": {"code": "forbidden", "message": "Not authorized"}},
-            TOKEN,
-            RemoteAuthError,
-        ),
-        (403, {"error": {"code": "remote_caching_paused", "message": "x"}}, TOKEN, RemoteAuthError),
+        *REFUSALS,
         (403, {"message": "none"}, None, RemoteAuthError),
         (500, {"message": "Error during the artifact creation"}, TOKEN, RemoteUnavailable),
-        (503, {"message": "down"}, TOKEN, RemoteUnavailable),
-        (413, {"message": "too big"}, TOKEN, RemoteProtocolError),
-        (
-            400,
-            {"message": "querystring should have required property 'team'"},
-            TOKEN,
-            RemoteProtocolError,
-        ),
         (418, {"message": "teapot"}, TOKEN, RemoteProtocolError),
         (304, {}, TOKEN, RemoteProtocolError),  # not a redirect: nothing to follow
     ],
@@ -719,24 +721,8 @@ def test_batches_of_events_over_one_kept_connection(
     [
         (200, {}, TOKEN, None),
         (204, {}, TOKEN, None),
-        (
-            400,
-            {"message": "querystring should have required property 'team'"},
-            TOKEN,
-            RemoteProtocolError,
-        ),
-        (401, {"message": f"bad token {TOKEN}"}, TOKEN, RemoteAuthError),
-        (401, {"message": "missing"}, None, RemoteAuthError),
-        (
-            403,
-            {"error": {"code": "forbidden", "message": "Not authorized"}},
-            TOKEN,
-            RemoteAuthError,
-        ),
-        (403, {"error": {"code": "remote_caching_paused", "message": "x"}}, TOKEN, RemoteAuthError),
-        (413, {"message": "too big"}, TOKEN, RemoteProtocolError),
+        *REFUSALS,
         (500, {"message": "Error during the event recording"}, TOKEN, RemoteUnavailable),
-        (503, {"message": "down"}, TOKEN, RemoteUnavailable),
     ],
 )
 def test_events_answers_say_what_httpx_says(
