@@ -92,7 +92,6 @@ _PATH = re.compile(r"[A-Za-z0-9._~/-]*")
 _TOKEN = re.compile(r"[\x21-\x7e]*")
 # A connection the server closed while it was idle fails its next request with one of these.
 _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, DisconnectedError)
-_INCOMPLETE = "peer closed connection without sending complete message body"
 
 
 class NeedsHttpxError(Exception):
@@ -204,7 +203,7 @@ class DirectClient:
         connection, _, response = self._open("POST", url, self._post_headers, body)
         try:
             # As httpx's ``read``: the whole answer, whose faults are the request's.
-            answer = b"".join([bytes(chunk) for chunk in self._body(response, None)])
+            answer = b"".join([bytes(chunk) for chunk in self._body(response)])
             code = response.status
             if not 200 <= code < 300:
                 if _encoding(response) != "identity":
@@ -323,21 +322,17 @@ class DirectClient:
         expected = int_header(settings, "content-length", response.header("content-length"))
         # The server has started sending: from now on only a stall of upload_timeout cuts it.
         sock.settimeout(_limit(settings.upload_timeout))
-        chunks = self._body(response, expected)
+        chunks = self._body(response)
         size = receive_artifact(
             settings, chunks, dest, key=key, expected=expected, tag=tag, progress=self._progress
         )
         return ArtifactInfo(size=size, duration_ms=duration or 0, tag=tag)
 
-    def _body(self, response: Response, expected: int | None) -> Iterator[memoryview]:
+    def _body(self, response: Response) -> Iterator[memoryview]:
+        # A body cut short of its Content-Length is refused by ``_http11`` as it reads.
         view = memoryview(bytearray(_CHUNK))
-        received = 0
         while count := self._fill(response, view):
-            received += count
             yield view[:count]
-        if expected is not None and received < expected:
-            detail = f"{_INCOMPLETE} (received {received} bytes, expected {expected})"
-            raise malformed(self._settings, detail)
 
     def _fill(self, response: Response, view: memoryview) -> int:
         """``view`` filled from the body, one socket read at a time (a 1 MiB write each, as
