@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
@@ -107,7 +107,13 @@ NEVER = (
 )
 
 
-def _hit_modules(project: Path, env: dict[str, str], args: list[str]) -> tuple[set[str], str]:
+class Probe(NamedTuple):
+    loaded: set[str]  # public top-level modules the run loaded
+    ours: set[str]  # every cachehook module loaded
+    stderr: str
+
+
+def _hit_modules(project: Path, env: dict[str, str], args: list[str]) -> Probe:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
         cwd=project,
@@ -116,10 +122,11 @@ def _hit_modules(project: Path, env: dict[str, str], args: list[str]) -> tuple[s
         text=True,
         check=True,
     )
-    code, _, names = done.stdout.strip().splitlines()[0].partition(" ")
+    first, ours = done.stdout.strip().splitlines()
+    code, _, names = first.partition(" ")
     assert code == "0", done.stderr
     public = {name for name in names.split() if not name.startswith("_") or name == "__future__"}
-    return public, done.stderr
+    return Probe(public, set(ours.split()), done.stderr)
 
 
 def _git(project: Path, *args: str) -> None:
@@ -153,7 +160,7 @@ def test_a_local_hit_loads_only_the_allowed_modules(tmp_path: Path, *, in_git: b
     os.utime(output, (past, past))
     inode = output.stat().st_ino
     for _ in range(2):  # the first hit, then one that a memo would have replayed
-        loaded, stderr = _hit_modules(project, env, args)
+        loaded, _, stderr = _hit_modules(project, env, args)
 
         assert "local hit" in stderr
         assert output.stat().st_ino == inode  # nothing was restored: the output was there
@@ -206,20 +213,14 @@ def test_a_remote_hit_imports_no_httpx(
     shutil.rmtree(project / "out")
     shutil.rmtree(cache / "store")  # only the remote has it now
 
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], cwd=project, env=env, capture_output=True, text=True
-    )
-    first, ours = done.stdout.strip().splitlines()
-    code, _, names = first.partition(" ")
-    assert code == "0", done.stderr
-    assert "remote hit" in done.stderr
+    loaded, ours, stderr = _hit_modules(project, env, args)
+    assert "remote hit" in stderr
     assert (project / "out" / "o.bin").read_bytes() == produced
-    loaded = set(names.split())
     assert not loaded & set(REMOTE_NEVER), (
         f"a remote hit imports {sorted(loaded & set(REMOTE_NEVER))}"
     )
-    assert "cachehook.remote" not in ours.split()
-    assert "cachehook._direct" in ours.split(), "the hit was downloaded by _direct"
+    assert "cachehook.remote" not in ours
+    assert "cachehook._direct" in ours, "the hit was downloaded by _direct"
     (get,) = [r for r in capture_proxy.find("GET") if r.status == 200]
     assert len(get.response_body) > len(produced) // 2  # the artifact, not an error page
     # Both runs handed their events to a detached flusher; wait until it is done sending.
@@ -249,19 +250,13 @@ def test_a_local_hit_in_ci_sends_its_events_without_httpx(
     # What the miss sent (in one batch or more, as its sender's thread found them queued).
     before = len(capture_proxy.wait_for("POST", "/v8/artifacts/events", count=1, timeout=60))
 
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], cwd=project, env=env, capture_output=True, text=True
-    )
-    first, ours = done.stdout.strip().splitlines()
-    code, _, names = first.partition(" ")
-    assert code == "0", done.stderr
-    assert "local hit" in done.stderr
-    loaded = set(names.split())
+    loaded, ours, stderr = _hit_modules(project, env, args)
+    assert "local hit" in stderr
     assert not loaded & set(REMOTE_NEVER), (
         f"a local hit in CI imports {sorted(loaded & set(REMOTE_NEVER))}"
     )
-    assert "cachehook.remote" not in ours.split()
-    assert "cachehook._direct" in ours.split(), "the events went through _direct"
+    assert "cachehook.remote" not in ours
+    assert "cachehook._direct" in ours, "the events went through _direct"
     # The run sent its events itself, before it exited: they are there already.
     posts = capture_proxy.find("POST", "/v8/artifacts/events")[before:]
     assert posts, "the hit sent no events"
