@@ -212,7 +212,7 @@ class EventSender:
         self._transport = transport
         self._spool = _Spool(spool_dir, settings)
         self._send_spool = send_spool
-        import threading  # not on a hit: ``cachehook exec`` spools its events (issue 11)
+        import threading  # only where a run sends its own events (CI, ``run``), not spools them
 
         self._cond = threading.Condition()
         self._pending: list[Event] = []
