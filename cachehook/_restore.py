@@ -42,6 +42,8 @@ _PROTECTED = frozenset({"pyproject.toml"})
 # Path segments a restore never writes, at any depth (issue 10): git's own directory (a
 # planted hook runs on the next checkout) and our reserved one.
 _FORBIDDEN_SEGMENTS = frozenset({".git", ".cachehook"})
+# diskcache's database in the store directory (``store``): without it, the store is empty.
+_DATABASE = "cache.db"
 
 
 def ms(seconds: float) -> int:
@@ -212,6 +214,10 @@ class Restorer:
             replayed = self._replay_hit(prepared, started, hit)
             if replayed is not False:
                 return replayed
+        if not os.path.lexists(os.path.join(self.store_dir, _DATABASE)):
+            # No database, so nothing stored without a record: a miss, without importing
+            # diskcache and sqlite3 to create an empty store (a fresh CI runner's remote hit).
+            return None
         return self._restore_from_store(prepared, started)
 
     def _replay_hit(

@@ -55,3 +55,25 @@ def test_a_hit_that_restores_nothing_is_still_recorded(project: Path) -> None:
     assert restored == ()
     assert recorder.tainted is None
     assert any("/store/hits/" in path for path, _ in recorder.seen), "the hit record was read"
+
+
+def test_a_lookup_in_a_store_without_a_database_is_a_miss_that_creates_none(
+    project: Path,
+) -> None:
+    """No database, no stored entry: the lookup does not open (and so create) the store."""
+    settings = load_settings(cwd=project, environ=dict(os.environ))
+    with Runner(settings, on_notice=print) as runner:
+        prepared = runner.prepare(_spec(project))
+        assert runner._restorer.local(prepared, 0.0) is None
+    assert not (settings.cache_dir / "store" / "cache.db").exists()
+
+
+def test_an_entry_without_its_hit_record_is_still_found_in_the_database(project: Path) -> None:
+    settings = load_settings(cwd=project, environ=dict(os.environ))
+    with Runner(settings, on_notice=print) as runner:
+        prepared = runner.prepare(_spec(project))
+        assert runner.run(prepared).stored
+        (settings.cache_dir / "store" / "hits" / prepared.key).unlink()
+        shutil.rmtree(project / "out")
+        result = runner.run(prepared)
+    assert (result.status, result.source, result.restored) == ("HIT", "LOCAL", ("out/a.bin",))
