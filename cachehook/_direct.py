@@ -24,9 +24,13 @@ the request ``RemoteCache`` sends and reads the answer with the same rules and m
 
 TLS (``https``) is verified as httpx's default transport does: ``SSL_CERT_FILE``, else
 ``SSL_CERT_DIR``, else certifi's bundle, with ALPN ``http/1.1``; a plain ``http`` API gets no TLS
-context at all. Timeouts as ``remote``'s docstring says: ``timeout`` bounds connecting
-(with the TLS handshake), sending the request and each wait for the answer's head (and each read
-of the events' answer); once a download's head is in, each read of its body may stall
+context at all. Given a ``trust_dir``, a connection first trusts only the root that verified its
+host last time, if the bundle still holds it, and does the handshake again with the whole bundle
+when that root does not verify it (``_tlstrust``: loading a bundle costs ~50 ms).
+
+Timeouts as ``remote``'s docstring says: ``timeout`` bounds connecting (with the TLS
+handshake), sending the request and each wait for the answer's head (and each read of the
+events' answer); once a download's head is in, each read of its body may stall
 ``upload_timeout`` (0: no limit). Connections are kept for the next request for 5 s, at most 20,
 as httpx keeps them; one found closed by the server when reused is replaced once for a
 download, not for the events (which the server may have counted; the sender spools them).
@@ -73,6 +77,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from cachehook._remote_api import UsageEvent
+    from cachehook._tlstrust import RootMemory
     from cachehook.config import RemoteSettings
 
 __all__ = [
@@ -142,13 +147,20 @@ class DirectClient:
         settings: the remote and its credentials.
         target: where it is (``direct_target(settings)``).
         progress: told ``("download", done, total)`` as a body arrives.
+        trust_dir: where the root that verified an https host is remembered (``_tlstrust``);
+            None: every https connection loads the whole bundle.
 
     ``fetch`` and ``record_events`` raise what ``RemoteCache``'s raise, with the same messages,
     or ``NeedsHttpxError``. No message contains the token.
     """
 
     def __init__(
-        self, settings: RemoteSettings, target: Target, *, progress: Progress | None = None
+        self,
+        settings: RemoteSettings,
+        target: Target,
+        *,
+        progress: Progress | None = None,
+        trust_dir: Path | None = None,
     ) -> None:
         self._settings = settings
         self._target = target
@@ -167,6 +179,10 @@ class DirectClient:
         self._idle: list[tuple[float, Connection]] = []
         self._lock = _thread.allocate_lock()
         self._tls: ssl.SSLContext | None = None
+        self._trust_dir = trust_dir
+        self._memory: RootMemory | None = None
+        self._hint: ssl.SSLContext | None = None  # the remembered root's context
+        self._has_looked = False  # for the remembered root
         self._host = _host_header(target)
 
     def fetch(self, key: str, dest: Path) -> ArtifactInfo | None:
@@ -263,9 +279,9 @@ class DirectClient:
         is_tls = target.scheme == "https"
         port = target.port or (443 if is_tls else 80)
         try:
-            return connect(
-                target.host, port, timeout=wait, tls=self._tls_context() if is_tls else None
-            )
+            if is_tls:
+                return self._connect_tls(port, wait)
+            return connect(target.host, port, timeout=wait)
         except TimeoutError as exc:
             raise timed_out(self._settings, "connecting") from exc
         except OSError as exc:
@@ -392,6 +408,38 @@ class DirectClient:
                 return
         connection.close()
 
+    def _connect_tls(self, port: int, wait: float | None) -> Connection:
+        """With the remembered root alone if there is one; with the whole bundle if there is
+        none or it does not verify the host (whose refusal is then today's)."""
+        import ssl
+
+        host = self._target.host
+        hint, memory = self._remembered(port)
+        if hint is not None:
+            try:
+                return connect(host, port, timeout=wait, tls=hint)
+            except ssl.SSLCertVerificationError:
+                with self._lock:
+                    self._hint = None  # the host changed its root, or its name
+        connection = connect(host, port, timeout=wait, tls=self._tls_context())
+        if memory is not None and isinstance(connection.sock, ssl.SSLSocket):
+            with self._lock:
+                self._memory = None  # once per client
+            memory.remember(connection.sock, host, port)
+        return connection
+
+    def _remembered(self, port: int) -> tuple[ssl.SSLContext | None, RootMemory | None]:
+        with self._lock:
+            if not self._has_looked and self._trust_dir is not None:
+                from cachehook._tlstrust import RootMemory, bundle_path
+
+                self._has_looked = True
+                bundle = bundle_path(os.environ)
+                if bundle is not None:
+                    self._memory = RootMemory(self._trust_dir, bundle)
+                    self._hint = self._memory.hinted_context(self._target.host, port)
+            return self._hint, self._memory
+
     def _tls_context(self) -> ssl.SSLContext:
         with self._lock:
             if self._tls is None:
@@ -401,18 +449,12 @@ class DirectClient:
 
 def tls_context(environ: Mapping[str, str]) -> ssl.SSLContext:
     """The TLS context httpx's default transport verifies with (``create_ssl_context``)."""
-    import ssl
+    from cachehook._tlstrust import bundle_path, verifying_context
 
-    if environ.get("SSL_CERT_FILE"):
-        context = ssl.create_default_context(cafile=environ["SSL_CERT_FILE"])
-    elif environ.get("SSL_CERT_DIR"):
-        context = ssl.create_default_context(capath=environ["SSL_CERT_DIR"])
-    else:
-        import certifi
-
-        context = ssl.create_default_context(cafile=certifi.where())
-    context.set_alpn_protocols(["http/1.1"])  # as httpcore sets it, for HTTP/1.1 only
-    return context
+    bundle = bundle_path(environ)
+    if bundle is None:
+        return verifying_context(capath=environ["SSL_CERT_DIR"])
+    return verifying_context(cafile=bundle)
 
 
 def _reason(response: Response) -> str:
