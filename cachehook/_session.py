@@ -45,6 +45,8 @@ class RemoteSession:
         on_warning: receives each warning as a plain sentence (never containing the token).
         transport: an httpx transport, for tests (then every request goes through httpx).
         progress: told ``(what, done, total)`` while an artifact moves.
+        cache_dir: the cache directory, where ``_direct`` remembers which root verified an
+            https remote (``tls/``); None: it loads the whole CA bundle every time.
     """
 
     def __init__(
@@ -55,14 +57,18 @@ class RemoteSession:
         on_warning: Callable[[str], None],
         transport: httpx.BaseTransport | None = None,
         progress: Progress | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self._settings = settings
         self._transport = transport
         self._progress = progress
         self._cache: RemoteCache | None = None
         target = direct_target(settings) if transport is None else None
+        trust_dir = None if cache_dir is None else cache_dir / "tls"
         self._downloader = (
-            None if target is None else DirectClient(settings, target, progress=progress)
+            None
+            if target is None
+            else DirectClient(settings, target, progress=progress, trust_dir=trust_dir)
         )
         self._modes = modes
         self._on_warning = on_warning
