@@ -20,26 +20,29 @@ deleted only after a 2xx; a batch that fails, or is still waiting at the deadlin
 spool for a later run (which sends it from the background at start) or for
 ``cachehook events flush``.
 
-Spool layout, one directory per remote (API URL + team) under the spool directory::
+Spool layout, one directory per remote (API URL + team) under the spool directory, named by
+the xxh3-128 of that identity (32 hex digits)::
 
     <time>-<random>.json                     a batch ready to send
     <time>-<random>.json.sending-<pid>-<id>-<claimed at>   a batch being sent by that process
 
 A claim is taken over when its process is gone or it was made more than 10 minutes ago.
-Claiming is an atomic rename, so two processes never send the same file.
+Claiming is an atomic rename, so two processes never send the same file. Earlier versions named
+the directory by the first 16 hex digits of a SHA-256: a flush (not a hit, which would pay
+hashlib's import for it; issue 11) sends what such a directory of the same remote holds too.
 """
 
 from __future__ import annotations
 
 import _thread  # threading's Lock: threading itself only where a sender thread starts (issue 11)
 import contextlib
-import hashlib
 import json
 import os
 import re
 import time
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from cachehook.digests import digest_bytes
 from cachehook.facts import LookupDone
 
 if TYPE_CHECKING:
@@ -268,7 +271,8 @@ class EventSender:
         try:
             cache = _Endpoint(self._settings, transport=self._transport)
             if self._send_spool:
-                _, error = _send_spooled(self._spool, cache, should_stop=self._should_stop)
+                spools = _spools(self._spool.root, self._settings)
+                _, error = _send_spooled(spools, cache, should_stop=self._should_stop)
                 self._has_failed = error is not None
             while (batch := self._next_batch()) is not None:
                 self._deliver(cache, batch)
@@ -381,14 +385,20 @@ class UsageEvents:
         _start_flusher(self._settings, spool, cwd=self._root)
 
 
-# The detached flusher (``UsageEvents`` with ``detach``): ``python -S -c _FLUSHER``, without
-# site (its .pth hooks; the run hands over its own ``sys.path``) nor click and the command
-# line, which cost it more than sending. It reads the run's hand-over from its stdin, a pipe
-# whose write end the run keeps until it exits: only then does the flusher import httpx and
+# The detached flusher (``UsageEvents`` with ``detach``): ``python -S -c _FLUSHER <root>``,
+# without site (its .pth hooks; the run hands over its own ``sys.path``) nor click and the
+# command line, which cost it more than sending. It reads the run's hand-over from its stdin, a
+# pipe whose write end the run keeps until it exits: only then does the flusher import httpx and
 # send, so it takes no CPU from the run, whose wall time ends when it exits. What it cannot
-# send waits in the spool for the next run.
+# send waits in the spool for the next run. It works in the project root (``posix_spawn`` has
+# no working directory to give on 3.11); every path it uses is absolute, so a root removed
+# meanwhile (issue 9) changes nothing.
 _FLUSHER = (
-    "import json, sys\n"
+    "import json, os, sys\n"
+    "try:\n"
+    "    os.chdir(sys.argv[1])\n"
+    "except OSError:\n"
+    "    pass\n"
     "handed = json.loads(sys.stdin.buffer.read())\n"
     "sys.path[:] = handed['path']\n"
     "from cachehook.events import flush_handed_over\n"
@@ -401,10 +411,10 @@ _handed: dict[str, int] = {}  # a spool's directory -> the pipe its waiting flus
 def _start_flusher(settings: RemoteSettings, spool_dir: Path, *, cwd: Path) -> None:
     """Start a detached flusher for ``spool_dir``'s events to ``settings``'s remote, unless
     this process has one waiting already (it sends everything there once we exit)."""
-    import subprocess
     import sys
 
     import cachehook
+    from cachehook._detached import spawn_detached
 
     directory = str(_Spool(spool_dir, settings).directory)
     try:
@@ -426,15 +436,7 @@ def _start_flusher(settings: RemoteSettings, spool_dir: Path, *, cwd: Path) -> N
         except OSError:
             return
         try:
-            # Detached: it outlives us.
-            subprocess.Popen(
-                [sys.executable, "-S", "-c", _FLUSHER],
-                cwd=cwd,
-                stdin=read,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            spawn_detached([sys.executable, "-S", "-c", _FLUSHER, str(cwd)], stdin=read)
             while payload:  # a few KiB at most, far below a pipe's buffer: never waits
                 payload = payload[os.write(write, payload) :]
         except OSError:
@@ -446,25 +448,25 @@ def _start_flusher(settings: RemoteSettings, spool_dir: Path, *, cwd: Path) -> N
 
 
 def _remote_to_json(settings: RemoteSettings) -> dict[str, object]:
-    import base64
-
     fields: dict[str, object] = settings._asdict()
     key = settings.signature_key
-    fields["signature_key"] = None if key is None else base64.b64encode(key).decode("ascii")
+    fields["signature_key"] = None if key is None else key.hex()  # base64 costs a hit ~1 ms
     return fields
 
 
 def flush_handed_over(handed: dict[str, Any]) -> None:
     """The detached flusher's work, once the run that handed it ``handed`` has exited."""
-    import base64
     from pathlib import Path
 
+    flush_all(_remote_from_json(handed["remote"]), Path(handed["spool"]))
+
+
+def _remote_from_json(fields: dict[str, Any]) -> RemoteSettings:
     from cachehook.config import RemoteSettings
 
-    remote = dict(handed["remote"])
-    key = remote["signature_key"]
-    remote["signature_key"] = None if key is None else base64.b64decode(key)
-    flush_all(RemoteSettings(**remote), Path(handed["spool"]))
+    key = fields["signature_key"]
+    key = None if key is None else bytes.fromhex(key)
+    return RemoteSettings(**{**fields, "signature_key": key})
 
 
 def flush_all(
@@ -522,7 +524,7 @@ def is_flushing(spool_dir: Path) -> bool:
 
 def pending_count(settings: RemoteSettings, spool_dir: Path) -> int:
     """Events waiting in the spool for ``settings``'s remote, claimed or not."""
-    return _Spool(spool_dir, settings).count()
+    return sum(spool.count() for spool in _spools(spool_dir, settings))
 
 
 def spool_events(settings: RemoteSettings, spool_dir: Path, events: Sequence[Event]) -> int:
@@ -559,40 +561,72 @@ def flush_spool(
     Returns:
         (events sent, events still in the spool for this remote).
     """
-    spool = _Spool(spool_dir, settings)
-    if not spool.ready():
-        return 0, spool.count()
+    spools = _spools(spool_dir, settings)
+    if not any(spool.ready() for spool in spools):
+        return 0, sum(spool.count() for spool in spools)
     cache = _Endpoint(settings, transport=transport)
     try:
-        sent, error = _send_spooled(spool, cache, should_stop=lambda: False)
+        sent, error = _send_spooled(spools, cache, should_stop=lambda: False)
     finally:
         cache.close()
     if error is not None and on_warning is not None:
         on_warning(str(error))
-    return sent, spool.count()
+    return sent, sum(spool.count() for spool in spools)
 
 
 def _send_spooled(
-    spool: _Spool, cache: _Endpoint, *, should_stop: Callable[[], bool]
+    spools: Sequence[_Spool], cache: _Endpoint, *, should_stop: Callable[[], bool]
 ) -> tuple[int, Exception | None]:
+    """Send each spool's batches, in order, until one fails; an earlier version's directory is
+    removed once it is empty."""
     sent = 0
-    for path in spool.ready():
-        if should_stop():
-            break
-        claimed = spool.claim(path)
-        if claimed is None:
-            continue  # another process took it
-        events = spool.load(claimed)
-        if not events:
-            continue
-        try:
-            cache.record_events(events)
-        except Exception as exc:
-            spool.release(claimed)
-            return sent, exc
-        spool.delete(claimed)
-        sent += len(events)
+    for spool in spools:
+        for path in spool.ready():
+            if should_stop():
+                return sent, None
+            claimed = spool.claim(path)
+            if claimed is None:
+                continue  # another process took it
+            events = spool.load(claimed)
+            if not events:
+                continue
+            try:
+                cache.record_events(events)
+            except Exception as exc:
+                spool.release(claimed)
+                return sent, exc
+            spool.delete(claimed)
+            sent += len(events)
+        if spool.is_legacy:
+            with contextlib.suppress(OSError):  # not empty: a claim, a damaged file, a new batch
+                os.rmdir(spool.directory)
     return sent, None
+
+
+def _spool_identity(settings: RemoteSettings) -> bytes:
+    return f"{settings.api}\0{settings.team_id or ''}\0{settings.slug or ''}".encode()
+
+
+_LEGACY_NAME_LENGTH = 16  # hex digits of a SHA-256; today's names are 32 (xxh3-128)
+
+
+def _spools(root: Path, settings: RemoteSettings) -> list[_Spool]:
+    """``settings``'s spool, after the one an earlier version kept for the same remote if it
+    is there (its events are older). hashlib is imported only when a directory in ``root`` has
+    such a name, which a hit never looks for."""
+    spool = _Spool(root, settings)
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return [spool]
+    if all(len(name) != _LEGACY_NAME_LENGTH for name in names):
+        return [spool]
+    import hashlib
+
+    legacy = hashlib.sha256(_spool_identity(settings)).hexdigest()[:_LEGACY_NAME_LENGTH]
+    if legacy not in names:
+        return [spool]
+    return [_Spool(root, settings, legacy=root / legacy), spool]
 
 
 class _Endpoint:
@@ -635,9 +669,13 @@ class _Endpoint:
 
 
 class _Spool:
-    def __init__(self, root: Path, settings: RemoteSettings) -> None:
-        identity = f"{settings.api}\0{settings.team_id or ''}\0{settings.slug or ''}"
-        self.directory = root / hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+    """One remote's spool directory under ``root``; ``legacy``: an earlier version's name for
+    it, to send what is there (nothing is written to it)."""
+
+    def __init__(self, root: Path, settings: RemoteSettings, *, legacy: Path | None = None) -> None:
+        self.root = root
+        self.is_legacy = legacy is not None
+        self.directory = legacy or root / digest_bytes(_spool_identity(settings))
         self._owner = f"{_CLAIM}{os.getpid()}-{os.urandom(4).hex()}-"
 
     def write(self, events: Sequence[Event], *, claimed: bool = False) -> Path | None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+import xxhash
 
 from cachehook import events as events_module
 from cachehook.config import RemoteSettings
@@ -432,6 +434,66 @@ def test_each_remote_has_its_own_spool(spool: Path) -> None:
     assert flush_spool(remote(slug="team-a"), spool, transport=endpoint.transport) == (1, 0)
 
 
+def _legacy_spool(spool_dir: Path, settings: RemoteSettings, events: list[Event]) -> Path:
+    """A batch as cachehook spooled it before its spool names were xxh3-128 (issue 11): in
+    ``sha256(api NUL team NUL slug)[:16]``; returns the directory."""
+    identity = f"{settings.api}\0{settings.team_id or ''}\0{settings.slug or ''}"
+    directory = spool_dir / hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns() - 10**9:020d}-0ld0ld00.json"  # older than anything spooled now
+    payload = {"version": 1, "events": [e.to_json() for e in events]}
+    (directory / name).write_text(json.dumps(payload, separators=(",", ":")))
+    return directory
+
+
+def test_the_spool_is_named_without_hashlib(spool: Path) -> None:
+    settings = remote()
+    directory = events_module._Spool(spool, settings).directory
+    identity = f"{settings.api}\0\0{settings.slug}".encode()
+    assert directory == spool / xxhash.xxh3_128_hexdigest(identity)
+    assert directory != _legacy_spool(spool, settings, [])
+
+
+def test_an_earlier_version_s_spool_is_flushed_first_then_removed(spool: Path) -> None:
+    settings = remote()
+    legacy = _legacy_spool(spool, settings, [event(1), event(2)])
+    other = _legacy_spool(spool, remote(slug="team-other"), [event(7)])
+    events_module._Spool(spool, settings).write([event(3)])
+    assert events_module.pending_count(settings, spool) == 3
+
+    endpoint = Endpoint()
+    assert flush_spool(settings, spool, transport=endpoint.transport) == (3, 0)
+    assert endpoint.hashes == [f"{n:032x}" for n in (1, 2, 3)]  # the older ones first
+    assert not legacy.exists()
+    assert spooled(other) == [f"{7:032x}"], "another remote's events are not ours to send"
+
+
+def test_an_earlier_version_s_claim_is_left_to_its_process(spool: Path) -> None:
+    settings = remote()
+    legacy = _legacy_spool(spool, settings, [event(1)])
+    (batch,) = legacy.iterdir()
+    claimed = batch.with_name(f"{batch.name}.sending-{os.getpid()}-0badf00d-{int(time.time())}")
+    batch.rename(claimed)  # being sent by a live process (this one, under another owner id)
+
+    endpoint = Endpoint()
+    assert flush_spool(settings, spool, transport=endpoint.transport) == (0, 1)
+    assert endpoint.requests == []
+    assert claimed.exists()  # and the directory with it
+
+
+def test_a_sender_sends_an_earlier_version_s_spool_at_start(
+    spool: Path, senders: Callable[..., EventSender]
+) -> None:
+    settings = remote()
+    legacy = _legacy_spool(spool, settings, [event(1)])
+    endpoint = Endpoint()
+    sender = senders(settings, spool, endpoint)  # a run in CI: it sends the spool at start
+    sender.record(event(2))
+    sender.close()
+    assert sorted(endpoint.hashes) == [f"{1:032x}", f"{2:032x}"]
+    assert not legacy.exists()
+
+
 def test_an_unwritable_spool_is_logged_not_raised(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -582,11 +644,88 @@ def test_a_detached_run_s_flusher_sends_once_the_run_has_exited(
     assert spooled(spool) == []
 
 
-def test_the_hand_over_keeps_every_remote_setting() -> None:
-    settings = remote(signature_key=b"\x00\xff" * 20, timeout=0.5, events_flush_timeout=3.0)
+_WATCHED_RUN = """\
+import sys
+before = set(sys.modules)
+from pathlib import Path
+from cachehook import _detached
+from cachehook.config import RemoteSettings
+from cachehook.events import UsageEvents
+from cachehook.facts import LookupDone
+
+api, token, slug, cache_dir, root, key = sys.argv[1:]
+spawned = []
+spawn = _detached.spawn_detached
+_detached.spawn_detached = lambda argv, *, stdin: spawned.append(spawn(argv, stdin=stdin))
+settings = RemoteSettings(api=api, token=token, slug=slug)
+usage = UsageEvents(settings, cache_dir=Path(cache_dir), root=Path(root), detach=True)
+usage(LookupDone(key, "REMOTE", True, 41200))
+usage.close()
+heavy = {"subprocess", "signal", "locale", "hashlib", "base64"} & (set(sys.modules) - before)
+print(*spawned, *sorted(heavy), flush=True)
+sys.stdin.readline()  # the test says when this run exits
+"""
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_hand_over_costs_no_subprocess_nor_hashlib_and_its_flusher_sends_an_older_spool(
+    remote_settings: RemoteSettings, capture_proxy: CaptureProxy, tmp_path: Path
+) -> None:
+    key = "fedcba9876543210fedcba9876543210"
+    cache_dir, root = tmp_path / "cache", tmp_path / "root"
+    root.mkdir()
+    spool = default_spool_dir(cache_dir)
+    legacy = _legacy_spool(spool, remote_settings, [event(1, source="REMOTE", outcome="HIT")])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHEHOOK_", "TURBO_"))}
+    argv = [remote_settings.api, remote_settings.token or "", remote_settings.slug or ""]
+    run = subprocess.Popen(
+        [sys.executable, "-c", _WATCHED_RUN, *argv, str(cache_dir), str(root), key],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    flusher = None
+    try:
+        assert run.stdout is not None
+        pid, *heavy = finishes(run.stdout.readline).split()
+        assert heavy == [], f"the hand-over imported {heavy}"
+        flusher = int(pid)
+        deadline = time.monotonic() + GENEROUS  # it changes directory as it starts
+        while os.readlink(f"/proc/{flusher}/cwd") != str(root) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert os.readlink(f"/proc/{flusher}/cwd") == str(root), "not in the project root"
+        finishes(lambda: run.communicate("\n"))
+        assert run.returncode == 0
+        posts = capture_proxy.wait_for("POST", "/v8/artifacts/events", count=2, timeout=GENEROUS)
+        assert [item["hash"] for post in posts for item in post.json()] == [f"{1:032x}", key]
+        deadline = time.monotonic() + GENEROUS
+        while _is_running(flusher) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _is_running(flusher)
+    finally:
+        reap(run)
+        if flusher is not None and _is_running(flusher):
+            os.kill(flusher, signal.SIGKILL)
+    assert spooled(spool) == []
+    assert not legacy.exists()
+
+
+@pytest.mark.parametrize("key", [b"\x00\xff" * 20, None])
+def test_the_hand_over_keeps_every_remote_setting(key: bytes | None) -> None:
+    settings = remote(signature_key=key, timeout=0.5, events_flush_timeout=3.0)
     handed = json.loads(json.dumps(events_module._remote_to_json(settings)))
-    assert RemoteSettings(**{**handed, "signature_key": settings.signature_key}) == settings
-    assert base64.b64decode(handed["signature_key"]) == settings.signature_key
+    assert events_module._remote_from_json(handed) == settings
 
 
 def test_a_hand_over_from_a_removed_directory_keeps_the_events(tmp_path: Path) -> None:
