@@ -163,7 +163,11 @@ class Runner:
                 from cachehook._session import RemoteSession  # no httpx (issue 11)
 
                 self._remote = RemoteSession(
-                    remote, modes=modes, on_warning=self._notice, progress=self._transfer
+                    remote,
+                    modes=modes,
+                    on_warning=self._notice,
+                    progress=self._transfer,
+                    cache_dir=self.settings.cache_dir,
                 )
         return self._remote
 
