@@ -21,9 +21,11 @@ sqlite3 and issues no SQL::
     <the log bytes>
 
 ``file`` is the artifact's value file inside the store (diskcache keeps every artifact as a
-file). The record is written to a temporary name and renamed into place, so a reader sees a
-whole record or the previous one; it is not fsynced, because a record cut short by a crash fails
-its digest. Nothing in a record is trusted: a wrong version, digest or key, malformed metadata,
+file), or a remote hit's artifact kept as a pending entry (``pending/<32 hex>.val``, see
+``_pending``) until a store adopts it; no other shape is read or written. The record is
+written to a temporary name and renamed into place, so a reader sees a whole record or the
+previous one; it is not fsynced, because a record cut short by a crash fails its digest.
+Nothing in a record is trusted: a wrong version, digest or key, malformed metadata,
 a log that does not match its checksum, or an artifact file that is missing or has another size
 reads as no record at all, and the caller falls back to the store, which evicts properly. A hit
 touches its record's mtime; the store's least-recently-used order takes the newer of that and
@@ -47,12 +49,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARTIFACT",
+    "DATABASE",
     "HIT",
+    "PENDING_DIR",
     "STORED",
     "ArtifactMeta",
     "Hit",
     "OutputEntry",
     "blob_checksums",
+    "is_key",
+    "is_pending_name",
+    "names_file",
     "parse_record",
     "read_hit",
     "record_path",
@@ -69,6 +76,13 @@ _DIGEST_LENGTH = 32
 _DIR = "hits"
 _TEMP_SUFFIX = ".tmp"
 _MAX_KEY = 128
+# A remote hit kept without SQLite (``_pending``): ``pending/<name>.val``, named here so that a
+# record never names anything else outside diskcache's value files.
+PENDING_DIR = "pending"
+_PENDING_NAME = 32
+_LOWER_HEX = frozenset("0123456789abcdef")
+# diskcache's database in the store directory (``store``; ``_restore`` spells it too).
+DATABASE = "cache.db"
 
 
 # What ``ArtifactMeta.from_record`` and ``to_record`` read and write: a store record, a hit
@@ -408,16 +422,53 @@ def _is_key(key: str) -> bool:
 
 
 def _is_value_file(name: object) -> bool:
-    """diskcache's value-file name inside the store: ``ab/cd/<hex>.val``."""
+    """A file a record may name inside the store: diskcache's value file ``ab/cd/<hex>.val``,
+    or a pending entry's artifact ``pending/<32 lowercase hex>.val`` (``_pending``)."""
     if not isinstance(name, str):
         return False
     parts = name.split("/")
+    if len(parts) == 2:
+        file = parts[1]
+        return parts[0] == PENDING_DIR and file.endswith(".val") and is_pending_name(file[:-4])
     return (
         len(parts) == 3
         and len(parts[0]) == len(parts[1]) == 2
         and parts[2].endswith(".val")
         and all(p.isascii() and p.isalnum() for p in (parts[0], parts[1], parts[2][:-4]))
     )
+
+
+def is_pending_name(name: str) -> bool:
+    """A pending entry's name (``_pending``): exactly 32 lowercase hex digits."""
+    return len(name) == _PENDING_NAME and all(c in _LOWER_HEX for c in name)
+
+
+def is_key(key: str) -> bool:
+    """A key a hit record can be filed under (a plain file name)."""
+    return _is_key(key)
+
+
+def _names_pending(store: Path, record: str) -> bool:
+    """The record at ``record`` reads whole and names a pending entry's artifact that is there."""
+    try:
+        with open(record, "rb") as handle:
+            parsed = _parse(handle.read())
+    except OSError:
+        return False
+    if parsed is None or not parsed[1].startswith(f"{PENDING_DIR}/"):
+        return False
+    return os.path.isfile(store / parsed[1])
+
+
+def names_file(store: Path, key: str, artifact_file: str) -> bool:
+    """Whether the hit record of ``key`` reads whole and names ``artifact_file``."""
+    if not _is_key(key):
+        return False
+    try:
+        parsed = _parse(_path(store, key).read_bytes())
+    except OSError:
+        return False
+    return parsed is not None and parsed[1] == artifact_file
 
 
 def _path(store: Path, key: str) -> Path:
@@ -552,8 +603,13 @@ def used_times(store: Path) -> dict[str, float]:
     return times
 
 
-def remove_stray(store: Path, *, keep: Collection[str], cutoff: float) -> int:
+def remove_stray(
+    store: Path, *, keep: Collection[str], cutoff: float, keep_pending: bool = True
+) -> int:
     """Remove records of keys not in ``keep`` and temporary files older than ``cutoff``.
+
+    A record that names a pending entry which is there is kept: the database has not adopted
+    it yet (``_pending``), and removing it would lose that remote hit.
 
     Returns:
         How many files were removed.
@@ -561,16 +617,19 @@ def remove_stray(store: Path, *, keep: Collection[str], cutoff: float) -> int:
     removed = 0
     with contextlib.suppress(OSError), os.scandir(store / _DIR) as entries:
         for entry in entries:
-            stray = entry.name.endswith(_TEMP_SUFFIX) or (
-                _is_key(entry.name) and entry.name not in keep
-            )
+            temporary = entry.name.endswith(_TEMP_SUFFIX)
+            if not (temporary or (_is_key(entry.name) and entry.name not in keep)):
+                continue
             with contextlib.suppress(OSError):
-                if stray and entry.stat(follow_symlinks=False).st_mtime <= cutoff:
-                    os.unlink(entry.path)
-                    removed += 1
+                if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                    continue
+                if not temporary and keep_pending and _names_pending(store, entry.path):
+                    continue
+                os.unlink(entry.path)
+                removed += 1
     return removed
 
 
 def remove_all(store: Path) -> int:
     """Remove every hit record (``cache clear``, a replaced database); returns how many."""
-    return remove_stray(store, keep=(), cutoff=float("inf"))
+    return remove_stray(store, keep=(), cutoff=float("inf"), keep_pending=False)

@@ -4,7 +4,8 @@
 
 - the hit record (``_hits``): a local hit without SQLite, the usual one;
 - the local store: when there is no hit record, or it went stale;
-- the remote: downloaded to a scratch file, restored as it is read, then kept locally.
+- the remote: downloaded to a scratch file, restored as it is read, then kept locally (as a
+  pending entry, ``_pending``: no SQLite on that hit either).
 
 and the rules every restore follows: which paths it may write (the task's output globs, none
 of its inputs, never a forbidden path: ``is_forbidden``), which outputs it need not write (on
@@ -304,20 +305,9 @@ class Restorer:
             contents, restored = unpacked
             meta = _parse_meta(contents.meta, prepared.key)
             saved = info.duration_ms or meta.duration_ms
-            store = self._store() if self.settings.modes.local_write else None
-            if store is not None:
-                try:
-                    local_meta = meta.replace(project=self._project())
-                    store.put(
-                        prepared.key,
-                        artifact,
-                        meta=local_meta,
-                        log=contents.log,
-                        move=True,
-                        checksum=contents.checksum,
-                    )
-                except StoreError as exc:
-                    self._notice(f"{exc}; the remote hit is not kept locally")
+            if self.settings.modes.local_write:
+                local_meta = meta.replace(project=self._project())
+                self._keep(prepared.key, artifact, local_meta, contents.log, contents.checksum)
         return RunResult(
             prepared.key,
             "HIT",
@@ -332,6 +322,30 @@ class Restorer:
             manifest=prepared.manifest,
             value=meta.value,
         )
+
+    def _keep(
+        self, key: str, artifact: Path, meta: ArtifactMeta, log: bytes, checksum: str
+    ) -> None:
+        """Keep a remote hit's download locally: as a pending entry, without SQLite (issue 11),
+        or, when that cannot be (another file system, too many pending), in the store."""
+        from cachehook import _pending
+
+        try:
+            if _pending.keep(self.store_dir, key, artifact, meta=meta, log=log, checksum=checksum):
+                return
+        except OSError as exc:
+            self._notice(
+                f"cannot store artifact {key} in {self.store_dir}: {exc}; "
+                "the remote hit is not kept locally"
+            )
+            return
+        store = self._store()
+        if store is None:
+            return
+        try:
+            store.put(key, artifact, meta=meta, log=log, move=True, checksum=checksum)
+        except StoreError as exc:
+            self._notice(f"{exc}; the remote hit is not kept locally")
 
 
 def _local_hit(

@@ -17,6 +17,10 @@ Beside the database, each stored artifact has a hit record (``_hits``): a plain 
 reads without opening SQLite (issue 11). Whatever forgets a key here removes its record too, and
 the size cap and ``last_used`` take a record's mtime (touched by each hit) as a use.
 
+A remote hit keeps what it downloaded without opening the database either: as a pending entry
+(``_pending``) that the next process to open the store adopts (``adopt_pending``, a rename into
+diskcache under a lock), so that the size cap, ``cache ls`` and ``last_used`` count it.
+
 Nothing read back is trusted (issue 10): a record for another key, or whose blob is missing or
 unreadable, is evicted with a warning and is a miss. A damaged ``cache.db`` is moved aside and a
 fresh store made. What a killed run leaves (blob rows no record names, value files no row
@@ -38,7 +42,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import diskcache
 
-from cachehook import _hits
+from cachehook import _hits, _pending
 from cachehook._scratch import GRACE_SECONDS, reclaim_scratch
 from cachehook.errors import StoreError
 from cachehook.hashing import digest_bytes, digest_file
@@ -61,7 +65,8 @@ _TIMEOUT = 10.0  # seconds a writer waits for SQLite's lock before the store is 
 _CHUNK = 1 << 20
 _RECLAIM_EVERY = 3600.0  # seconds between two automatic reclaims of leftovers
 _STAMP = ".reclaimed"  # its mtime: when leftovers were last reclaimed
-_DAMAGED = "cache.db.damaged"
+_DAMAGED = f"{_hits.DATABASE}.damaged"
+_PENDING_LOCK = ".pending.lock"  # held while pending entries are adopted (``_pending``)
 _SQLITE_DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _SQLITE_DAMAGED_WORDS = ("malformed", "not a database")
 
@@ -181,6 +186,8 @@ class LocalStore:
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             msg = f"cannot open the cache at {directory}: {exc}"
             raise StoreError(msg) from exc
+        self._adopting = False
+        self.adopt_pending()
 
     def _connect(self) -> diskcache.Cache:
         return diskcache.Cache(
@@ -212,12 +219,13 @@ class LocalStore:
             return self._connect()
 
     def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
-        database = self.directory / "cache.db"
+        database = self.directory / _hits.DATABASE
         aside = self.directory / _DAMAGED
         os.replace(database, aside)
         for suffix in ("-wal", "-shm"):
             Path(f"{database}{suffix}").unlink(missing_ok=True)
         _hits.remove_all(self.directory)  # they name files of the database set aside
+        _pending.remove_all(self.directory)  # their records are gone with the others
         self._warn(
             f"the cache database {database} is damaged ({exc}); moved it to {aside} and "
             "started an empty cache (its files are reclaimed later)"
@@ -363,6 +371,7 @@ class LocalStore:
         log: bytes | None,
         move: bool,
         checksum: str | None = None,
+        stored_at: float | None = None,
     ) -> ArtifactMeta:
         try:
             record = meta.replace(
@@ -370,7 +379,7 @@ class LocalStore:
                 checksum=checksum or digest_file(src),
                 size=src.stat().st_size,
                 log_checksum=None if log is None else digest_bytes(log),
-                stored_at=time.time(),
+                stored_at=time.time() if stored_at is None else stored_at,
             )
             blob = f"a/{record.checksum}"
             if move:
@@ -402,6 +411,69 @@ class LocalStore:
             msg = f"cannot store artifact {key} in {self.directory}: {exc}"
             raise StoreError(msg) from exc
         return record
+
+    def adopt_pending(self, *, grace: float = GRACE_SECONDS) -> int:
+        """Move the remote hits kept as pending entries (``_pending``) into the store.
+
+        Each process that opens the store does this first, so that ``cache ls``, the size cap
+        and ``last_used`` see them. Under a lock: no entry is adopted twice. An entry its key's
+        hit record no longer names is removed (a ``.rec`` younger than ``grace`` is spared:
+        its writer may be about to write that record), and so is one that does not read whole.
+        Best effort: what cannot be adopted now stays for the next open.
+
+        Returns:
+            How many entries were removed rather than adopted (leftovers).
+        """
+        if self._adopting or not os.path.isdir(self.directory / _hits.PENDING_DIR):
+            return 0
+        removed = 0
+        with contextlib.suppress(OSError), _locked(self.directory / _PENDING_LOCK):
+            self._adopting = True
+            try:
+                cutoff = time.time() - grace
+                for name in _pending.names(self.directory):
+                    left = self._adopt(name, cutoff)
+                    if left is None:
+                        break
+                    removed += left
+                removed += _pending.remove_stray(self.directory, cutoff=cutoff)
+            finally:
+                self._adopting = False
+        return removed
+
+    def _adopt(self, name: str, cutoff: float) -> int | None:
+        """Adopt the pending entry ``name``: 1 if it was removed instead, 0 if adopted or
+        spared, None if the store failed (the rest wait for the next open)."""
+        entry = _pending.read_entry(self.directory, name)
+        if entry is None:  # damaged: never half-trusted (its record, if any, reads as none)
+            _pending.remove(self.directory, name)
+            return 1
+        meta, log, written = entry
+        artifact = self.directory / _pending.artifact_file(name)
+        try:
+            size = artifact.stat().st_size
+        except OSError:
+            size = None
+        named = _hits.names_file(self.directory, meta.key, _pending.artifact_file(name))
+        if named and size == meta.size:
+            try:
+                self._put(
+                    meta.key,
+                    artifact,
+                    meta=meta,
+                    log=log,
+                    move=True,
+                    checksum=meta.checksum,
+                    stored_at=meta.stored_at,
+                )
+            except StoreError:
+                return None  # its files stay, no longer named: removed once old enough
+            _pending.remove(self.directory, name)  # its .rec (the artifact has moved)
+            return 0
+        if not named and size is not None and written > cutoff:
+            return 0  # its writer may not have written the record naming it yet
+        _pending.remove(self.directory, name, key=meta.key)
+        return 1
 
     def _write_hit(self, key: str, meta: ArtifactMeta, log: bytes) -> None:
         """Write the hit record of ``key`` after its store record, or remove a stale one.
@@ -633,8 +705,9 @@ class LocalStore:
         return named
 
     def reclaim(self, *, grace: float = GRACE_SECONDS) -> int:
-        """Remove what killed runs left: unnamed blob rows, value files no row names, and
-        scratch files nobody holds, each older than ``grace`` seconds.
+        """Remove what killed runs left: unnamed blob rows, value files no row names, pending
+        entries no record names, and scratch files nobody holds, each older than ``grace``
+        seconds (pending entries still named are adopted first).
 
         Runs by itself after a store, at most once an hour; ``cache prune`` calls it too.
 
@@ -645,7 +718,8 @@ class LocalStore:
         with contextlib.suppress(OSError):
             stamp.touch()
             os.utime(stamp)  # first: a concurrent open does not start a second reclaim
-        removed = self.sweep(grace=grace) + self._remove_stray_files(grace)
+        removed = self.adopt_pending(grace=grace)
+        removed += self.sweep(grace=grace) + self._remove_stray_files(grace)
         removed += self._remove_stray_hits(grace)
         if self.scratch_dir is not None:
             removed += reclaim_scratch(self.scratch_dir, grace=grace)[0]
@@ -690,6 +764,8 @@ class LocalStore:
         """Remove everything; returns the number of records removed."""
         removed = int(self._cache.clear(retry=True))
         _hits.remove_all(self.directory)
+        with _locked(self.directory / _PENDING_LOCK):  # not under an adoption
+            removed += _pending.remove_all(self.directory)
         return removed
 
     def check_writable(self) -> None:

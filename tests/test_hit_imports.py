@@ -172,8 +172,8 @@ def test_a_local_hit_loads_only_the_allowed_modules(tmp_path: Path, *, in_git: b
 
 
 # The remote hit's own rule: none of httpx's stack (nor ``cachehook.remote``, the httpx client),
-# nor what this repository keeps off that path. ``threading`` is not listed: diskcache, which
-# keeps the hit locally, imports it.
+# nor what this repository keeps off that path. ``threading`` is not listed: the detached
+# events flusher's start (subprocess) imports it.
 REMOTE_NEVER = (
     "dataclasses",  # with inspect, ~7 ms; cachehook.store keeps its one record class plain
     "inspect",
@@ -192,7 +192,18 @@ REMOTE_NEVER = (
     "http",
     "email",
     "ssl",  # the servers here are http://: no TLS, no ssl
+    # the hit is kept as a pending entry with plain file operations (_pending), not by the
+    # store: no diskcache, no SQLite database created or written (~45 ms, issue 11)
+    "diskcache",
+    "sqlite3",
 )
+
+
+def _remote_env(tmp_path: Path, remote_env: dict[str, str]) -> dict[str, str]:
+    # Outside CI (where a run sends its events itself): a detached flusher.
+    env = {k: v for k, v in os.environ.items() if not is_ci({k: v})}
+    cache = str(tmp_path / "cache")
+    return env | {**remote_env, "CACHEHOOK_CACHE_DIR": cache, "CACHEHOOK_MEMO": "0"}
 
 
 @pytest.mark.integration
@@ -200,9 +211,7 @@ def test_a_remote_hit_imports_no_httpx(
     tmp_path: Path, project: Path, remote_env: dict[str, str], capture_proxy: CaptureProxy
 ) -> None:
     cache = tmp_path / "cache"
-    # Outside CI (where a run sends its events itself): a detached flusher.
-    env = {k: v for k, v in os.environ.items() if not is_ci({k: v})}
-    env |= {**remote_env, "CACHEHOOK_CACHE_DIR": str(cache), "CACHEHOOK_MEMO": "0"}
+    env = _remote_env(tmp_path, remote_env)
     write = (
         "import os, pathlib; pathlib.Path('out').mkdir(); "
         "pathlib.Path('out/o.bin').write_bytes(os.urandom(1 << 20))"
@@ -225,6 +234,35 @@ def test_a_remote_hit_imports_no_httpx(
     assert len(get.response_body) > len(produced) // 2  # the artifact, not an error page
     # Both runs handed their events to a detached flusher; wait until it is done sending.
     capture_proxy.wait_for("POST", "/v8/artifacts/events", count=2, timeout=60)
+
+
+@pytest.mark.integration
+def test_a_local_hit_of_what_a_remote_hit_kept_opens_no_database(
+    tmp_path: Path, project: Path, remote_env: dict[str, str], capture_proxy: CaptureProxy
+) -> None:
+    store = tmp_path / "cache" / "store"
+    env = _remote_env(tmp_path, remote_env)
+    write = (
+        "import os, pathlib; pathlib.Path('out').mkdir(); "
+        "pathlib.Path('out/o.bin').write_bytes(os.urandom(1 << 16))"
+    )
+    args = ["exec", "-i", "src/**", "-o", "out/**", "--", sys.executable, "-c", write]
+    _hit_modules(project, env, args)  # the miss runs the command and uploads its output
+    produced = (project / "out" / "o.bin").read_bytes()
+    shutil.rmtree(project / "out")
+    shutil.rmtree(store)
+    assert "remote hit" in _hit_modules(project, env, args).stderr
+    shutil.rmtree(project / "out")
+
+    loaded, _, stderr = _hit_modules(project, env, args)
+    assert "local hit" in stderr, stderr
+    assert (project / "out" / "o.bin").read_bytes() == produced
+    assert not loaded & set(REMOTE_NEVER), (
+        f"a local hit of a kept remote hit imports {sorted(loaded & set(REMOTE_NEVER))}"
+    )
+    assert not (store / "cache.db").exists(), "neither hit made the store's database"
+    # All three runs handed their events to a detached flusher; wait until it is done.
+    capture_proxy.wait_for("POST", "/v8/artifacts/events", count=3, timeout=60)
 
 
 # A run in CI sends its own events (no detached flusher): through ``_direct`` too, under the
