@@ -244,15 +244,20 @@ def _stage(
 ) -> list[Entry]:
     skipped: frozenset[str] | None = None
     wanted: list[Entry] = []
-    for entry, data in reader.outputs():
-        if skipped is None:
-            skipped = _paths_to_skip(skip, reader.meta)
-        if entry.kind != "dir" and not allowed(entry.path):
-            msg = f"artifact holds {show(entry.path)}, which is not an output of this task"
-            raise ArchiveError(msg)
-        if entry.path not in skipped:
-            staging.add(entry, data)
-            wanted.append(entry)
+    try:
+        for entry, data in reader.outputs():
+            if skipped is None:
+                skipped = _paths_to_skip(skip, reader.meta)
+            if entry.kind != "dir" and not allowed(entry.path):
+                msg = f"artifact holds {show(entry.path)}, which is not an output of this task"
+                raise ArchiveError(msg)
+            if entry.path not in skipped:
+                staging.add(entry, data)
+                wanted.append(entry)
+    except Exception:
+        staging.wait()  # a write that failed before is the error a serial restore would give
+        raise
+    staging.wait()  # every staged byte written
     if skipped is None:  # no outputs: meta.json is checked all the same
         _paths_to_skip(skip, reader.meta)
     return wanted

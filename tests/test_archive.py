@@ -3,10 +3,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import os
 import random
 import stat
+import subprocess
+import sys
 import tarfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,6 +108,18 @@ def project(tmp_path: Path) -> Path:
     _write(root / "out/keep.txt", b"old output\n", 0o644)
     _write(tmp_path / "outside/secret.txt", b"secret\n", 0o644)
     return root
+
+
+# _placer._WRITER_FROM for each way of staging: on the reading thread alone, on the writer
+# thread from the first byte, or switching to it part way through the artifact.
+STAGING = {"serial": 1 << 62, "two threads": 0, "switching": 1 << 20}
+
+
+@pytest.fixture(params=list(STAGING))
+def staging(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    name: str = request.param
+    monkeypatch.setattr(_placer, "_WRITER_FROM", STAGING[name])
+    return name
 
 
 # --- hand-built artifacts ---------------------------------------------------------------------
@@ -477,7 +493,7 @@ class CountingFile(io.FileIO):
 
 
 def test_unpack_reads_and_decompresses_the_artifact_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, staging: str
 ) -> None:
     counting = count_decompression(monkeypatch)
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -582,7 +598,7 @@ LATE: dict[str, tuple[Callable[[], bytes], str]] = {
 
 @pytest.mark.parametrize("case", list(LATE), ids=list(LATE))
 def test_damage_at_the_end_of_a_large_artifact_places_nothing(
-    tmp_path: Path, project: Path, case: str
+    tmp_path: Path, project: Path, case: str, staging: str
 ) -> None:
     make_bytes, match = LATE[case]
     artifact = tmp_path / "artifact.tar.zst"
@@ -882,7 +898,7 @@ def test_short_reads_from_the_source_are_handled(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("at", [0, 30, 2 << 20], ids=["magic", "first block", "middle"])
 def test_a_damaged_store_file_is_named_as_such_wherever_the_damage(
-    tmp_path: Path, project: Path, at: int
+    tmp_path: Path, project: Path, at: int, staging: str
 ) -> None:
     good = _large_artifact()
     artifact = tmp_path / "artifact.tar.zst"
@@ -891,3 +907,183 @@ def test_a_damaged_store_file_is_named_as_such_wherever_the_damage(
     with pytest.raises(ArchiveError, match=r"does not match its record|not a zstd frame"):
         unpack(artifact, project, allowed=allow_all, checksum=digest_bytes(good))
     assert staging_dirs(project) == []
+
+
+# --- staging on two cores (issue 11) ----------------------------------------------------------
+
+
+def tree(top: Path) -> dict[str, tuple[object, ...]]:
+    """Everything under ``top`` as a restore leaves it: type, mode and content."""
+    seen: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                detail: object = os.readlink(path)
+            elif stat.S_ISREG(st.st_mode):
+                detail = path.read_bytes()
+            else:
+                detail = None
+            seen[str(path.relative_to(top))] = (stat.S_IFMT(st.st_mode), st.st_mode, detail)
+    return seen
+
+
+def staging_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name == "cachehook-stage"]
+
+
+def test_every_way_of_staging_places_the_same_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    _write(src / "out/big.bin", os.urandom(3 * 1024 * 1024 + 17), 0o751)  # several buffers
+    _write(src / "out/empty.bin", b"", 0o600)
+    _write(src / "out/tail.bin", os.urandom(5000), 0o640)
+    paths = [*OUTPUTS, "out/big.bin", "out/empty.bin", "out/tail.bin"]
+    artifact = tmp_path / "a.tar.zst"
+    pack(artifact, src, paths, meta=b"{}", log=b"")
+    placed: dict[str, object] = {}
+    trees: dict[str, object] = {}
+
+    for name, writer_from in STAGING.items():
+        monkeypatch.setattr(_placer, "_WRITER_FROM", writer_from)
+        dst = tmp_path / name
+        dst.mkdir()
+        restored = unpack(artifact, dst, allowed=allow_out)
+        trees[name] = tree(dst)
+        placed[name] = sorted(
+            (p.path, p.digest, p.stat.st_mode, p.stat.st_size) for p in restored.placed
+        )
+        assert staging_threads() == []
+
+    assert trees["two threads"] == trees["serial"] == trees["switching"]
+    assert placed["two threads"] == placed["serial"] == placed["switching"]
+    assert trees["serial"] == {k: v for k, v in tree(src).items() if k.startswith("out")}
+
+
+def _failing_write(fails: str, *, before: Callable[[], None] = lambda: None) -> Callable[..., int]:
+    """os.write, failing for the staged file named ``fails`` (its order among the entries)."""
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if _placer._STAGING_PREFIX in name and name.endswith(f"/{fails}"):
+            before()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    return write
+
+
+def test_a_failed_write_is_the_serial_error_and_places_nothing(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch, staging: str
+) -> None:
+    rng = random.Random(5)
+    members = [file_(f"out/{name}", rng.randbytes(1 << 20)) for name in ("a", "b", "c", "d")]
+    artifact = build(tmp_path, members)
+    monkeypatch.setattr(os, "write", _failing_write("2"))  # out/c
+
+    assert_refused(artifact, project, match=r"^cannot restore artifact: \[Errno 28\] No space")
+    assert staging_threads() == []
+
+
+def test_a_failed_write_comes_before_a_refusal_later_in_the_stream(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch, staging: str
+) -> None:
+    # The writer thread fails only once the reading thread has met the FIFO after it: the
+    # error is still the write's, as a serial restore reports it.
+    artifact = build(tmp_path, [file_("out/a", bytes(1 << 20)), special_("out/f", b"6")])
+    reading = threading.current_thread()
+    waiting = threading.Event()
+    real_wait = _placer._Writer.wait
+
+    def wait(writer: _placer._Writer) -> None:
+        waiting.set()
+        real_wait(writer)
+
+    def until_the_reader_waits() -> None:
+        if threading.current_thread() is not reading:
+            assert waiting.wait(timeout=60)
+
+    monkeypatch.setattr(_placer._Writer, "wait", wait)
+    monkeypatch.setattr(os, "write", _failing_write("0", before=until_the_reader_waits))
+
+    assert_refused(artifact, project, match=r"^cannot restore artifact: \[Errno 28\] No space")
+    assert waiting.is_set() == (staging == "two threads")
+    assert staging_threads() == []
+
+
+def test_interrupt_while_the_writer_thread_runs_stops_it_and_places_nothing(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_placer, "_WRITER_FROM", 0)
+    rng = random.Random(7)
+    artifact = build(tmp_path, [file_(f"out/{i}", rng.randbytes(1 << 20)) for i in range(6)])
+    real_stage = _placer._Writer.stage
+    staged: list[str] = []
+
+    def stage_then_interrupt(writer: _placer._Writer, entry: object, *args: object) -> None:
+        staged.append(str(entry))
+        if len(staged) == 3:
+            raise KeyboardInterrupt
+        real_stage(writer, entry, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_placer._Writer, "stage", stage_then_interrupt)
+    before = snapshot(project.parent)
+    with pytest.raises(KeyboardInterrupt):
+        unpack(artifact, project, allowed=allow_all)
+
+    assert staging_threads() == []
+    assert snapshot(project.parent) == before
+    assert staging_dirs(project) == []
+
+
+# Run in a child with a file size limit: a real write that fails (EFBIG) part way through.
+FILE_SIZE_LIMIT = """
+import json, resource, signal, sys, threading
+from pathlib import Path
+from cachehook import _placer
+from cachehook.archive import unpack
+from cachehook.errors import ArchiveError
+
+_placer._WRITER_FROM = int(sys.argv[3])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    unpack(Path(sys.argv[1]), Path(sys.argv[2]), allowed=lambda path: path.startswith("out/"))
+    error = ""
+except ArchiveError as exc:
+    error = str(exc)
+print(json.dumps({"error": error, "threads": [t.name for t in threading.enumerate()]}))
+"""
+
+
+def test_a_write_past_the_file_size_limit_fails_alike_either_way(
+    tmp_path: Path, project: Path
+) -> None:
+    rng = random.Random(3)
+    sizes = {"out/a": 1 << 20, "out/b": 1 << 20, "out/c": 3 << 20, "out/d": 1 << 20}
+    artifact = build(tmp_path, [file_(path, rng.randbytes(size)) for path, size in sizes.items()])
+    before = snapshot(project.parent)
+    errors: dict[str, str] = {}
+
+    for name, writer_from in STAGING.items():
+        argv = [
+            sys.executable,
+            "-c",
+            FILE_SIZE_LIMIT,
+            str(artifact),
+            str(project),
+            str(writer_from),
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120)
+        got = json.loads(done.stdout)
+        errors[name] = got["error"]
+        assert got["threads"] == ["MainThread"], name
+        assert snapshot(project.parent) == before, name
+        assert staging_dirs(project) == [], name
+
+    assert errors["serial"] == "cannot restore artifact: [Errno 27] File too large"
+    assert errors["two threads"] == errors["switching"] == errors["serial"]
