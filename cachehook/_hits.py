@@ -504,7 +504,7 @@ def write_hit(store: Path, meta: ArtifactMeta, *, artifact_file: str, log: bytes
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(_MAGIC + digest_bytes(body).encode() + b"\n" + body)
+            out.write(frame(body, _MAGIC))
         os.replace(temp, directory / meta.key)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -537,13 +537,26 @@ def read_hit(store: Path, key: str) -> Hit | None:
     return Hit(meta, artifact, log)
 
 
-def _parse(data: bytes) -> tuple[ArtifactMeta, str, bytes] | None:
-    """The parts of a hit record that reads whole (a ``HIT`` header names its log checksum)."""
-    start = len(_MAGIC) + _DIGEST_LENGTH + 1
-    if not data.startswith(_MAGIC) or data[start - 1 : start] != b"\n":
+def frame(body: bytes, magic: bytes) -> bytes:
+    """``body`` behind ``magic`` and its xxh3-128: the framing of a hit or pending record."""
+    return magic + digest_bytes(body).encode() + b"\n" + body
+
+
+def framed_body(data: bytes, magic: bytes) -> bytes | None:
+    """The body ``frame`` wrapped in ``data``; None when the magic or the digest is wrong."""
+    start = len(magic) + _DIGEST_LENGTH + 1
+    if not data.startswith(magic) or data[start - 1 : start] != b"\n":
         return None
     body = data[start:]
-    if digest_bytes(body).encode() != data[len(_MAGIC) : start - 1]:
+    if digest_bytes(body).encode() != data[len(magic) : start - 1]:
+        return None
+    return body
+
+
+def _parse(data: bytes) -> tuple[ArtifactMeta, str, bytes] | None:
+    """The parts of a hit record that reads whole (a ``HIT`` header names its log checksum)."""
+    body = framed_body(data, _MAGIC)
+    if body is None:
         return None
     end = body.find(b"\n")
     try:

@@ -59,7 +59,6 @@ __all__ = [
 
 MAX_PENDING = 32
 _MAGIC = b"cachehook-pending 1 "
-_DIGEST_LENGTH = 32
 _RECORD = ".rec"
 _ARTIFACT = ".val"
 _TEMP_SUFFIX = ".tmp"
@@ -112,9 +111,7 @@ def keep(
             stored_at=time.time(),
         )
         body = record.to_json().encode() + b"\n" + log
-        _write_whole(
-            directory, f"{name}{_RECORD}", _MAGIC + digest_bytes(body).encode() + b"\n" + body
-        )
+        _write_whole(directory, f"{name}{_RECORD}", _hits.frame(body, _MAGIC))
         # Last: a record names only an entry that is complete.
         _hits.write_hit(store, record, artifact_file=artifact_file(name), log=log)
     except BaseException:
@@ -156,11 +153,8 @@ def read_entry(store: Path, name: str) -> tuple[ArtifactMeta, bytes, float] | No
             mtime = os.fstat(handle.fileno()).st_mtime
     except OSError:
         return None
-    start = len(_MAGIC) + _DIGEST_LENGTH + 1
-    if not data.startswith(_MAGIC) or data[start - 1 : start] != b"\n":
-        return None
-    body = data[start:]
-    if digest_bytes(body).encode() != data[len(_MAGIC) : start - 1]:
+    body = _hits.framed_body(data, _MAGIC)
+    if body is None:
         return None
     header, newline, log = body.partition(b"\n")
     try:

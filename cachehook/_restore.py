@@ -43,8 +43,6 @@ _PROTECTED = frozenset({"pyproject.toml"})
 # Path segments a restore never writes, at any depth (issue 10): git's own directory (a
 # planted hook runs on the next checkout) and our reserved one.
 _FORBIDDEN_SEGMENTS = frozenset({".git", ".cachehook"})
-# diskcache's database in the store directory (``store``): without it, the store is empty.
-_DATABASE = "cache.db"
 
 
 def ms(seconds: float) -> int:
@@ -215,7 +213,7 @@ class Restorer:
             replayed = self._replay_hit(prepared, started, hit)
             if replayed is not False:
                 return replayed
-        if not os.path.lexists(os.path.join(self.store_dir, _DATABASE)):
+        if not os.path.lexists(os.path.join(self.store_dir, _hits.DATABASE)):
             # No database, so nothing stored without a record: a miss, without importing
             # diskcache and sqlite3 to create an empty store (a fresh CI runner's remote hit).
             return None
